@@ -1,0 +1,94 @@
+"""Speed of one DifixNet forward (inference) in ms per image.
+
+Random weights from constructor configs (`lightning_modules/difix/tiny.py`): "tiny" or
+"sd-turbo" (SD-Turbo's architecture, nothing downloaded). K = number of reference views.
+
+    python benchmarks/bench_fixer.py --config tiny --sizes 64 128 256 --refs 0 1
+    python benchmarks/bench_fixer.py --config sd-turbo --sizes 512 --device cuda --dtype bfloat16
+
+Prints one table. ms per image = wall time of one forward (batch of `--batch` renders, each
+with K references) / batch; on CUDA the timing synchronises the device.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lightning_modules.difix.net import DifixNet  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def time_forward(net: DifixNet, size: int, k: int, batch: int, warmup: int, iters: int, device: torch.device,
+                 dtype: torch.dtype) -> list[float]:
+    """Per-iteration wall times (s) of net(images, refs) at size x size."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(batch, 3, size, size, generator=g).to(device)
+    refs = torch.rand(batch, k, 3, size, size, generator=g).to(device) if k else None
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    times = []
+    with torch.inference_mode(), autocast:
+        for i in range(warmup + iters):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            net(images, refs)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", nargs="+", default=["tiny"], choices=["tiny", "sd-turbo"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 256], help="square resolutions")
+    parser.add_argument("--refs", nargs="+", type=int, default=[0, 1], help="numbers of reference views K")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
+                        help="autocast dtype (float32 = no autocast)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = DTYPES[args.dtype]
+    rows = []
+    for config in args.config:
+        start = time.perf_counter()
+        net = DifixNet.from_config(config, seed=0).eval().to(device)
+        build_s = time.perf_counter() - start
+        n_params = sum(p.numel() for p in net.parameters()) / 1e6
+        for size in args.sizes:
+            for k in args.refs:
+                t = time_forward(net, size, k, args.batch, args.warmup, args.iters, device, dtype)
+                ms = [1000 * x / args.batch for x in t]
+                rows.append((config, f"{n_params:.1f}M", f"{size}x{size}", k, args.device, args.dtype,
+                             f"{statistics.mean(ms):.1f}", f"{statistics.pstdev(ms):.1f}"))
+        print(f"# built {config} in {build_s:.1f} s", file=sys.stderr)
+        del net
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    header = ("config", "params", "size", "K", "device", "dtype", "ms/image", "std")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
+          f"{args.iters} iters after {args.warmup} warm-up, load average {load:.1f}")
+    for row in [header, *rows]:
+        print("  ".join(str(c).rjust(w) for c, w in zip(row, widths)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""Difix3D progressive 3D update and the Difix3D+ post-render fix, as one Lightning callback.
+
+Every `fix_every_n_steps` steps the callback moves a set of novel cameras from the training
+poses toward the target poses, renders them, fixes each render with Difix (nearest training
+views as references) and hands the fixed images to the datamodule as extra training views.
+At test time it gives the scene module a post-render fixer, so `main.py test` reports
+metrics with and without the final fix.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from callbacks.fixer_loading import load_fixer
+from callbacks.protocols import GrowsTrainingSet, RendersViews
+from datamodules.camera_json import read_cameras_json
+from datamodules.cameras import Cameras, interpolate_path, pose_distance, step_pose_toward
+
+log = logging.getLogger(__name__)
+
+
+class ProgressiveFixCallback(Callback):
+    """Progressively distils Difix fixes into a scene model (Difix3D) and fixes final renders (Difix3D+).
+
+    Args:
+        fixer: where the fixer comes from: a DifixModule checkpoint (`.ckpt`), exported fixer
+            weights (`.safetensors`/`.pt`), a hub name or local diffusers folder
+            ("stabilityai/sd-turbo"), or "tiny" / "tiny:SEED" (an untrained tiny DifixNet,
+            for tests of the plumbing only).
+        start_step: first global step at which a fix happens.
+        fix_every_n_steps: steps between fixes (2,000 in the reference code, 1,500 in the paper).
+        step_size: how far a novel camera moves per fix, as a fraction of the scene extent
+            (`scene_scale`); 0.5 equals the paper's 0.5 world units on a normalised scene.
+        targets: "test" (the datamodule's held-out cameras, poses only), "path:N" (N poses
+            interpolated along the training cameras) or a cameras JSON file.
+        num_refs: references per fixed view (nearest training images); 0 fixes without one.
+        fixed_view_weight: loss weight of fixed views (paper 0.3).
+        real_view_weight: loss weight of real views while fixed views exist (paper 1.5).
+        alpha_threshold: fixed-view loss is masked to rendered alpha above this (paper 0.5).
+        batch_size: views per fixer call.
+        post_render_fix: also fix test renders once more (Difix3D+) during `test`.
+        log_images: views shown in the TensorBoard grid at each fix.
+    """
+
+    def __init__(
+        self,
+        fixer: str,
+        start_step: int = 2000,
+        fix_every_n_steps: int = 2000,
+        step_size: float = 0.5,
+        targets: str = "test",
+        num_refs: int = 1,
+        fixed_view_weight: float = 0.3,
+        real_view_weight: float = 1.5,
+        alpha_threshold: float = 0.5,
+        batch_size: int = 4,
+        post_render_fix: bool = True,
+        log_images: int = 4,
+    ) -> None:
+        if fix_every_n_steps <= 0:
+            raise ValueError(f"fix_every_n_steps must be positive, got {fix_every_n_steps}")
+        if step_size <= 0:
+            raise ValueError(f"step_size must be positive, got {step_size}")
+        self.fixer_spec = fixer
+        self.start_step = start_step
+        self.fix_every_n_steps = fix_every_n_steps
+        self.step_size = step_size
+        self.targets = targets
+        self.num_refs = num_refs
+        self.fixed_view_weight = fixed_view_weight
+        self.real_view_weight = real_view_weight
+        self.alpha_threshold = alpha_threshold
+        self.batch_size = batch_size
+        self.post_render_fix = post_render_fix
+        self.log_images = log_images
+        # Loaded lazily on first use and never part of the scene checkpoint.
+        self._fixer: nn.Module | None = None
+        # Progressive state (saved in checkpoints through state_dict).
+        self.novel_c2w: Tensor | None = None  # (M, 4, 4) current novel poses, one per target
+        self.last_fix_step: int = -1
+        self.num_fixes: int = 0
+
+    # ------------------------------------------------------------------ fixer
+    @property
+    def fixer(self) -> nn.Module:
+        if self._fixer is None:
+            self._fixer = load_fixer(self.fixer_spec).eval().requires_grad_(False)
+        return self._fixer
+
+    @torch.no_grad()
+    def fix_images(self, images: Tensor, cameras: Cameras, data: GrowsTrainingSet) -> tuple[Tensor, Tensor]:
+        """Fix renders with the nearest training views as references.
+
+        Args:
+            images: (N, 3, H, W) renders in [0, 1].
+            cameras: the N cameras they were rendered from.
+            data: the datamodule holding the training views.
+
+        Returns:
+            fixed (N, 3, H, W) in [0, 1] and the references used, (N, K, 3, H, W).
+        """
+        n, _, h, w = images.shape
+        fixer = self.fixer.to(images.device)
+        refs = self.nearest_references(cameras, data, size=(h, w)).to(images.device)
+        out = []
+        for i in range(0, n, self.batch_size):
+            batch_refs = refs[i : i + self.batch_size] if self.num_refs > 0 else None
+            fixed = fixer(images[i : i + self.batch_size], batch_refs)
+            out.append(F.interpolate(fixed, size=(h, w), mode="bilinear", antialias=True) if fixed.shape[-2:] != (h, w) else fixed)
+        return torch.cat(out).clamp(0, 1), refs
+
+    def nearest_references(self, cameras: Cameras, data: GrowsTrainingSet, size: tuple[int, int]) -> Tensor:
+        """The `num_refs` training images nearest to each camera (pose distance), resized.
+
+        Returns:
+            (N, K, 3, H, W) in [0, 1]; K = max(num_refs, 1) (slot 0 is still returned with K = 0
+            so grids can show it).
+        """
+        k = min(max(self.num_refs, 1), len(data.train_cameras))
+        dist = pose_distance(cameras.camera_to_world.cpu(), data.train_cameras.camera_to_world.cpu())
+        idx = dist.topk(k, dim=1, largest=False).indices  # (N, K)
+        resized = [
+            F.interpolate(data.train_images[j][None], size=size, mode="bilinear", antialias=True)[0]
+            for j in idx.unique().tolist()
+        ]
+        lookup = {j: r for j, r in zip(idx.unique().tolist(), resized)}
+        return torch.stack([torch.stack([lookup[j] for j in row]) for row in idx.tolist()])
+
+    def make_post_render_fixer(self, data: GrowsTrainingSet) -> Callable[[Tensor, Cameras], Tensor]:
+        """A function (renders (N,3,H,W), cameras) -> fixed renders: the Difix3D+ final fix."""
+
+        def post_render_fix(images: Tensor, cameras: Cameras) -> Tensor:
+            return self.fix_images(images, cameras, data)[0]
+
+        return post_render_fix
+
+    # ------------------------------------------------------------------ targets and poses
+    def target_cameras(self, data: GrowsTrainingSet) -> Cameras:
+        if self.targets == "test":
+            return data.target_cameras("test")
+        if self.targets.startswith("path:"):
+            n = int(self.targets.split(":", 1)[1])
+            train = data.train_cameras
+            c2w = interpolate_path(train.camera_to_world, n)
+            idx = [0] * n
+            return Cameras.from_c2w(c2w, train.K[idx], train.width[idx], train.height[idx], [f"path_{i:04d}" for i in range(n)])
+        return read_cameras_json(self.targets)
+
+    def advance_novel_cameras(self, train: Cameras, targets: Cameras, step: float) -> tuple[Cameras, Tensor]:
+        """One progressive move: each target takes its nearest current novel pose and steps it.
+
+        Returns:
+            the new novel cameras (target intrinsics and sizes) and the distance each moved (M,).
+        """
+        current = self.novel_c2w if self.novel_c2w is not None else train.camera_to_world.cpu()
+        target_c2w = targets.camera_to_world.cpu()
+        nearest = pose_distance(current, target_c2w).argmin(dim=0)  # (M,)
+        start = current[nearest]
+        new_c2w, _ = step_pose_toward(start, target_c2w, step)
+        moved = pose_distance(start, new_c2w).diagonal()
+        self.novel_c2w = new_c2w
+        names = [f"novel_{n}" for n in targets.names]
+        return Cameras.from_c2w(new_c2w, targets.K.cpu(), targets.width.cpu(), targets.height.cpu(), names), moved
+
+    # ------------------------------------------------------------------ hooks
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not isinstance(pl_module, RendersViews):
+            raise TypeError(f"{type(pl_module).__name__} lacks render_views/scene_scale needed by ProgressiveFixCallback")
+        data = trainer.datamodule
+        if not isinstance(data, GrowsTrainingSet):
+            raise TypeError(f"{type(data).__name__} lacks the extra-view protocol needed by ProgressiveFixCallback")
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int) -> None:
+        step = trainer.global_step
+        due = step >= self.start_step and (step - self.start_step) % self.fix_every_n_steps == 0
+        if due and step != self.last_fix_step:
+            self.run_fix(trainer, pl_module)
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.post_render_fix:
+            pl_module.post_render_fixer = self.make_post_render_fixer(trainer.datamodule)
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pl_module.post_render_fixer = None
+
+    @torch.no_grad()
+    def run_fix(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Move the novel cameras, render, fix, and replace the datamodule's extra views."""
+        data: GrowsTrainingSet = trainer.datamodule
+        step = self.step_size * float(pl_module.scene_scale)
+        novel, moved = self.advance_novel_cameras(data.train_cameras, self.target_cameras(data), step)
+        data.real_view_weight = self.real_view_weight
+
+        m = len(novel)
+        renders, alphas, fixed, refs = ([None] * m for _ in range(4))
+        # Renders of one call share a size; captures with per-image sizes are grouped.
+        sizes = torch.stack([novel.width, novel.height], dim=1)
+        groups = [torch.nonzero((sizes == s).all(dim=1)).flatten() for s in sizes.unique(dim=0)]
+        bar = tqdm(total=m, desc=f"difix fix {self.num_fixes + 1}", leave=False, disable=not trainer.is_global_zero)
+        was_training = pl_module.training
+        pl_module.eval()
+        for group in groups:
+            for chunk in group.split(self.batch_size):
+                cams = novel[chunk].to(pl_module.device)
+                rgb, alpha = pl_module.render_views(cams)
+                out, ref = self.fix_images(rgb, cams, data)
+                for j, i in enumerate(chunk.tolist()):
+                    renders[i], alphas[i], fixed[i], refs[i] = rgb[j].cpu(), alpha[j].cpu(), out[j].cpu(), ref[j, 0].cpu()
+                bar.update(len(chunk))
+        bar.close()
+        pl_module.train(was_training)
+        masks = [(a > self.alpha_threshold).float() for a in alphas]
+        weights = torch.full((len(novel),), self.fixed_view_weight)
+        data.set_extra_views(fixed, novel, weights, masks)
+
+        self.last_fix_step = trainer.global_step
+        self.num_fixes += 1
+        remaining = pose_distance(novel.camera_to_world, self.target_cameras(data).camera_to_world.cpu()).diagonal()
+        metrics = {
+            "fix/num_views": float(len(novel)),
+            "fix/mean_step_distance": float(moved.mean()),
+            "fix/mean_target_distance": float(remaining.mean()),
+            "fix/num_fixes": float(self.num_fixes),
+        }
+        if trainer.logger is not None:
+            trainer.logger.log_metrics(metrics, step=trainer.global_step)
+            self._log_grid(trainer, renders, fixed, refs)
+        log.info("progressive fix %d at step %d: %s", self.num_fixes, trainer.global_step, metrics)
+
+    def _log_grid(self, trainer: Trainer, renders: list[Tensor], fixed: list[Tensor], refs: list[Tensor]) -> None:
+        if not isinstance(trainer.logger, TensorBoardLogger) or self.log_images <= 0:
+            return
+        from torchvision.utils import make_grid
+
+        rows = []
+        for r, f, ref in list(zip(renders, fixed, refs))[: self.log_images]:
+            if ref.shape[-2:] != r.shape[-2:]:
+                ref = F.interpolate(ref[None], size=r.shape[-2:], mode="bilinear")[0]
+            rows += [r, f, ref]
+        h = max(t.shape[-2] for t in rows)
+        w = max(t.shape[-1] for t in rows)
+        rows = [F.pad(t, (0, w - t.shape[-1], 0, h - t.shape[-2])) for t in rows]
+        grid = make_grid(torch.stack(rows), nrow=3, padding=2)
+        trainer.logger.experiment.add_image("fix/render_fixed_reference", grid, global_step=trainer.global_step)
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict:
+        return {"novel_c2w": self.novel_c2w, "last_fix_step": self.last_fix_step, "num_fixes": self.num_fixes}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.novel_c2w = state_dict["novel_c2w"]
+        self.last_fix_step = int(state_dict["last_fix_step"])
+        self.num_fixes = int(state_dict["num_fixes"])

@@ -1,0 +1,42 @@
+"""What ProgressiveFixCallback needs from a scene model and its data (any 3D representation).
+
+A NeRF module can use the callback by offering `render_views` and `scene_scale`; a datamodule
+by offering the real training views, target cameras and a replaceable set of extra views.
+"""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor
+
+from datamodules.cameras import Cameras
+
+
+@runtime_checkable
+class RendersViews(Protocol):
+    """A scene model that can render arbitrary cameras."""
+
+    scene_scale: float
+
+    def render_views(self, cameras: Cameras) -> tuple[Tensor, Tensor]:
+        """Render without grad.
+
+        Returns:
+            rgb (N, 3, H, W) in [0, 1] and alpha (N, 1, H, W); all cameras share one size.
+        """
+        ...
+
+
+@runtime_checkable
+class GrowsTrainingSet(Protocol):
+    """A datamodule whose training set can take extra (fixed) views."""
+
+    train_cameras: Cameras
+    train_images: list[Tensor]
+    real_view_weight: float
+
+    def target_cameras(self, kind: str = "test") -> Cameras: ...
+
+    def set_extra_views(
+        self, images: list[Tensor], cameras: Cameras, weights: Tensor, masks: list[Tensor] | None
+    ) -> None: ...

@@ -1,0 +1,497 @@
+"""SceneDataModule: a captured scene as a training set that grows with fixed novel views.
+
+Real views come from any supported format (``read_scene``); Difix3D's progressive-fix
+callback appends rendered-and-fixed novel views with :meth:`SceneDataModule.set_extra_views`.
+Each training step draws one view: a real one with probability ``real_view_probability``
+when extra views exist, else always a real one. The draw for step ``i`` is a pure function
+of ``(seed, i)``, and ``i`` counts the training batches consumed, which is saved in the
+checkpoint with the extra views, so a resumed run draws exactly what the original would
+have. Test images never enter the training loader.
+
+Batches (batch size 1, training and evaluation alike)::
+
+    {"image": (1, 3, H, W) float [0, 1], "mask": (1, 1, H, W) float (ones unless the view has
+     a validity mask), "weight": (1,) float loss weight, "camera": Cameras (len 1),
+     "name": [str], "is_extra": (1,) bool, "index": (1,) int64 (draw counter in training,
+     view index in evaluation)}
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+from collections.abc import Iterator
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from datamodules.cameras import Cameras
+from datamodules.distortion import undistort_image
+from datamodules.image_io import load_image
+from datamodules.scene_data import SceneData, SceneFormatError, env_path
+
+__all__ = ["SceneDataModule", "collate_views"]
+
+log = logging.getLogger(__name__)
+
+
+def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stacks per-view samples into a batch; Cameras are concatenated, names listed.
+
+    All views in one batch must share an image size.
+    """
+    return {
+        "image": torch.stack([s["image"] for s in samples]),
+        "mask": torch.stack([s["mask"] for s in samples]),
+        "weight": torch.stack([torch.as_tensor(s["weight"], dtype=torch.float32) for s in samples]),
+        "camera": Cameras.cat([s["camera"] for s in samples]),
+        "name": [s["name"] for s in samples],
+        "is_extra": torch.tensor([bool(s["is_extra"]) for s in samples]),
+        "index": torch.tensor([int(s["index"]) for s in samples], dtype=torch.int64),
+    }
+
+
+class _Views(Dataset):
+    """Fixed list of views in order (evaluation)."""
+
+    def __init__(self, images: list[Tensor], cameras: Cameras, masks: list[Tensor] | None, weight: float) -> None:
+        self.images, self.cameras, self.masks, self.weight = images, cameras, masks, weight
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image = self.images[i]
+        mask = self.masks[i] if self.masks is not None else torch.ones(1, *image.shape[-2:])
+        return {
+            "image": image,
+            "mask": mask,
+            "weight": torch.tensor(self.weight),
+            "camera": self.cameras[i],
+            "name": self.cameras.names[i],
+            "is_extra": False,
+            "index": i,
+        }
+
+
+class _TrainDraws(IterableDataset):
+    """``steps_per_epoch`` draws per epoch, continuing the datamodule's draw counter."""
+
+    def __init__(self, data: SceneDataModule) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return self.data.steps_per_epoch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        start = self.data._drawn
+        for k in range(self.data.steps_per_epoch):
+            sample = self.data.draw_train_view(start + k)
+            self.data._drawn = start + k + 1
+            yield sample
+
+
+class SceneDataModule(pl.LightningDataModule):
+    """Real views of a scene plus the extra (fixed novel) views Difix3D adds while training."""
+
+    def __init__(
+        self,
+        path: str,
+        format: str = "auto",
+        downscale: int = 1,
+        test_every: int = 8,
+        split_file: str | None = None,
+        train_every: int = 1,
+        max_train_views: int | None = None,
+        train_indices: list[int] | None = None,
+        train_group: str | None = None,
+        group_by: Literal["camera_id", "pattern"] = "camera_id",
+        group_pattern: str | None = None,
+        background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        normalize: bool = True,
+        align_up: bool = False,
+        real_view_probability: float = 0.7,
+        real_view_weight: float = 1.0,
+        steps_per_epoch: int = 1000,
+        max_val_views: int | None = None,
+        seed: int = 0,
+        procedural: bool = False,
+        procedural_num_views: int = 24,
+        procedural_size: int = 64,
+    ) -> None:
+        """
+        Args:
+            path: scene folder (COLMAP, Blender, nerfstudio, LLFF); ``~``/``$VARS`` expand.
+            format: "auto" or one of "colmap", "blender", "nerfstudio", "llff".
+            downscale: integer image shrink factor (``images_<k>`` folders used when present).
+            test_every: every n-th image is a test view (LLFF convention), unless the format
+                has its own split or ``split_file`` is given; 0 = no test views.
+            split_file: JSON ``{"train": [names], "test": [names]}``.
+            train_every: keep every n-th training view (sparse-view setting).
+            max_train_views: keep at most the first N training views.
+            train_indices: explicit image indices to train on.
+            train_group: train only on this camera group's images (cross-reference data);
+                the other groups' images become held-out views (see ``heldout_cameras``).
+            group_by: "camera_id" (COLMAP camera id as a string, e.g. "1") or "pattern".
+            group_pattern: regular expression searched in each image path relative to the
+                scene folder; its first capture group (else the match) names the group.
+            background: RGB in [0, 1] that transparent pixels (Blender RGBA) are composited on.
+            normalize: centre/scale the world by the cameras (transform kept in ``scene``).
+            align_up: also rotate the mean camera up vector onto +z.
+            real_view_probability: chance of drawing a real view when extra views exist.
+            real_view_weight: loss weight of real views (the progressive-fix callback may set it).
+            steps_per_epoch: training draws per epoch.
+            max_val_views: validate on at most this many test views, evenly spaced (test and
+                predict always use all of them).
+            seed: seed of the training draws.
+            procedural: when ``path`` holds no scene, write the procedural demo scene there.
+            procedural_num_views: views of the procedural scene.
+            procedural_size: image size of the procedural scene.
+        """
+        super().__init__()
+        if not 0.0 <= real_view_probability <= 1.0:
+            raise ValueError(f"real_view_probability must be in [0, 1], got {real_view_probability}")
+        if steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        if len(background) != 3:
+            raise ValueError(f"background must be an RGB triple, got {background}")
+        self.save_hyperparameters()
+        self.path = path
+        self.format = format
+        self.downscale = downscale
+        self.test_every = test_every
+        self.split_file = split_file
+        self.train_every = train_every
+        self.max_train_views = max_train_views
+        self.train_indices = list(train_indices) if train_indices is not None else None
+        self.train_group = train_group
+        self.group_by = group_by
+        self.group_pattern = group_pattern
+        self.background = tuple(float(c) for c in background)
+        self.normalize = normalize
+        self.align_up = align_up
+        self.real_view_probability = real_view_probability
+        self.real_view_weight = real_view_weight
+        self.steps_per_epoch = steps_per_epoch
+        self.max_val_views = max_val_views
+        self.seed = seed
+        self.procedural = procedural
+        self.procedural_num_views = procedural_num_views
+        self.procedural_size = procedural_size
+
+        self.scene: SceneData | None = None
+        self.train_cameras = Cameras.empty()
+        self.test_cameras = Cameras.empty()
+        self.train_images: list[Tensor] = []
+        self.test_images: list[Tensor] = []
+        self.train_masks: list[Tensor] | None = None
+        self.test_masks: list[Tensor] | None = None
+        self._heldout: tuple[list[Tensor], list[Tensor] | None] | None = None  # loaded on first use
+        self.points: Tensor | None = None
+        self.point_colors: Tensor | None = None
+        self.scene_scale: float = 1.0
+        self._extra_version = 0  # bumped whenever the extra views change
+        self._draw_versions: dict[int, int] = {}  # draw index -> extra-view version it used
+        self.clear_extra_views()
+        self._drawn = 0  # draws handed out by the training iterator
+        self._consumed: int | None = None  # batches that reached the model (None: not tracked)
+
+    # ------------------------------------------------------------------ loading
+    def _ensure_scene_on_disk(self) -> None:
+        if not self.procedural:
+            return
+        from datamodules.procedural import is_complete, make_procedural_scene
+        from datamodules.read_scene import detect_format
+
+        root = env_path(self.path)
+        try:
+            detect_format(root)
+            return
+        except SceneFormatError:
+            if is_complete(root):
+                return
+        make_procedural_scene(root, self.procedural_num_views, self.procedural_size, self.seed)
+
+    def prepare_data(self) -> None:
+        self._ensure_scene_on_disk()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Reads the scene and caches train and test images in memory (once)."""
+        if self.scene is not None:
+            return
+        from datamodules.read_scene import read_scene
+
+        self._ensure_scene_on_disk()
+        scene = read_scene(
+            self.path,
+            format=self.format,
+            downscale=self.downscale,
+            test_every=self.test_every,
+            split_file=self.split_file,
+            train_every=self.train_every,
+            max_train_views=self.max_train_views,
+            train_indices=self.train_indices,
+            normalize=self.normalize,
+            align_up=self.align_up,
+            train_group=self.train_group,
+            group_by=self.group_by,
+            group_pattern=self.group_pattern,
+        )
+        train_idx, test_idx = scene.split["train"], scene.split["test"]
+        overlap = set(train_idx) & set(test_idx)
+        if overlap:  # the split code prevents this; a guard here keeps the guarantee local
+            raise SceneFormatError(f"{scene.root}: images in both train and test split: {sorted(overlap)[:5]}")
+        self.train_images, self.train_masks = self._load(scene, train_idx)
+        self.test_images, self.test_masks = self._load(scene, test_idx)
+        self.train_cameras = scene.cameras[train_idx]
+        self.test_cameras = scene.cameras[test_idx] if test_idx else Cameras.empty()
+        self.points, self.point_colors = scene.points, scene.point_colors
+        centers = self.train_cameras.centers.double()
+        # gsplat simple_trainer: 1.1 x the largest camera distance from the mean centre.
+        radius = float((centers - centers.mean(dim=0)).norm(dim=-1).max()) if len(centers) > 1 else 0.0
+        self.scene_scale = 1.1 * radius if radius > 0 else 1.0
+        self.scene = scene
+        log.info(
+            "scene %s (%s): %d train / %d test views, sizes %s, %s points, scene_scale %.3f",
+            scene.root, scene.format, len(train_idx), len(test_idx),
+            sorted({(int(w), int(h)) for w, h in zip(scene.cameras.width, scene.cameras.height)})[:4],
+            "no" if scene.points is None else len(scene.points), self.scene_scale,
+        )
+
+    def _load(self, scene: SceneData, indices: list[int]) -> tuple[list[Tensor], list[Tensor] | None]:
+        images, masks = [], []
+        for i in indices:
+            w, h = int(scene.cameras.width[i]), int(scene.cameras.height[i])
+            image = load_image(scene.image_paths[i], size=(w, h), background=self.background)
+            mask = torch.ones(1, h, w)
+            if scene.distortion is not None and bool((scene.distortion[i] != 0).any()):
+                image, mask = undistort_image(image, scene.cameras.K[i], scene.distortion[i])
+            images.append(image.contiguous())
+            masks.append(mask)
+        has_mask = any(bool((m < 1).any()) for m in masks)
+        return images, (masks if has_mask else None)
+
+    # ------------------------------------------------------------------ held-out views
+    @property
+    def heldout_indices(self) -> list[int]:
+        """Scene image indices not used for fitting, in scene order: test (and val) views,
+        training views dropped by ``train_every`` / ``max_train_views`` / ``train_group``."""
+        scene = self._require_scene()
+        fitted = set(scene.split["train"])
+        return [i for i in range(len(scene)) if i not in fitted]
+
+    @property
+    def heldout_cameras(self) -> Cameras:
+        """Cameras of ``heldout_indices`` (normalised world, load size)."""
+        idx = self.heldout_indices
+        return self._require_scene().cameras[idx] if idx else Cameras.empty()
+
+    @property
+    def heldout_images(self) -> list[Tensor]:
+        """Images (3, H, W) in [0, 1] of ``heldout_indices``, loaded (and cached) on first use."""
+        return self._load_heldout()[0]
+
+    @property
+    def heldout_masks(self) -> list[Tensor] | None:
+        """Validity masks (1, H, W) of the held-out images (undistorted captures), or None."""
+        return self._load_heldout()[1]
+
+    @property
+    def train_image_paths(self) -> list[Path]:
+        """Source files of the training views (same order as ``train_images``)."""
+        scene = self._require_scene()
+        return [scene.image_paths[i] for i in scene.split["train"]]
+
+    @property
+    def heldout_image_paths(self) -> list[Path]:
+        """Source files of the held-out views (same order as ``heldout_images``)."""
+        scene = self._require_scene()
+        return [scene.image_paths[i] for i in self.heldout_indices]
+
+    def _require_scene(self) -> SceneData:
+        if self.scene is None:
+            self.setup()
+        assert self.scene is not None
+        return self.scene
+
+    def _load_heldout(self) -> tuple[list[Tensor], list[Tensor] | None]:
+        if self._heldout is None:
+            self._heldout = self._load(self._require_scene(), self.heldout_indices)
+        return self._heldout
+
+    # ------------------------------------------------------------------ extra views
+    def set_extra_views(
+        self, images: list[Tensor], cameras: Cameras, weights: Tensor, masks: list[Tensor] | None = None
+    ) -> None:
+        """Replaces the extra (fixed novel) views.
+
+        Args:
+            images: N tensors (3, H, W) in [0, 1].
+            cameras: N cameras in the normalised world.
+            weights: (N,) loss weights.
+            masks: N tensors (1, H, W) or None (all ones).
+        """
+        n = len(images)
+        weights = torch.as_tensor(weights, dtype=torch.float32).reshape(-1)
+        if len(cameras) != n or weights.shape[0] != n or (masks is not None and len(masks) != n):
+            raise ValueError(
+                f"set_extra_views: {n} images but {len(cameras)} cameras, {weights.shape[0]} weights"
+                + ("" if masks is None else f", {len(masks)} masks")
+            )
+        for i, image in enumerate(images):
+            if image.dim() != 3 or image.shape[0] != 3:
+                raise ValueError(f"set_extra_views: image {i} must be (3, H, W), got {tuple(image.shape)}")
+            if (int(cameras.width[i]), int(cameras.height[i])) != (image.shape[2], image.shape[1]):
+                raise ValueError(
+                    f"set_extra_views: image {i} is {image.shape[2]}x{image.shape[1]} but its camera says "
+                    f"{int(cameras.width[i])}x{int(cameras.height[i])}"
+                )
+        self.extra_images = [im.detach().float().cpu().contiguous() for im in images]
+        self.extra_cameras = cameras.to("cpu")
+        self.extra_weights = weights.detach().cpu()
+        self.extra_masks = None if masks is None else [m.detach().float().cpu().reshape(1, *m.shape[-2:]) for m in masks]
+        self._extra_version += 1
+
+    def clear_extra_views(self) -> None:
+        self.extra_images: list[Tensor] = []
+        self.extra_cameras = Cameras.empty()
+        self.extra_weights = torch.zeros(0)
+        self.extra_masks: list[Tensor] | None = None
+        self._extra_version += 1
+
+    @property
+    def num_extra_views(self) -> int:
+        return len(self.extra_images)
+
+    def target_cameras(self, kind: str = "test") -> Cameras:
+        """Cameras (poses and intrinsics, no images) of a split: "test", "train" or "val"."""
+        if self.scene is None:
+            self.setup()
+        assert self.scene is not None
+        if kind == "test":
+            return self.test_cameras
+        if kind == "train":
+            return self.train_cameras
+        if kind in self.scene.split:
+            return self.scene.cameras[self.scene.split[kind]]
+        raise ValueError(f"target_cameras: unknown kind {kind!r}; have {sorted(self.scene.split)}")
+
+    # ------------------------------------------------------------------ sampling
+    def draw_train_view(self, index: int) -> dict[str, Any]:
+        """The training sample for draw ``index`` (a pure function of seed, index and the views)."""
+        if not self.train_images:
+            raise RuntimeError("SceneDataModule.setup() must run before drawing training views")
+        self._draw_versions[index] = self._extra_version
+        if len(self._draw_versions) > 16:  # only the prefetched few matter
+            self._draw_versions.pop(next(iter(self._draw_versions)))
+        g = torch.Generator().manual_seed((self.seed % 2**31) * 2**32 + index)
+        u = float(torch.rand(1, generator=g))
+        r = float(torch.rand(1, generator=g))
+        if self.extra_images and u >= self.real_view_probability:
+            j = min(int(r * len(self.extra_images)), len(self.extra_images) - 1)
+            image = self.extra_images[j]
+            mask = self.extra_masks[j] if self.extra_masks is not None else torch.ones(1, *image.shape[-2:])
+            return {
+                "image": image,
+                "mask": mask,
+                "weight": self.extra_weights[j],
+                "camera": self.extra_cameras[j],
+                "name": self.extra_cameras.names[j],
+                "is_extra": True,
+                "index": index,
+            }
+        j = min(int(r * len(self.train_images)), len(self.train_images) - 1)
+        image = self.train_images[j]
+        mask = self.train_masks[j] if self.train_masks is not None else torch.ones(1, *image.shape[-2:])
+        return {
+            "image": image,
+            "mask": mask,
+            "weight": torch.tensor(float(self.real_view_weight)),
+            "camera": self.train_cameras[j],
+            "name": self.train_cameras.names[j],
+            "is_extra": False,
+            "index": index,
+        }
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Keeps training draws exact across prefetching and checkpoints.
+
+        Lightning fetches one batch ahead, so a batch may have been drawn before the
+        progressive-fix callback replaced the extra views (at the previous step's
+        ``on_train_batch_start``). Such a batch is drawn again here with the current views,
+        which is what a run resumed from a checkpoint at that step draws too. The count of
+        batches that reached the model is what ``state_dict`` saves.
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or not trainer.training or not isinstance(batch, dict) or "index" not in batch:
+            return batch
+        index = int(batch["index"][-1])
+        if self._draw_versions.pop(index, self._extra_version) != self._extra_version:
+            batch = collate_views([self.draw_train_view(index)])
+            self._draw_versions.pop(index, None)
+        self._consumed = index + 1
+        return batch
+
+    # ------------------------------------------------------------------ loaders
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_TrainDraws(self), batch_size=1, collate_fn=collate_views, num_workers=0)
+
+    def _eval_loader(self, limit: int | None) -> DataLoader:
+        if self.scene is None:
+            self.setup()
+        idx = list(range(len(self.test_images)))
+        if limit is not None and 0 < limit < len(idx):
+            idx = torch.linspace(0, len(idx) - 1, limit).round().long().tolist()
+        data = _Views(
+            [self.test_images[i] for i in idx],
+            self.test_cameras[idx],
+            None if self.test_masks is None else [self.test_masks[i] for i in idx],
+            float(self.real_view_weight),
+        )
+        return DataLoader(data, batch_size=1, shuffle=False, collate_fn=collate_views, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.max_val_views)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(None)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader(None)
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        """Extra views (float32, exact) and the draw counter; saved in Lightning checkpoints."""
+        return {
+            "draws": self._consumed if self._consumed is not None else self._drawn,
+            "real_view_weight": float(self.real_view_weight),
+            "extra_images": list(self.extra_images),
+            "extra_cameras": self.extra_cameras.state_dict(),
+            "extra_weights": self.extra_weights.clone(),
+            "extra_masks": None if self.extra_masks is None else list(self.extra_masks),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._drawn = int(state_dict["draws"])
+        self._consumed = None
+        self.real_view_weight = float(state_dict.get("real_view_weight", self.real_view_weight))
+        if state_dict.get("extra_images"):
+            self.set_extra_views(
+                list(state_dict["extra_images"]),
+                Cameras.from_state_dict(state_dict["extra_cameras"]),
+                state_dict["extra_weights"],
+                state_dict.get("extra_masks"),
+            )
+        else:
+            self.clear_extra_views()
+
+    @property
+    def scene_root(self) -> Path:
+        return env_path(self.path)
+
+    @property
+    def transform(self) -> Tensor | None:
+        """(4, 4) float64 ``normalised_world = transform @ original_world`` (None before setup)."""
+        return None if self.scene is None else self.scene.transform

@@ -1,0 +1,299 @@
+"""DifixModule: trains / evaluates / applies DifixNet (losses, optimizer, logging, checkpoints).
+
+The network is built in `configure_model`, so `--print_config`, config checks and module
+construction never load diffusion weights. Checkpoints hold only the trained tensors
+(`DifixNet.trainable_state_dict`: UNet or UNet-LoRA, decoder LoRA, skip convs, cached prompt
+embedding) plus `difix_net_config`, which is all `DifixNet.from_checkpoint` needs.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+from torchmetrics import MeanMetric
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from .net import DEFAULT_PROMPT, DifixNet
+
+
+class DifixModule(pl.LightningModule):
+    """Fine-tunes an SD-Turbo-architecture DifixNet on (degraded, target, reference) pairs.
+
+    Loss = w_l2 * L2 + w_lpips * LPIPS(VGG) + w_gram * Gram (Gram after a warm-up, on a random
+    crop). Batches are PairDataModule's: {"image": (B,3,H,W) degraded, "target": (B,3,H,W),
+    "refs": (B,K,3,H,W), "prompt": [str], "name": [str]}, all in [0, 1].
+
+    Args:
+        pretrained: hub id or local SD folder of the base model ("stabilityai/sd-turbo");
+            None builds the tiny random-weight model of `tiny.py` (tests, CPU demo).
+        tiny_seed: weight seed of the tiny model.
+        cache_dir: Hugging Face cache folder (default $HF_HOME/hub).
+        prompt: text prompt, encoded once.
+        timestep: the single denoising timestep (199).
+        unet_lora_rank: 0 = full UNet fine-tune (paper); r > 0 = UNet LoRA of rank r.
+        vae_lora_rank: decoder LoRA rank (4).
+        skip_init: initial weight of the VAE skip convs (1e-5).
+        size_mode: "pad" or "resize" to the model's size multiple.
+        reference_attention: joint self-attention over render + references.
+        gradient_checkpointing: trade compute for memory.
+        w_l2: weight of the L2 loss.
+        w_lpips: weight of LPIPS (VGG).
+        w_gram: weight of the Gram loss (0.5 paper, 1.0 reference README).
+        gram_warmup_steps: Gram loss off before this global step.
+        gram_crop_size: random square crop for the Gram loss (None: whole image).
+        loss_on_references: also supervise the reference slots (target = the reference),
+            as the reference code does.
+        pretrained_backbone: ImageNet VGG for LPIPS/Gram; False = random backbone (tests and
+            offline demo only: LPIPS/Gram values are then not real).
+        lr: AdamW learning rate.
+        betas: AdamW betas.
+        weight_decay: AdamW weight decay.
+        num_log_images: samples in the validation image grid.
+        predict_output_dir: folder the predict step writes fixed PNGs to.
+    """
+
+    def __init__(
+        self,
+        pretrained: str | None = "stabilityai/sd-turbo",
+        tiny_seed: int = 0,
+        cache_dir: str | None = None,
+        prompt: str = DEFAULT_PROMPT,
+        timestep: int = 199,
+        unet_lora_rank: int = 0,
+        vae_lora_rank: int = 4,
+        skip_init: float = 1e-5,
+        size_mode: Literal["pad", "resize"] = "pad",
+        reference_attention: bool = True,
+        gradient_checkpointing: bool = False,
+        w_l2: float = 1.0,
+        w_lpips: float = 1.0,
+        w_gram: float = 0.5,
+        gram_warmup_steps: int = 2000,
+        gram_crop_size: int | None = 400,
+        loss_on_references: bool = True,
+        pretrained_backbone: bool = True,
+        lr: float = 2e-5,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 1e-2,
+        num_log_images: int = 4,
+        predict_output_dir: str = "outputs/difix_predict",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net: DifixNet | None = None
+        self.lpips: torch.nn.Module | None = None
+        self.gram: torch.nn.Module | None = None
+        # One metric set per stage; "<metric>" scores the fixed output, "<metric>_input" the raw input.
+        self.metrics = torch.nn.ModuleDict({stage: _metric_set() for stage in ("val", "test")})
+
+    # ------------------------------------------------------------------ building
+    def net_kwargs(self) -> dict[str, Any]:
+        """DifixNet.__init__ options from the hyperparameters."""
+        h = self.hparams
+        return {
+            "timestep": h.timestep,
+            "unet_lora_rank": h.unet_lora_rank,
+            "vae_lora_rank": h.vae_lora_rank,
+            "skip_init": h.skip_init,
+            "size_mode": h.size_mode,
+            "reference_attention": h.reference_attention,
+            "gradient_checkpointing": h.gradient_checkpointing,
+        }
+
+    def configure_model(self) -> None:
+        """Builds DifixNet and the loss networks (once; Lightning may call this repeatedly)."""
+        if self.net is not None:
+            return
+        h = self.hparams
+        if h.pretrained is None:
+            self.net = DifixNet.tiny(seed=h.tiny_seed, prompt=h.prompt, **self.net_kwargs())
+        else:
+            self.net = DifixNet.from_pretrained(h.pretrained, cache_dir=h.cache_dir, prompt=h.prompt,
+                                                **self.net_kwargs())
+        from .losses import GramLoss, LPIPSLoss
+
+        if not h.pretrained_backbone:
+            rank_zero_warn(
+                "DifixModule(pretrained_backbone=False): LPIPS and Gram use a random VGG backbone; "
+                "train/loss_lpips, train/loss_gram, val/lpips and val/lpips_input are NOT real LPIPS values "
+                "(tests / offline demo only)."
+            )
+        self.lpips = LPIPSLoss(net="vgg", pretrained_backbone=h.pretrained_backbone)
+        if h.w_gram > 0:
+            self.gram = GramLoss(pretrained_backbone=h.pretrained_backbone, crop_size=h.gram_crop_size)
+
+    def _require_net(self) -> DifixNet:
+        if self.net is None:
+            self.configure_model()
+        assert self.net is not None
+        return self.net
+
+    # ------------------------------------------------------------------ training
+    def compute_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Loss terms for a pair batch.
+
+        Returns:
+            dict with "loss", "loss_l2", "loss_lpips", "loss_gram" scalars.
+        """
+        net = self._require_net()
+        h = self.hparams
+        views = net.stack_views(batch["image"], batch.get("refs"))
+        target = batch["target"]
+        if h.loss_on_references and views.shape[1] > 1:
+            pred = net.forward_views(views, all_views=True).flatten(0, 1)
+            target = torch.cat([target[:, None], views[:, 1:]], dim=1).flatten(0, 1)
+        else:
+            pred = net.forward_views(views, all_views=False)[:, 0]
+        pred, target = pred.float(), target.float()
+        zero = pred.new_zeros(())
+        loss_l2 = F.mse_loss(pred, target)
+        loss_lpips = self.lpips(pred, target) if h.w_lpips > 0 else zero
+        gram_on = self.gram is not None and self.global_step >= h.gram_warmup_steps
+        loss_gram = self.gram(pred, target) if gram_on else zero
+        loss = h.w_l2 * loss_l2 + h.w_lpips * loss_lpips + h.w_gram * loss_gram
+        return {"loss": loss, "loss_l2": loss_l2, "loss_lpips": loss_lpips, "loss_gram": loss_gram}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        losses = self.compute_losses(batch)
+        bs = batch["image"].shape[0]
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items() if k != "loss"}, batch_size=bs)
+        return losses["loss"]
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = self._require_net().trainable_parameters()
+        h = self.hparams
+        return torch.optim.AdamW(params, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+
+    # ------------------------------------------------------------------ validation / test
+    def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+        net = self._require_net()
+        image, target = batch["image"].float(), batch["target"].float()
+        refs = batch.get("refs")
+        fixed = net(image, refs).float()
+        bs = image.shape[0]
+        m = self.metrics[stage]
+        m["psnr"](fixed, target)
+        m["ssim"](fixed, target)
+        m["lpips"].update(self.lpips(fixed, target), weight=bs)
+        m["psnr_input"](image, target)
+        m["ssim_input"](image, target)
+        m["lpips_input"].update(self.lpips(image, target), weight=bs)
+        self.log_dict({f"{stage}/{k}": v for k, v in m.items()}, on_step=False, on_epoch=True, batch_size=bs)
+        if batch_idx == 0:
+            self._log_grid(f"{stage}/input_fixed_target_ref", image, fixed, target, refs)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """val/psnr, val/ssim, val/lpips of the fixed output and the *_input baselines; image grid."""
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """As validation_step, logged under test/."""
+        self._evaluate(batch, batch_idx, "test")
+
+    def _log_grid(self, tag: str, image: Tensor, fixed: Tensor, target: Tensor, refs: Tensor | None) -> None:
+        """One row per sample: input | fixed | target | first reference (black if none)."""
+        loggers = [lg for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
+        if not loggers or self.trainer.sanity_checking:
+            return
+        from torchvision.utils import make_grid
+
+        n = min(self.hparams.num_log_images, image.shape[0])
+        ref = torch.zeros_like(image[:n])
+        if refs is not None and refs.shape[1] > 0:
+            ref = DifixNet.stack_views(image[:n], refs[:n])[:, 1]
+        tiles = torch.stack([image[:n], fixed[:n], target[:n], ref], dim=1).flatten(0, 1)
+        grid = make_grid(tiles.float().clamp(0, 1).cpu(), nrow=4, padding=2)
+        for logger in loggers:
+            logger.experiment.add_image(tag, grid, self.global_step)
+
+    # ------------------------------------------------------------------ predict
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[str]:
+        """Fixes a batch of renders and writes `<predict_output_dir>/<name>.png` (atomically).
+
+        Args:
+            batch: {"image": (B,3,H,W), optional "refs": (B,K,3,H,W), "name": [str] and
+                "orig_size": (B, 2) native (H, W) to write at}.
+
+        Returns:
+            the written file paths.
+        """
+        net = self._require_net()
+        fixed = net(batch["image"], batch.get("refs")).float().clamp(0, 1)
+        names = batch.get("name") or [f"{batch_idx:06d}_{i}" for i in range(fixed.shape[0])]
+        sizes = batch.get("orig_size")
+        out_dir = Path(self.hparams.predict_output_dir)
+        written = []
+        for i, (img, name) in enumerate(zip(fixed, names)):
+            if sizes is not None and tuple(int(s) for s in sizes[i]) != tuple(img.shape[-2:]):
+                # back to the render's native size when the datamodule resized it
+                size = tuple(int(s) for s in sizes[i])
+                img = F.interpolate(img[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+            written.append(str(write_png_atomic(img, out_dir / safe_relative_name(name, ".png"))))
+        return written
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keeps only the trained tensors (+ rebuild config) in the checkpoint."""
+        net = self._require_net()
+        checkpoint["state_dict"] = {f"net.{k}": v for k, v in net.trainable_state_dict().items()}
+        checkpoint["difix_net_config"] = net.build_config
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Builds the net if needed and fills the frozen tensors back in, so strict loading works."""
+        net = self._require_net()
+        saved = checkpoint.get("state_dict", {})
+        needed = {f"net.{k}" for k in net.trainable_state_dict()} - {"net.prompt_embeds"}
+        missing = sorted(needed - set(saved))
+        if missing:
+            raise KeyError(
+                f"DifixModule checkpoint lacks {len(missing)} trained tensors (e.g. {missing[:3]}); it was saved "
+                "with other unet_lora_rank / vae_lora_rank / model settings than this config"
+            )
+        saved_base = checkpoint.get("difix_net_config", {}).get("base")
+        if saved_base is not None and saved_base != net.build_config["base"]:
+            rank_zero_warn("DifixModule: the checkpoint was trained on another base model than this config's")
+        current = self.state_dict()
+        checkpoint["state_dict"] = {**{k: v for k, v in current.items() if k not in saved}, **saved}
+
+    def export_weights(self, path: str | Path) -> Path:
+        """Writes the trained weights + build config for `DifixNet.from_checkpoint`."""
+        return self._require_net().export_weights(path)
+
+
+def _metric_set() -> torch.nn.ModuleDict:
+    return torch.nn.ModuleDict({
+        "psnr": PeakSignalNoiseRatio(data_range=1.0),
+        "ssim": StructuralSimilarityIndexMeasure(data_range=1.0),
+        "lpips": MeanMetric(),
+        "psnr_input": PeakSignalNoiseRatio(data_range=1.0),
+        "ssim_input": StructuralSimilarityIndexMeasure(data_range=1.0),
+        "lpips_input": MeanMetric(),
+    })
+
+
+def safe_relative_name(name: str, suffix: str) -> Path:
+    """`name` as a relative path with `suffix`, refusing absolute paths and '..'."""
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        rel = Path(Path(name).name or "image")
+    return rel.with_name(rel.name + suffix) if rel.suffix.lower() != suffix else rel
+
+
+def write_png_atomic(image: Tensor, path: Path) -> Path:
+    """Writes (3, H, W) [0, 1] as an 8-bit PNG via a temporary file + os.replace."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(array).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,527 @@
+"""DifixNet: the single-step image fixer (SD-Turbo architecture, diffusers components).
+
+Pipeline per call (METHOD.md, "Difix"): encode every view with the frozen VAE encoder (latent
+mean x scaling factor, no noise added), treat the latents as noisy latents at timestep
+`timestep` (199), run the UNet once with the cached prompt embedding and joint self-attention
+over the views, take x0 from the DDPM scheduler step, decode with the skip-connected decoder,
+clamp.
+
+Image convention at the boundary: float in [0, 1], (B, 3, H, W) or (B, V, 3, H, W); the [-1, 1]
+range the VAE wants stays inside this file.
+
+Three builders: `DifixNet.from_pretrained` (hub name or local SD folder), `DifixNet.tiny` /
+`DifixNet.from_config` (constructor dicts from `tiny.py`, fixed seed, offline) and
+`DifixNet.from_checkpoint` (DifixModule checkpoint or `export_weights` file). Every net carries
+`build_config`, a JSON-able dict with what is needed to rebuild it; checkpoints store it next to
+the trained weights only.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import install_multiview_attention
+from .tiny import CONFIGS, build_components
+from .vae_skips import VaeSkips
+
+DEFAULT_PROMPT = "remove degradation"
+SD_SUBFOLDERS = ("unet", "vae", "scheduler", "text_encoder", "tokenizer")
+
+# pix2pix-turbo's / Difix's LoRA targets. The decoder regex keeps LoRA off the frozen encoder.
+VAE_DECODER_LORA_TARGETS = r"decoder\.(.*\.)?(conv1|conv2|conv_in|conv_shortcut|conv|conv_out|to_q|to_k|to_v|to_out\.0)"
+UNET_LORA_TARGETS = [
+    "to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_shortcut", "conv_out",
+    "proj_in", "proj_out", "ff.net.2", "ff.net.0.proj",
+]  # fmt: skip
+# build_config keys that DifixNet.__init__ takes (the rest of build_config is "base" and "prompt").
+NET_KEYS = ("timestep", "unet_lora_rank", "vae_lora_rank", "skip_init", "size_mode", "reference_attention")
+
+
+class PretrainedNotFoundError(OSError):
+    """The diffusion model could not be loaded (offline, not cached, or not an SD folder)."""
+
+
+def _offline_message(name_or_path: str, err: BaseException, cache_dir: str | None = None) -> str:
+    from huggingface_hub import constants
+
+    hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface (default)")
+    if Path(name_or_path).expanduser().is_dir():
+        folder = Path(name_or_path).expanduser()
+        missing = [s for s in SD_SUBFOLDERS if not (folder / s).is_dir()]
+        return (
+            f"DifixNet: '{folder}' is not a complete diffusers Stable Diffusion folder "
+            f"(missing subfolders: {missing or 'none; a file inside one is missing or broken'}). "
+            f"It needs {', '.join(s + '/' for s in SD_SUBFOLDERS)} as written by "
+            f"`hf download stabilityai/sd-turbo --local-dir {folder}`. Cause: {type(err).__name__}: {err}"
+        )
+    return (
+        f"DifixNet: could not load '{name_or_path}' ({type(err).__name__}: {err}).\n"
+        f"This machine is offline (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}) or has no "
+        f"network, and the model is not in the Hugging Face cache ({cache_dir or constants.HF_HUB_CACHE}; HF_HOME={hf_home}).\n"
+        "Fix, on a machine with network access, one of:\n"
+        f"  1. hf download {name_or_path} --local-dir /path/to/sd-turbo\n"
+        f"     (older huggingface_hub: huggingface-cli download {name_or_path} --local-dir /path/to/sd-turbo)\n"
+        "     copy the folder here and set `pretrained: /path/to/sd-turbo` in the config "
+        f"(it must hold {', '.join(s + '/' for s in SD_SUBFOLDERS)});\n"
+        f"  2. HF_HOME=/path/to/hf_home hf download {name_or_path}, copy /path/to/hf_home here and run "
+        "with HF_HOME=/path/to/hf_home (add HF_HUB_OFFLINE=1 to never touch the network)."
+    )
+
+
+def encode_prompt(text_encoder: nn.Module, tokenizer: Any, prompt: str) -> Tensor:
+    """CLIP text embedding of `prompt` padded to the tokenizer's max length.
+
+    Returns:
+        (1, L, D) float32 last hidden state (L = 77 for CLIP).
+    """
+    ids = tokenizer(
+        prompt, max_length=tokenizer.model_max_length, padding="max_length", truncation=True, return_tensors="pt"
+    ).input_ids
+    with torch.no_grad():
+        return text_encoder(ids.to(text_encoder.device))[0].float().cpu()
+
+
+class DifixNet(nn.Module):
+    """Single-step diffusion fixer with reference views, VAE skips and LoRA.
+
+    Build it with a classmethod (`from_pretrained`, `tiny`, `from_config`, `from_checkpoint`);
+    `__init__` takes already built diffusers components.
+
+    Args:
+        unet: diffusers UNet2DConditionModel (epsilon prediction).
+        vae: diffusers AutoencoderKL.
+        scheduler: diffusers DDPMScheduler with the model's betas.
+        prompt_embeds: (1, L, D) cached text embedding of the prompt.
+        timestep: the single denoising timestep (199 = noise level 200 in the paper).
+        unet_lora_rank: 0 trains the whole UNet (paper); r > 0 trains a rank-r LoRA instead
+            (fits 24 GB cards).
+        vae_lora_rank: rank of the VAE decoder LoRA (4 in the paper); 0 leaves the decoder frozen.
+        skip_init: constant initial weight of the VAE skip convs.
+        size_mode: "pad" (reflect) or "resize" inputs to a multiple of the model's factor; the
+            output always has the input size.
+        reference_attention: joint self-attention over views (False: views are independent).
+        gradient_checkpointing: trade compute for memory in UNet and VAE decoder.
+        build_config: how to rebuild the base model (set by the classmethods).
+    """
+
+    def __init__(
+        self,
+        unet: nn.Module,
+        vae: nn.Module,
+        scheduler: Any,
+        prompt_embeds: Tensor,
+        timestep: int = 199,
+        unet_lora_rank: int = 0,
+        vae_lora_rank: int = 4,
+        skip_init: float = 1e-5,
+        size_mode: Literal["pad", "resize"] = "pad",
+        reference_attention: bool = True,
+        gradient_checkpointing: bool = False,
+        build_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if size_mode not in ("pad", "resize"):
+            raise ValueError(f"DifixNet: size_mode must be 'pad' or 'resize', got {size_mode!r}")
+        n_train = scheduler.config.num_train_timesteps
+        if not 0 <= timestep < n_train:
+            raise ValueError(f"DifixNet: timestep {timestep} outside [0, {n_train})")
+        if prompt_embeds.ndim != 3 or prompt_embeds.shape[0] != 1:
+            raise ValueError(f"DifixNet: prompt_embeds must be (1, L, D), got {tuple(prompt_embeds.shape)}")
+        self.unet = unet
+        self.vae = vae
+        self.scheduler = scheduler
+        self.timestep = int(timestep)
+        # PITFALLS: set_timesteps(1) would put the step at t=0; custom timesteps make the single
+        # step end at "t=-1", so the step's output is x0.
+        self.scheduler.set_timesteps(timesteps=[self.timestep])
+        self.size_mode = size_mode
+        self.reference_attention = reference_attention
+        self.register_buffer("prompt_embeds", prompt_embeds.detach().clone().float())
+        self.skips = VaeSkips(vae.config.block_out_channels, init_value=skip_init)
+        self.skips.attach(vae)
+        if reference_attention:
+            install_multiview_attention(unet)
+
+        from peft import LoraConfig
+
+        if vae_lora_rank > 0:
+            # peft's default alpha (8) and gaussian init as in the reference code: B starts at 0,
+            # so the adapters change nothing until trained.
+            vae.add_adapter(LoraConfig(r=vae_lora_rank, init_lora_weights="gaussian",
+                                       target_modules=VAE_DECODER_LORA_TARGETS))
+        if unet_lora_rank > 0:
+            unet.add_adapter(LoraConfig(r=unet_lora_rank, init_lora_weights="gaussian",
+                                        target_modules=UNET_LORA_TARGETS))
+        # add_adapter changes requires_grad flags: set the trainable set explicitly afterwards.
+        self.requires_grad_(False)
+        for name, p in vae.named_parameters():
+            p.requires_grad_(name.startswith("decoder.") and "lora_" in name)
+        for name, p in unet.named_parameters():
+            p.requires_grad_(unet_lora_rank == 0 or "lora_" in name)
+        self.skips.requires_grad_(True)
+        if gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+            vae.enable_gradient_checkpointing()
+
+        vae_down = 2 ** (len(vae.config.block_out_channels) - 1)
+        unet_down = 2 ** (len(unet.config.block_out_channels) - 1)
+        self.vae_factor = vae_down
+        self.size_multiple = vae_down * unet_down
+        given = copy.deepcopy(build_config or {})
+        self.build_config: dict[str, Any] = {
+            "base": given.get("base", {"kind": "unknown"}),
+            "prompt": given.get("prompt", DEFAULT_PROMPT),
+            "timestep": self.timestep,
+            "unet_lora_rank": int(unet_lora_rank),
+            "vae_lora_rank": int(vae_lora_rank),
+            "skip_init": float(skip_init),
+            "size_mode": size_mode,
+            "reference_attention": bool(reference_attention),
+        }
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def from_components(
+        cls,
+        components: dict[str, Any],
+        base: dict[str, Any],
+        prompt: str = DEFAULT_PROMPT,
+        prompt_embeds: Tensor | None = None,
+        **net_kwargs: Any,
+    ) -> DifixNet:
+        """Builds from diffusers components; the text encoder is used once and dropped."""
+        if prompt_embeds is None:
+            if components.get("text_encoder") is None or components.get("tokenizer") is None:
+                raise ValueError("DifixNet: no prompt_embeds and no text encoder/tokenizer to make them")
+            prompt_embeds = encode_prompt(components["text_encoder"], components["tokenizer"], prompt)
+        components.pop("text_encoder", None)  # not kept in memory
+        components.pop("tokenizer", None)
+        return cls(
+            components["unet"],
+            components["vae"],
+            components["scheduler"],
+            prompt_embeds,
+            build_config={"base": base, "prompt": prompt},
+            **net_kwargs,
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str = "stabilityai/sd-turbo",
+        cache_dir: str | None = None,
+        revision: str | None = None,
+        prompt: str = DEFAULT_PROMPT,
+        prompt_embeds: Tensor | None = None,
+        **net_kwargs: Any,
+    ) -> DifixNet:
+        """Loads an SD-Turbo-architecture model from the hub (or its cache) or a local SD folder.
+
+        Args:
+            name_or_path: hub id or folder with unet/, vae/, scheduler/, text_encoder/, tokenizer/.
+            cache_dir: Hugging Face cache folder (default: $HF_HOME/hub).
+            revision: hub revision.
+            prompt: text prompt, encoded once with the model's CLIP text encoder.
+            prompt_embeds: (1, L, D) precomputed embedding; skips loading the text encoder.
+            **net_kwargs: DifixNet.__init__ options (timestep, unet_lora_rank, ...).
+
+        Raises:
+            PretrainedNotFoundError: offline / not cached / not an SD folder, with what to do.
+        """
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from huggingface_hub import errors as hf_errors
+
+        kw: dict[str, Any] = {"cache_dir": cache_dir, "revision": revision}
+        load_errors = (OSError, hf_errors.HFValidationError, hf_errors.EntryNotFoundError,
+                       hf_errors.RepositoryNotFoundError, hf_errors.HfHubHTTPError)
+        try:
+            components: dict[str, Any] = {
+                "unet": UNet2DConditionModel.from_pretrained(name_or_path, subfolder="unet", **kw),
+                "vae": AutoencoderKL.from_pretrained(name_or_path, subfolder="vae", **kw),
+                "scheduler": DDPMScheduler.from_pretrained(name_or_path, subfolder="scheduler", **kw),
+            }
+            if prompt_embeds is None:
+                from transformers import CLIPTextModel, CLIPTokenizer
+
+                components["tokenizer"] = CLIPTokenizer.from_pretrained(name_or_path, subfolder="tokenizer", **kw)
+                components["text_encoder"] = CLIPTextModel.from_pretrained(name_or_path, subfolder="text_encoder", **kw)
+        except load_errors as err:
+            raise PretrainedNotFoundError(_offline_message(str(name_or_path), err, cache_dir)) from err
+        base = {"kind": "pretrained", "name_or_path": str(name_or_path), "revision": revision}
+        return cls.from_components(components, base, prompt=prompt, prompt_embeds=prompt_embeds, **net_kwargs)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: str | dict[str, Any] = "tiny",
+        seed: int = 0,
+        prompt: str = DEFAULT_PROMPT,
+        prompt_embeds: Tensor | None = None,
+        **net_kwargs: Any,
+    ) -> DifixNet:
+        """Random-weight model from constructor dicts (no download), reproducible by seed.
+
+        Args:
+            config: "tiny", "sd-turbo" (SD-Turbo's architecture) or a dict like
+                `tiny.TINY_CONFIG`. Without a text encoder config the prompt embedding is a
+                seeded random (1, 77, cross_attention_dim) tensor.
+            seed: weight seed.
+            prompt: prompt for the (random) text encoder.
+            prompt_embeds: precomputed (1, L, D) embedding.
+            **net_kwargs: DifixNet.__init__ options.
+        """
+        if isinstance(config, str):
+            if config not in CONFIGS:
+                raise ValueError(f"DifixNet.from_config: unknown config {config!r}; known: {sorted(CONFIGS)}")
+            config = CONFIGS[config]
+        config = json.loads(json.dumps(config))  # plain, JSON-able copy for build_config
+        components = build_components(config, seed=seed)
+        if prompt_embeds is None and components["text_encoder"] is None:
+            gen = torch.Generator().manual_seed(seed)
+            dim = config["unet"]["cross_attention_dim"]
+            prompt_embeds = torch.randn(1, 77, dim, generator=gen)
+        base = {"kind": "config", "config": config, "seed": int(seed)}
+        return cls.from_components(components, base, prompt=prompt, prompt_embeds=prompt_embeds, **net_kwargs)
+
+    @classmethod
+    def tiny(cls, seed: int = 0, **net_kwargs: Any) -> DifixNet:
+        """The tiny test/demo model (0.8M-param UNet, 1.3M-param VAE, 2-layer CLIP), offline."""
+        return cls.from_config("tiny", seed=seed, **net_kwargs)
+
+    @classmethod
+    def build(
+        cls,
+        build_config: dict[str, Any],
+        prompt_embeds: Tensor | None = None,
+        pretrained: str | None = None,
+        cache_dir: str | None = None,
+        gradient_checkpointing: bool = False,
+    ) -> DifixNet:
+        """Rebuilds the (untrained) net that `build_config` describes.
+
+        Args:
+            build_config: a net's `build_config`.
+            prompt_embeds: cached prompt embedding (skips the text encoder).
+            pretrained: replaces the base model's hub id / folder (e.g. after moving it).
+            cache_dir: Hugging Face cache folder.
+            gradient_checkpointing: runtime option, not part of the config.
+        """
+        base = build_config["base"]
+        net_kwargs = {k: build_config[k] for k in NET_KEYS if k in build_config}
+        net_kwargs["gradient_checkpointing"] = gradient_checkpointing
+        prompt = build_config.get("prompt", DEFAULT_PROMPT)
+        if base.get("kind") == "pretrained" or pretrained is not None:
+            name = pretrained if pretrained is not None else base["name_or_path"]
+            return cls.from_pretrained(name, cache_dir=cache_dir, revision=base.get("revision") if pretrained is None
+                                       else None, prompt=prompt, prompt_embeds=prompt_embeds, **net_kwargs)
+        if base.get("kind") == "config":
+            return cls.from_config(base["config"], seed=base["seed"], prompt=prompt, prompt_embeds=prompt_embeds,
+                                   **net_kwargs)
+        raise ValueError(f"DifixNet.build: cannot rebuild base {base!r}")
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        pretrained: str | None = None,
+        cache_dir: str | None = None,
+        gradient_checkpointing: bool = False,
+    ) -> DifixNet:
+        """Loads a DifixModule checkpoint (.ckpt) or an `export_weights` file.
+
+        The base model is rebuilt from the stored build_config (SD-Turbo from the hub/cache/
+        folder, or the seeded constructor config), then the trained weights are loaded.
+
+        Args:
+            path: checkpoint or exported weights (.safetensors / .pt).
+            pretrained: replaces the stored base model name/folder.
+            cache_dir: Hugging Face cache folder.
+            gradient_checkpointing: runtime option.
+        """
+        config, weights = load_difix_weights(path)
+        net = cls.build(config, prompt_embeds=weights.get("prompt_embeds"), pretrained=pretrained,
+                        cache_dir=cache_dir, gradient_checkpointing=gradient_checkpointing)
+        net.load_trainable_state_dict(weights, source=str(path))
+        return net
+
+    # ------------------------------------------------------------------ weights
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """The trained tensors (UNet or UNet-LoRA, decoder LoRA, skip convs) and the prompt embedding."""
+        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.state_dict().items() if k in trainable or k == "prompt_embeds"}
+
+    def load_trainable_state_dict(self, state_dict: dict[str, Tensor], source: str = "state_dict") -> None:
+        """Loads what `trainable_state_dict` returned; every trained tensor must be present.
+
+        Raises:
+            KeyError: naming `source` and the missing / unexpected keys.
+        """
+        expected = set(self.trainable_state_dict())
+        given = set(state_dict)
+        missing = sorted(expected - given - {"prompt_embeds"})
+        unexpected = sorted(given - expected)
+        if missing or unexpected:
+            raise KeyError(
+                f"{source}: trained weights do not match this DifixNet (missing {len(missing)}: {missing[:5]}, "
+                f"unexpected {len(unexpected)}: {unexpected[:5]}); was it saved with other "
+                "unet_lora_rank / vae_lora_rank / base model?"
+            )
+        self.load_state_dict(state_dict, strict=False)
+
+    def export_weights(self, path: str | Path) -> Path:
+        """Writes the trained weights + build_config (safetensors if the suffix says so, else torch.save).
+
+        Atomic: written to a temporary file, then renamed.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.trainable_state_dict().items()}
+        tmp = path.with_name(f".{path.name}.tmp")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(tensors, str(tmp), metadata={"difix_net_config": json.dumps(self.build_config)})
+        else:
+            torch.save({"difix_net_config": self.build_config, "state_dict": tensors}, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters with requires_grad (what the optimizer gets)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, images: Tensor, refs: Tensor | None = None) -> Tensor:
+        """Fixes images given optional reference views.
+
+        Args:
+            images: (B, 3, H, W) in [0, 1] renders to fix, or (B, V, 3, H, W) with the
+                references already stacked after the render (then `refs` must be None).
+            refs: (B, K, 3, H', W') in [0, 1], K >= 0; resized to (H, W) if they differ.
+
+        Returns:
+            (B, 3, H, W) fixed images in [0, 1].
+        """
+        views = self.stack_views(images, refs)
+        return self.forward_views(views, all_views=False)[:, 0]
+
+    @staticmethod
+    def stack_views(images: Tensor, refs: Tensor | None = None) -> Tensor:
+        """Stacks render and references into (B, 1 + K, 3, H, W)."""
+        if images.ndim == 5:
+            if refs is not None:
+                raise ValueError("DifixNet: pass refs separately only with (B, 3, H, W) images")
+            return images
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"DifixNet: images must be (B, 3, H, W), got {tuple(images.shape)}")
+        if refs is None or refs.shape[1] == 0:
+            return images[:, None]
+        if refs.ndim != 5 or refs.shape[0] != images.shape[0] or refs.shape[2] != 3:
+            raise ValueError(f"DifixNet: refs must be (B={images.shape[0]}, K, 3, H, W), got {tuple(refs.shape)}")
+        if refs.shape[-2:] != images.shape[-2:]:
+            b, k = refs.shape[:2]
+            refs = F.interpolate(refs.flatten(0, 1), size=images.shape[-2:], mode="bilinear", antialias=True,
+                                 align_corners=False).unflatten(0, (b, k))
+        return torch.cat([images[:, None], refs.to(images.dtype)], dim=1)
+
+    def forward_views(self, views: Tensor, all_views: bool = True) -> Tensor:
+        """Runs the fixer on stacked views.
+
+        Args:
+            views: (B, V, 3, H, W) in [0, 1]; view 0 is the render, views 1.. the references.
+            all_views: also decode the reference slots (for the reference-slot losses);
+                False decodes view 0 only.
+
+        Returns:
+            (B, V, 3, H, W) if all_views else (B, 1, 3, H, W), in [0, 1].
+        """
+        if views.ndim != 5 or views.shape[2] != 3:
+            raise ValueError(f"DifixNet: views must be (B, V, 3, H, W), got {tuple(views.shape)}")
+        b, v, _, h, w = views.shape
+        x = self._to_model_size(views.flatten(0, 1) * 2 - 1)
+        vae_dtype = next(self.vae.parameters()).dtype
+        encoder_frozen = not any(p.requires_grad for p in self.vae.encoder.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not encoder_frozen), self.skips.capture() as acts:
+            latents = self.vae.encode(x.to(vae_dtype)).latent_dist.mode() * self.vae.config.scaling_factor
+        timesteps = torch.full((b * v,), self.timestep, device=latents.device, dtype=torch.long)
+        cond = self.prompt_embeds.expand(b * v, -1, -1)
+        extra = {"cross_attention_kwargs": {"num_views": v}} if self.reference_attention else {}
+        eps = self.unet(latents, timesteps, encoder_hidden_states=cond, **extra).sample
+        # The step's own noise is multiplied by ~0 at the last step; a local generator keeps it
+        # from consuming the global RNG stream.
+        gen = torch.Generator(device=latents.device).manual_seed(0)
+        x0 = self.scheduler.step(eps, self.timestep, latents, generator=gen).pred_original_sample
+        acts = list(acts)
+        if not all_views:
+            x0 = x0.unflatten(0, (b, v))[:, 0]
+            acts = [a.unflatten(0, (b, v))[:, 0] for a in acts]
+        with self.skips.inject(acts):
+            out = self.vae.decode(x0.to(vae_dtype) / self.vae.config.scaling_factor).sample
+        out = self._to_input_size(out.float().clamp(-1, 1), h, w)
+        return ((out + 1) / 2).unflatten(0, (b, -1))
+
+    # ------------------------------------------------------------------ sizes
+    def model_size(self, h: int, w: int) -> tuple[int, int]:
+        """(H, W) the model runs at for an (h, w) input."""
+        m = self.size_multiple
+        if self.size_mode == "pad":
+            return -(-h // m) * m, -(-w // m) * m
+        return max(m, round(h / m) * m), max(m, round(w / m) * m)
+
+    def _to_model_size(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        mh, mw = self.model_size(h, w)
+        if (mh, mw) == (h, w):
+            return x
+        if self.size_mode == "resize":
+            return F.interpolate(x, size=(mh, mw), mode="bilinear", antialias=True, align_corners=False)
+        ph, pw = mh - h, mw - w
+        mode = "reflect" if ph < h and pw < w else "replicate"  # reflect needs pad < size
+        return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+    def _to_input_size(self, x: Tensor, h: int, w: int) -> Tensor:
+        if x.shape[-2:] == (h, w):
+            return x
+        if self.size_mode == "resize":
+            return F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        return x[..., :h, :w]
+
+
+def load_difix_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Reads build_config and trained weights from a DifixModule .ckpt or an exported file.
+
+    Returns:
+        (build_config, state_dict with DifixNet keys).
+
+    Raises:
+        FileNotFoundError / ValueError naming the file and the problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"DifixNet.from_checkpoint: {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if "difix_net_config" not in meta:
+            raise ValueError(f"{path}: safetensors file has no 'difix_net_config' metadata (not a Difix export)")
+        return json.loads(meta["difix_net_config"]), load_file(str(path))
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not our file"
+        raise ValueError(f"{path}: cannot be read as a torch checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(ckpt, dict) or "difix_net_config" not in ckpt or "state_dict" not in ckpt:
+        raise ValueError(f"{path}: no 'difix_net_config' / 'state_dict' (not a DifixModule checkpoint or export)")
+    state = ckpt["state_dict"]
+    if any(k.startswith("net.") for k in state):  # a LightningModule checkpoint
+        state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+    return ckpt["difix_net_config"], state

@@ -1,0 +1,164 @@
+"""DifixModule through the Trainer: logging, lean checkpoints, exact reload, resume, predict."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.pairs import PairDataModule
+from lightning_modules.difix.module import DifixModule
+from lightning_modules.difix.net import DifixNet
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+TINY = {"pretrained": None, "pretrained_backbone": False, "lr": 1e-3}
+
+
+def _trainer(tmp_path: Path, **kwargs: Any) -> Trainer:
+    defaults: dict[str, Any] = {
+        "accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
+        "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
+        "default_root_dir": str(tmp_path),
+    }  # fmt: skip
+    defaults.update(kwargs)
+    return Trainer(**defaults)
+
+
+def _synthetic(**kwargs: Any) -> PairDataModule:
+    args: dict[str, Any] = {"source": "synthetic", "resolution": 32, "crop_size": 32, "num_refs": 1,
+                            "num_train": 2, "num_val": 2, "val_batch_size": 2}  # fmt: skip
+    args.update(kwargs)
+    return PairDataModule(**args)
+
+
+def test_construction_loads_nothing() -> None:
+    module = DifixModule(pretrained="stabilityai/sd-turbo")  # no hub access, no weights
+    assert module.net is None and module.lpips is None
+
+
+def test_fit_logs_metrics_grid_and_saves_lean_checkpoint(tmp_path: Path) -> None:
+    seed_everything(0)
+    module = DifixModule(**TINY, gram_warmup_steps=1, gram_crop_size=16)
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    ckpt_cb = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    trainer = _trainer(tmp_path, max_steps=2, logger=logger, enable_checkpointing=True, callbacks=[ckpt_cb],
+                       log_every_n_steps=1)
+    trainer.fit(module, datamodule=_synthetic())
+    logged = trainer.callback_metrics
+    for key in ("train/loss", "train/loss_l2", "train/loss_lpips", "train/loss_gram", "val/psnr", "val/ssim",
+                "val/lpips", "val/psnr_input", "val/ssim_input", "val/lpips_input"):
+        assert key in logged, key
+    assert logged["train/loss_gram"] > 0  # warm-up of 1 step is over at step 2
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    assert "val/input_fixed_target_ref" in events.Tags()["images"]
+
+    path = Path(ckpt_cb.last_model_path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    keys = set(ckpt["state_dict"])
+    assert keys == {f"net.{k}" for k in module.net.trainable_state_dict()}
+    assert not any(k.startswith("net.vae.encoder") or "base_layer" in k or "lpips" in k for k in keys)
+    assert ckpt["difix_net_config"]["base"]["kind"] == "config"
+
+    # A fresh DifixNet from the checkpoint reproduces the trained module's output exactly.
+    x, refs = torch.rand(1, 3, 32, 32), torch.rand(1, 1, 3, 32, 32)
+    module.net.eval()
+    with torch.no_grad():
+        expected = module.net(x, refs)
+        assert torch.equal(DifixNet.from_checkpoint(path).eval()(x, refs), expected)
+        # ...and so does the module's exported weights file.
+        exported = module.export_weights(tmp_path / "difix.safetensors")
+        assert torch.equal(DifixNet.from_checkpoint(exported).eval()(x, refs), expected)
+    # LightningModule.load_from_checkpoint builds the net and refills the frozen weights.
+    reloaded = DifixModule.load_from_checkpoint(path)
+    with torch.no_grad():
+        assert torch.equal(reloaded.net.eval()(x, refs), expected)
+
+
+class _FixedPairs(Dataset):
+    """One fixed pair repeated: a resumed epoch sees the same batches whatever Lightning's
+    restart position in a non-stateful DataLoader."""
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        item = {"image": torch.rand(3, 32, 32, generator=g), "target": torch.rand(3, 32, 32, generator=g),
+                "refs": torch.rand(1, 3, 32, 32, generator=g), "prompt": "remove degradation", "name": "p"}
+        self.items = [item, item]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+
+def _fit(tmp_path: Path, max_steps: int, ckpt_path: str | None = None) -> tuple[DifixModule, Trainer]:
+    seed_everything(0)
+    # gram_crop_size None: no random crop, so the run does not depend on the global RNG.
+    module = DifixModule(**TINY, gram_warmup_steps=0, gram_crop_size=None)
+    trainer = _trainer(tmp_path, max_steps=max_steps, limit_val_batches=0, gradient_clip_val=1.0)
+    trainer.fit(module, train_dataloaders=DataLoader(_FixedPairs(), batch_size=1, shuffle=False), ckpt_path=ckpt_path)
+    return module, trainer
+
+
+def test_resume_continues_steps_and_optimizer(tmp_path: Path) -> None:
+    full, _ = _fit(tmp_path / "full", 4)
+    half, trainer = _fit(tmp_path / "half", 2)
+    ckpt = tmp_path / "half.ckpt"
+    trainer.save_checkpoint(ckpt)
+    resumed, trainer = _fit(tmp_path / "resumed", 4, ckpt_path=str(ckpt))
+    assert trainer.global_step == 4
+    full_state, resumed_state = full.net.trainable_state_dict(), resumed.net.trainable_state_dict()
+    half_state = half.net.trainable_state_dict()
+    assert any(not torch.equal(half_state[k], full_state[k]) for k in full_state)  # steps 3-4 did something
+    for key, value in full_state.items():
+        torch.testing.assert_close(resumed_state[key], value, rtol=1e-4, atol=1e-6, msg=key)
+    # Adam moments came back too (a fresh optimizer would give different weights above).
+    assert trainer.optimizers[0].state_dict()["state"][0]["step"].item() == 4
+
+
+def test_predict_writes_pngs_and_csv_logger_needs_no_images(tmp_path: Path) -> None:
+    out_dir = tmp_path / "fixed"
+    module = DifixModule(**TINY, predict_output_dir=str(out_dir))
+    # A non-TensorBoard logger: the image grid is skipped, metrics still logged.
+    trainer = _trainer(tmp_path, max_steps=1, logger=CSVLogger(str(tmp_path)), limit_val_batches=1)
+    data = _synthetic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, datamodule=data)
+        written = trainer.predict(module, datamodule=data)
+    files = sorted(out_dir.glob("*.png"))
+    assert [Path(p) for batch in written for p in batch] == files
+    assert len(files) == 2 and not list(out_dir.glob(".*tmp"))
+    from PIL import Image
+
+    assert Image.open(files[0]).size == (32, 32)
+
+
+def test_gram_warmup_and_reference_slot_losses() -> None:
+    module = DifixModule(**TINY, gram_warmup_steps=5, gram_crop_size=None)
+    module.configure_model()
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(1, 3, 32, 32, generator=g)
+    batch = {"image": target.clone(), "target": target, "refs": torch.rand(1, 1, 3, 32, 32, generator=g)}
+    losses = module.compute_losses(batch)  # global_step 0 < warm-up
+    assert losses["loss_gram"] == 0
+    module.hparams.gram_warmup_steps = 0
+    assert module.compute_losses(batch)["loss_gram"] > 0
+    module.hparams.loss_on_references = False
+    fixed_only = module.compute_losses(batch)["loss_l2"]
+    with torch.no_grad():
+        pred = module.net(batch["image"], batch["refs"])
+    torch.testing.assert_close(fixed_only, torch.nn.functional.mse_loss(pred, target), rtol=1e-5, atol=1e-7)
+    module.hparams.loss_on_references = True
+    assert not torch.allclose(module.compute_losses(batch)["loss_l2"], fixed_only)

@@ -1,0 +1,180 @@
+"""ProgressiveFixCallback: pose stepping, references, data isolation, weights/masks, resume."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from callbacks.progressive_fix import ProgressiveFixCallback
+from datamodules.cameras import Cameras, look_at, pose_distance
+from datamodules.procedural import make_procedural_scene
+from datamodules.scene_datamodule import SceneDataModule
+from lightning_modules.scene.losses import photometric_loss
+from lightning_modules.scene.module import GaussianSceneModule
+
+
+def ring(n: int, radius: float, height: float = 0.0) -> torch.Tensor:
+    angles = torch.arange(n) * (2 * math.pi / n)
+    eyes = torch.stack([radius * angles.cos(), radius * angles.sin(), torch.full((n,), height)], dim=1)
+    return look_at(eyes, torch.zeros(3))
+
+
+def cams(c2w: torch.Tensor, prefix: str) -> Cameras:
+    k = torch.tensor([[20.0, 0, 8], [0, 20.0, 8], [0, 0, 1]])
+    return Cameras.from_c2w(c2w, k, 16, 16, [f"{prefix}{i}" for i in range(len(c2w))])
+
+
+def test_novel_cameras_reach_targets_in_expected_number_of_fixes() -> None:
+    train = cams(ring(6, 1.0), "train")
+    # Targets straight out from three training cameras, 1.3 world units further away.
+    target_c2w = train.camera_to_world[[0, 2, 4]].clone()
+    target_c2w[:, :3, 3] *= 2.3
+    targets = cams(target_c2w, "target")
+    cb = ProgressiveFixCallback(fixer="tiny", step_size=0.5)
+    distances = []
+    for _ in range(3):
+        novel, moved = cb.advance_novel_cameras(train, targets, step=0.5)
+        distances.append(pose_distance(novel.camera_to_world, target_c2w).diagonal())
+    # 1.3 units in steps of 0.5: 0.8 left, then 0.3, then snapped onto the target.
+    torch.testing.assert_close(distances[0], torch.full((3,), 0.8), atol=1e-4, rtol=0)
+    torch.testing.assert_close(distances[1], torch.full((3,), 0.3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(distances[2], torch.zeros(3), atol=1e-4, rtol=0)
+    assert novel.names == [f"novel_target{i}" for i in range(3)]
+    # Each novel camera started from its nearest training pose (0, 2, 4), so its rotation is kept.
+    torch.testing.assert_close(novel.camera_to_world[:, :3, :3], target_c2w[:, :3, :3], atol=1e-5, rtol=0)
+
+
+class FakeData:
+    """The GrowsTrainingSet protocol over synthetic training views."""
+
+    def __init__(self, train: Cameras) -> None:
+        self.train_cameras = train
+        # Image i is filled with value i / 10 so references can be identified by value.
+        self.train_images = [torch.full((3, 16, 16), i / 10) for i in range(len(train))]
+        self.real_view_weight = 1.0
+
+    def target_cameras(self, kind: str = "test") -> Cameras:
+        return self.train_cameras
+
+    def set_extra_views(self, images, cameras, weights, masks) -> None:  # pragma: no cover
+        raise AssertionError("not used")
+
+
+def test_nearest_references_are_the_closest_training_views() -> None:
+    train = cams(ring(8, 1.0), "train")
+    data = FakeData(train)
+    # Query cameras slightly off training cameras 5 and 2.
+    query_c2w = train.camera_to_world[[5, 2]].clone()
+    query_c2w[:, 2, 3] += 0.05
+    cb = ProgressiveFixCallback(fixer="tiny", num_refs=2)
+    refs = cb.nearest_references(cams(query_c2w, "q"), data, size=(8, 12))
+    assert refs.shape == (2, 2, 3, 8, 12)
+    first = refs[:, 0, 0, 0, 0]
+    torch.testing.assert_close(first, torch.tensor([0.5, 0.2]))
+    # The second reference is a ring neighbour of the first.
+    second = (refs[:, 1, 0, 0, 0] * 10).round().long().tolist()
+    assert second[0] in (4, 6) and second[1] in (1, 3)
+
+
+@pytest.fixture
+def scene_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_procedural_scene(tmp_path_factory.mktemp("scene") / "proc", num_views=12, size=32, seed=0)
+
+
+def small_module(tmp_path: Path) -> GaussianSceneModule:
+    return GaussianSceneModule(
+        sh_degree=0, refine_start_iter=1000, refine_stop_iter=1000, max_init_points=300,
+        pretrained_metrics=False, num_log_images=1, predict_frames=0, output_dir=str(tmp_path / "out"),
+        backend="torch",
+    )
+
+
+def small_data(scene_dir: Path) -> SceneDataModule:
+    return SceneDataModule(path=str(scene_dir), test_every=4, steps_per_epoch=1000, max_val_views=1)
+
+
+def make_trainer(tmp_path: Path, max_steps: int, callbacks: list) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="cpu", max_steps=max_steps, limit_val_batches=0, num_sanity_val_steps=0,
+        logger=pl.loggers.TensorBoardLogger(tmp_path / "logs", name="t"), callbacks=callbacks,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )
+
+
+def test_fix_sets_weighted_masked_extra_views_without_reading_test_images(scene_dir: Path, tmp_path: Path) -> None:
+    pl.seed_everything(0)
+    data = small_data(scene_dir)
+    data.setup("fit")
+    # Poison the held-out images: if the fix or training used them, losses/outputs turn NaN.
+    data.test_images = [torch.full_like(im, float("nan")) for im in data.test_images]
+    data.setup = lambda stage=None: None  # keep the poisoned images
+    cb = ProgressiveFixCallback(fixer="tiny", start_step=2, fix_every_n_steps=3, step_size=0.3,
+                                fixed_view_weight=0.3, real_view_weight=1.5, batch_size=2)
+    module = small_module(tmp_path)
+    trainer = make_trainer(tmp_path, 9, [cb])
+    trainer.fit(module, datamodule=data)
+
+    assert cb.num_fixes == 3 and cb.last_fix_step == 8  # steps 2, 5, 8
+    n_test = len(data.test_cameras)
+    assert data.num_extra_views == n_test
+    torch.testing.assert_close(data.extra_weights, torch.full((n_test,), 0.3))
+    assert data.real_view_weight == 1.5
+    for image, mask in zip(data.extra_images, data.extra_masks):
+        assert torch.isfinite(image).all()
+        assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    # The masks are the rendered alpha > 0.5 of the novel cameras (one more fix, no training after).
+    cb.run_fix(trainer, module)
+    with torch.no_grad():
+        _, alpha = module.render_views(data.extra_cameras[[0]])
+    torch.testing.assert_close(data.extra_masks[0], (alpha[0] > 0.5).float())
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    # The logged fix scalars exist.
+    events = list((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    assert events
+
+
+def test_extra_view_loss_uses_weight_and_mask(scene_dir: Path, tmp_path: Path) -> None:
+    pl.seed_everything(0)
+    data = small_data(scene_dir)
+    data.setup("fit")
+    module = small_module(tmp_path)
+    trainer = make_trainer(tmp_path, 1, [])
+    trainer.fit(module, datamodule=data)  # builds the Gaussians
+    cam = data.test_cameras[[0]]
+    with torch.no_grad():
+        rgb, _ = module.render_views(cam)
+    target = rgb[0].clone()
+    target[:, :, :8] = 1.0 - target[:, :, :8]  # wrong only on the left strip
+
+    def loss_for(weight: float, mask: torch.Tensor) -> float:
+        return float(photometric_loss(rgb, target[None], mask[None], torch.tensor([weight]))["loss"])
+
+    full = torch.ones(1, 32, 32)
+    right_only = full.clone()
+    right_only[:, :, :8] = 0
+    assert loss_for(0.3, full) == pytest.approx(0.3 * loss_for(1.0, full), rel=1e-5)
+    assert loss_for(1.0, right_only) < 0.05 * loss_for(1.0, full)
+
+
+def test_resume_restores_novel_cameras_and_extra_views(scene_dir: Path, tmp_path: Path) -> None:
+    pl.seed_everything(0)
+    ckpt_cb = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
+    cb = ProgressiveFixCallback(fixer="tiny", start_step=2, fix_every_n_steps=4, step_size=0.3)
+    data = small_data(scene_dir)
+    make_trainer(tmp_path, 4, [cb, ckpt_cb]).fit(small_module(tmp_path), datamodule=data)
+    ckpt = next((tmp_path / "ckpt").glob("*.ckpt"))
+    saved_c2w, saved_images = cb.novel_c2w.clone(), [im.clone() for im in data.extra_images]
+
+    cb2 = ProgressiveFixCallback(fixer="tiny", start_step=2, fix_every_n_steps=4, step_size=0.3)
+    data2 = small_data(scene_dir)
+    trainer = make_trainer(tmp_path, 5, [cb2])
+    trainer.fit(small_module(tmp_path), datamodule=data2, ckpt_path=ckpt)
+    assert cb2.num_fixes == 1 and cb2.last_fix_step == 2  # no new fix before step 6
+    torch.testing.assert_close(cb2.novel_c2w, saved_c2w)
+    assert len(data2.extra_images) == len(saved_images)
+    for a, b in zip(data2.extra_images, saved_images):
+        torch.testing.assert_close(a, b)
+    assert trainer.global_step == 5
