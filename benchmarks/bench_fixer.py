@@ -77,12 +77,12 @@ def main(argv: list[str] | None = None) -> None:
                 t = time_forward(net, size, k, args.batch, args.warmup, args.iters, device, dtype)
                 ms = [1000 * x / args.batch for x in t]
                 rows.append((config, f"{n_params:.1f}M", f"{size}x{size}", k, args.device, args.dtype,
-                             f"{statistics.mean(ms):.1f}", f"{statistics.pstdev(ms):.1f}"))
+                             f"{statistics.mean(ms):.1f}", f"{min(ms):.1f}", f"{statistics.pstdev(ms):.1f}"))
         print(f"# built {config} in {build_s:.1f} s", file=sys.stderr)
         del net
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    header = ("config", "params", "size", "K", "device", "dtype", "ms/image", "std")
+    header = ("config", "params", "size", "K", "device", "dtype", "ms/image", "min", "std")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
           f"{args.iters} iters after {args.warmup} warm-up, load average {load:.1f}")

@@ -59,6 +59,7 @@ class _Views:
         pool_names: their M names.
         self_index: (N,) index of each view's own camera in the pool (-1: not in it), so a
             target is never its own reference.
+        source: the scene folder the views come from (recorded per item).
     """
 
     cameras: Cameras
@@ -68,6 +69,7 @@ class _Views:
     pool_images: list[Tensor]
     pool_names: list[str]
     self_index: list[int]
+    source: str = ""
 
 
 def safe_name(name: str) -> str:
@@ -246,12 +248,13 @@ class PairWriter(Callback):
         if self.render == "cycle_back":
             return self._cycle_back_views(data)
         pool = (data.train_cameras, list(data.train_images), list(data.train_cameras.names))
+        source = str(getattr(data, "path", ""))
         if self.render == "train":
             n = len(data.train_cameras)
             idx = _subset(n, self.max_views)
             masks = getattr(data, "train_masks", None)
             return _Views(data.train_cameras[idx], [data.train_images[i] for i in idx],
-                          None if masks is None else [masks[i] for i in idx], *pool, self_index=idx)
+                          None if masks is None else [masks[i] for i in idx], *pool, self_index=idx, source=source)
         cams = data.heldout_cameras
         if len(cams) == 0:
             raise ValueError(
@@ -261,7 +264,7 @@ class PairWriter(Callback):
         idx = _subset(len(cams), self.max_views)
         images, masks = data.heldout_images, data.heldout_masks
         return _Views(cams[idx], [images[i] for i in idx], None if masks is None else [masks[i] for i in idx],
-                      *pool, self_index=[-1] * len(idx))
+                      *pool, self_index=[-1] * len(idx), source=source)
 
     def _cycle_back_views(self, data: Any) -> _Views:
         root = Path(getattr(data, "scene_root", getattr(data, "path", ".")))
@@ -272,10 +275,11 @@ class PairWriter(Callback):
                 f"PairWriter: cycle stage 2 must keep stage 1's world: set data.normalize: false for {root} "
                 "(the original cameras in the manifest are in stage 1's normalised world)"
             )
-        cameras, files, _ = read_cycle_manifest(path)
+        cameras, files, manifest = read_cycle_manifest(path)
         images = [load_image(f, size=(int(cameras.width[i]), int(cameras.height[i]))) for i, f in enumerate(files)]
         idx = _subset(len(cameras), self.max_views)
-        return _Views(cameras[idx], [images[i] for i in idx], None, cameras, images, list(cameras.names), self_index=idx)
+        return _Views(cameras[idx], [images[i] for i in idx], None, cameras, images, list(cameras.names), self_index=idx,
+                      source=str(manifest.get("source", root)))
 
     def references(self, views: _Views) -> list[list[int]]:
         """Per view, the pool indices of its ``num_refs`` nearest fitted views (never itself)."""
@@ -335,6 +339,7 @@ class PairWriter(Callback):
                 "prompt": self.prompt,
                 "strategy": self.strategy,
                 "scene": self.scene_name,
+                "source": views.source,
                 "step": step,
                 "fraction": fraction,
                 "view": views.cameras.names[i],

@@ -24,6 +24,8 @@ _EXPORTS: dict[str, str] = {
     "read_llff": "datamodules.llff",
     "make_procedural_scene": "datamodules.procedural",
     "SceneDataModule": "datamodules.scene_datamodule",
+    "image_groups": "datamodules.camera_groups",
+    "select_group": "datamodules.camera_groups",
     # image files, pairs for the fixer, synthetic degradations (pairs helper)
     "load_image": "datamodules.image_io",
     "save_image": "datamodules.image_io",

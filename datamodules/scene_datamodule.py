@@ -120,6 +120,7 @@ class SceneDataModule(pl.LightningDataModule):
         procedural: bool = False,
         procedural_num_views: int = 24,
         procedural_size: int = 64,
+        procedural_seed: int | None = None,
     ) -> None:
         """
         Args:
@@ -149,6 +150,8 @@ class SceneDataModule(pl.LightningDataModule):
             procedural: when ``path`` holds no scene, write the procedural demo scene there.
             procedural_num_views: views of the procedural scene.
             procedural_size: image size of the procedural scene.
+            procedural_seed: layout seed of the procedural scene (None: ``seed``); different
+                seeds give different scenes (curation sources vs a held-out test scene).
         """
         super().__init__()
         if not 0.0 <= real_view_probability <= 1.0:
@@ -180,6 +183,7 @@ class SceneDataModule(pl.LightningDataModule):
         self.procedural = procedural
         self.procedural_num_views = procedural_num_views
         self.procedural_size = procedural_size
+        self.procedural_seed = seed if procedural_seed is None else procedural_seed
 
         self.scene: SceneData | None = None
         self.train_cameras = Cameras.empty()
@@ -212,7 +216,7 @@ class SceneDataModule(pl.LightningDataModule):
         except SceneFormatError:
             if is_complete(root):
                 return
-        make_procedural_scene(root, self.procedural_num_views, self.procedural_size, self.seed)
+        make_procedural_scene(root, self.procedural_num_views, self.procedural_size, self.procedural_seed)
 
     def prepare_data(self) -> None:
         self._ensure_scene_on_disk()

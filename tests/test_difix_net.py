@@ -84,6 +84,34 @@ def test_trainable_and_frozen_sets() -> None:
     assert any(not p.requires_grad for p in lora.unet.parameters())
 
 
+def test_build_is_seeded_and_leaves_global_rng_alone() -> None:
+    rng = torch.random.get_rng_state()
+    a = DifixNet.tiny(seed=0, unet_lora_rank=2)
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    b = DifixNet.tiny(seed=0, unet_lora_rank=2)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)  # LoRA A included
+
+
+def test_gradient_checkpointing_keeps_skips_and_gradients() -> None:
+    """Checkpointed blocks re-run their skip hooks on recompute: same outputs, same gradients."""
+    views = _images(1, 2, 3, 32, 32)
+    grads = []
+    for checkpointing in (False, True):
+        net = DifixNet.tiny(seed=0, gradient_checkpointing=checkpointing)
+        with torch.no_grad():  # open the skips so their contribution is visible
+            for conv in net.skips.convs:
+                conv.weight.fill_(0.05)
+        out = net.forward_views(views)
+        out.square().mean().backward()
+        grads.append((out.detach(), {n: p.grad for n, p in net.named_parameters() if p.requires_grad}))
+    torch.testing.assert_close(grads[1][0], grads[0][0])
+    assert grads[0][1].keys() == grads[1][1].keys()
+    for name, grad in grads[0][1].items():
+        torch.testing.assert_close(grads[1][1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert grads[0][1]["skips.convs.3.weight"].abs().sum() > 0
+
+
 @pytest.mark.parametrize("size_mode", ["pad", "resize"])
 def test_odd_sizes_return_input_size(size_mode: str) -> None:
     net = DifixNet.tiny(seed=0, size_mode=size_mode).eval()

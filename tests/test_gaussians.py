@@ -239,3 +239,14 @@ def test_mcmc_strategy_runs_on_cpu_and_adds_gaussians() -> None:
     assert (torch.sigmoid(params["opacities"]) > 0.05 - 1e-6).all()
     assert opts["means"].state[params["means"]]["exp_avg"].shape == (42, 3)
     assert not torch.equal(params["means"][:5], means_before[:5])
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path: Path) -> None:
+    import os
+
+    from lightning_modules.scene.metrics import umask_mode, write_json_atomic
+
+    ply = write_ply(tmp_path / "g.ply", _random_gaussians(3).raw())
+    js = write_json_atomic(tmp_path / "m.json", {"a": 1})
+    assert os.stat(ply).st_mode & 0o777 == umask_mode()
+    assert os.stat(js).st_mode & 0o777 == umask_mode()

@@ -1,6 +1,7 @@
 """ProgressiveFixCallback: pose stepping, references, data isolation, weights/masks, resume."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -131,9 +132,22 @@ def test_fix_sets_weighted_masked_extra_views_without_reading_test_images(scene_
         _, alpha = module.render_views(data.extra_cameras[[0]])
     torch.testing.assert_close(data.extra_masks[0], (alpha[0] > 0.5).float())
     assert all(torch.isfinite(p).all() for p in module.parameters())
-    # The logged fix scalars exist.
-    events = list((tmp_path / "logs").rglob("events.out.tfevents.*"))
-    assert events
+    # The fix scalars and the render | fixed | reference grid reach TensorBoard.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(trainer.logger.log_dir))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("fix/num_views")] == [float(n_test)] * 4
+    assert "fix/render_fixed_reference" in acc.Tags()["images"]
+
+    # Difix3D+: test reports plain and post-render-fixed metrics (the fix never sees the
+    # poisoned test images, only the metrics do, so give them real images back first).
+    data.test_images = [torch.rand(3, 32, 32) for _ in data.test_images]
+    trainer.test(module, datamodule=data, verbose=False)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(metrics["mean"]) >= {"psnr", "ssim"} and set(metrics["mean_fixed"]) >= {"psnr", "ssim"}
+    assert all("psnr_fixed" in v for v in metrics["per_view"]) and len(metrics["per_view"]) == n_test
+    assert module.post_render_fixer is None  # only during test
 
 
 def test_extra_view_loss_uses_weight_and_mask(scene_dir: Path, tmp_path: Path) -> None:

@@ -53,6 +53,8 @@ class DifixModule(pl.LightningModule):
         pretrained_backbone: ImageNet VGG for LPIPS/Gram; False = random backbone (tests and
             offline demo only: LPIPS/Gram values are then not real).
         lr: AdamW learning rate.
+        skip_lr_scale: learning-rate factor of the VAE skip convs (1 = paper; the random-init
+            demo model needs them to open faster).
         betas: AdamW betas.
         weight_decay: AdamW weight decay.
         num_log_images: samples in the validation image grid.
@@ -80,6 +82,7 @@ class DifixModule(pl.LightningModule):
         loss_on_references: bool = True,
         pretrained_backbone: bool = True,
         lr: float = 2e-5,
+        skip_lr_scale: float = 1.0,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 1e-2,
         num_log_images: int = 4,
@@ -168,9 +171,14 @@ class DifixModule(pl.LightningModule):
         return losses["loss"]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = self._require_net().trainable_parameters()
+        net = self._require_net()
         h = self.hparams
-        return torch.optim.AdamW(params, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+        skip_ids = {id(p) for p in net.skips.parameters()}
+        groups = [
+            {"params": [p for p in net.trainable_parameters() if id(p) not in skip_ids], "lr": h.lr},
+            {"params": [p for p in net.skips.parameters() if p.requires_grad], "lr": h.lr * h.skip_lr_scale},
+        ]
+        return torch.optim.AdamW(groups, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
 
     # ------------------------------------------------------------------ validation / test
     def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:

@@ -107,7 +107,7 @@ class DifixNet(nn.Module):
         size_mode: "pad" (reflect) or "resize" inputs to a multiple of the model's factor; the
             output always has the input size.
         reference_attention: joint self-attention over views (False: views are independent).
-        gradient_checkpointing: trade compute for memory in UNet and VAE decoder.
+        gradient_checkpointing: trade compute for memory in the UNet.
         build_config: how to rebuild the base model (set by the classmethods).
     """
 
@@ -144,21 +144,27 @@ class DifixNet(nn.Module):
         self.size_mode = size_mode
         self.reference_attention = reference_attention
         self.register_buffer("prompt_embeds", prompt_embeds.detach().clone().float())
-        self.skips = VaeSkips(vae.config.block_out_channels, init_value=skip_init)
+        with torch.random.fork_rng(devices=[]):  # nn.Conv2d's default init draws from the RNG
+            self.skips = VaeSkips(vae.config.block_out_channels, init_value=skip_init)
         self.skips.attach(vae)
         if reference_attention:
             install_multiview_attention(unet)
 
         from peft import LoraConfig
 
-        if vae_lora_rank > 0:
-            # peft's default alpha (8) and gaussian init as in the reference code: B starts at 0,
-            # so the adapters change nothing until trained.
-            vae.add_adapter(LoraConfig(r=vae_lora_rank, init_lora_weights="gaussian",
-                                       target_modules=VAE_DECODER_LORA_TARGETS))
-        if unet_lora_rank > 0:
-            unet.add_adapter(LoraConfig(r=unet_lora_rank, init_lora_weights="gaussian",
-                                        target_modules=UNET_LORA_TARGETS))
+        # LoRA A matrices are drawn from a fixed seed (the base seed when known), so the same
+        # build config gives the same starting point and the global RNG stream is not consumed.
+        seed = int(((build_config or {}).get("base") or {}).get("seed", 0))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if vae_lora_rank > 0:
+                # peft's default alpha (8) and gaussian init as in the reference code: B starts
+                # at 0, so the adapters change nothing until trained.
+                vae.add_adapter(LoraConfig(r=vae_lora_rank, init_lora_weights="gaussian",
+                                           target_modules=VAE_DECODER_LORA_TARGETS))
+            if unet_lora_rank > 0:
+                unet.add_adapter(LoraConfig(r=unet_lora_rank, init_lora_weights="gaussian",
+                                            target_modules=UNET_LORA_TARGETS))
         # add_adapter changes requires_grad flags: set the trainable set explicitly afterwards.
         self.requires_grad_(False)
         for name, p in vae.named_parameters():
@@ -167,8 +173,9 @@ class DifixNet(nn.Module):
             p.requires_grad_(unet_lora_rank == 0 or "lora_" in name)
         self.skips.requires_grad_(True)
         if gradient_checkpointing:
+            # UNet only, as the reference code. The decoder's skip hooks read state that is gone
+            # when a checkpointed up block is recomputed during backward.
             unet.enable_gradient_checkpointing()
-            vae.enable_gradient_checkpointing()
 
         vae_down = 2 ** (len(vae.config.block_out_channels) - 1)
         unet_down = 2 ** (len(unet.config.block_out_channels) - 1)

@@ -30,6 +30,13 @@ def lpips_backbone_path(net: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE_FILES[net]
 
 
+def umask_mode() -> int:
+    """0o666 minus the process umask: the mode ``open()`` would give a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
     """Writes JSON through a temp file + os.replace, so readers never see half a file."""
     path = Path(path)
@@ -38,6 +45,7 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f, indent=2)
+        os.chmod(tmp, umask_mode())  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

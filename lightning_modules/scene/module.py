@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_warn
 import torch
 from torch import Tensor
 
 from datamodules.cameras import Cameras
 
+from .fid import build_fid
 from .gaussians import SPLAT_NAMES, Gaussians
 from .losses import photometric_loss
 from .metrics import ImageMetrics, summarise, write_json_atomic
@@ -99,6 +101,8 @@ class GaussianSceneModule(pl.LightningModule):
         lpips_net: LPIPS backbone for validation/test ("alex" or "vgg").
         pretrained_metrics: compute LPIPS when its backbone file is on disk (else skipped with
             a warning); False never computes LPIPS.
+        compute_fid: FID over the test views (torchmetrics) when its Inception weights are on
+            disk; otherwise skipped with one warning (``lightning_modules.scene.fid``).
         num_log_images: render | ground-truth grids logged to TensorBoard per evaluation.
         predict_path: JSON of cameras (``datamodules.camera_json`` layout, normalised world)
             that ``predict`` renders as a video; None interpolates through the training poses.
@@ -158,6 +162,7 @@ class GaussianSceneModule(pl.LightningModule):
         eps2d: float = 0.3,
         lpips_net: Literal["alex", "vgg"] = "alex",
         pretrained_metrics: bool = True,
+        compute_fid: bool = True,
         num_log_images: int = 4,
         predict_path: str | None = None,
         predict_frames: int = 60,
@@ -485,6 +490,11 @@ class GaussianSceneModule(pl.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._require_gaussians()
         self._aux["records"] = []
+        # FID over all test views (plain and, with a post-render fixer, fixed); None offline.
+        fid = build_fid() if self.hparams.compute_fid else None
+        self._aux["fid"] = None if fid is None else {"plain": fid.to(self.device), "fixed": None}
+        if fid is not None and self.post_render_fixer is not None:
+            self._aux["fid"]["fixed"] = build_fid().to(self.device)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
@@ -501,10 +511,17 @@ class GaussianSceneModule(pl.LightningModule):
         metrics = self._metrics()
         values = metrics(rgb, image)
         panels = [rgb]
+        fixed = None
         if stage == "test" and self.post_render_fixer is not None:
             fixed = self.post_render_fixer(rgb, cameras).clamp(0, 1)
             values.update({f"{k}_fixed": v for k, v in metrics(fixed, image).items()})
             panels.append(fixed)
+        fid = self._aux.get("fid") if stage == "test" else None
+        if fid is not None:
+            for name, pred in (("plain", rgb), ("fixed", fixed)):
+                if fid[name] is not None and pred is not None:
+                    fid[name].update(image, real=True)
+                    fid[name].update(pred, real=False)
         names = list(batch.get("name", cameras.names))
         for i in range(len(cameras)):
             record = {"name": names[i]}
@@ -531,15 +548,28 @@ class GaussianSceneModule(pl.LightningModule):
         records = self._aux["records"]
         if not records or self.trainer.sanity_checking:
             return
-        keys = ("psnr", "ssim", "lpips", "psnr_fixed", "ssim_fixed", "lpips_fixed")
+        keys = ("psnr", "ssim", "lpips")
         mean = summarise(records, keys)
+        # Difix3D+: the same views after the post-render fix, under the same metric names.
+        mean_fixed = {k.removesuffix("_fixed"): v for k, v in summarise(records, tuple(f"{k}_fixed" for k in keys)).items()}
+        fid = self._aux.pop("fid", None) if stage == "test" else None
+        if fid is not None:
+            if len(records) < 2:
+                rank_zero_warn("FID skipped: it needs at least 2 test views")
+            else:
+                mean["fid"] = float(fid["plain"].compute())
+                if fid["fixed"] is not None:
+                    mean_fixed["fid"] = float(fid["fixed"].compute())
         for k, v in mean.items():
             self.log(f"{stage}/{k}", v, batch_size=len(records))
+        for k, v in mean_fixed.items():
+            self.log(f"{stage}/{k}_fixed", v, batch_size=len(records))
         self.log(f"{stage}/num_gaussians", float(len(self.gaussians)), batch_size=len(records))
         if self.trainer.is_global_zero:
             payload = {
                 "stage": stage,
                 "mean": mean,
+                **({"mean_fixed": mean_fixed} if mean_fixed else {}),
                 "per_view": records,
                 "num_gaussians": len(self.gaussians),
                 "step": self.trained_steps,

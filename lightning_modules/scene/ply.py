@@ -83,6 +83,9 @@ def write_ply(path: str | os.PathLike, splats: dict[str, Tensor], transform: Ten
         with os.fdopen(fd, "wb") as f:
             f.write(header.encode("ascii"))
             f.write(np.ascontiguousarray(data).tobytes())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
