@@ -18,7 +18,7 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 demo: venv
-	$(BIN)/python main.py fit --config configs/demo/difix.yaml
+	bash scripts/demo.sh $(BIN)/python
 
 clean:
 	rm -rf lightning_logs outputs

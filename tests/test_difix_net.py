@@ -35,6 +35,7 @@ def test_k0_equals_plain_model_with_default_processors(net: DifixNet, plain_net:
         out = net(x)
         assert torch.equal(out, plain_net(x))
         assert torch.equal(out, net(x, torch.empty(2, 0, 3, 32, 32)))
+        assert torch.equal(out, net(x[:, None]))  # (B, V, 3, H, W) input, V = 1
     assert out.shape == (2, 3, 32, 32) and 0 <= out.min() and out.max() <= 1
 
 

@@ -111,8 +111,8 @@ def install_multiview_attention(unet: nn.Module) -> int:
             n_self += 1
         else:
             processors[name] = ViewAgnosticAttnProcessor(inner)
-    # set_attn_processor empties the dict it is given; it is a fresh one built here.
-    unet.set_attn_processor(processors)
     if n_self == 0:
         raise ValueError("install_multiview_attention: the UNet has no attn1 (self-attention) processors")
+    # set_attn_processor empties the dict it is given; it is a fresh one built here.
+    unet.set_attn_processor(processors)
     return n_self

@@ -28,7 +28,8 @@ class DifixModule(pl.LightningModule):
 
     Loss = w_l2 * L2 + w_lpips * LPIPS(VGG) + w_gram * Gram (Gram after a warm-up, on a random
     crop). Batches are PairDataModule's: {"image": (B,3,H,W) degraded, "target": (B,3,H,W),
-    "refs": (B,K,3,H,W), "prompt": [str], "name": [str]}, all in [0, 1].
+    "refs": (B,K,3,H,W), "prompt": [str], "name": [str]}, all in [0, 1]. The batch prompt is
+    not used: the net's prompt (this module's `prompt`) is encoded once and cached.
 
     Args:
         pretrained: hub id or local SD folder of the base model ("stabilityai/sd-turbo");
@@ -42,7 +43,7 @@ class DifixModule(pl.LightningModule):
         skip_init: initial weight of the VAE skip convs (1e-5).
         size_mode: "pad" or "resize" to the model's size multiple.
         reference_attention: joint self-attention over render + references.
-        gradient_checkpointing: trade compute for memory.
+        gradient_checkpointing: trade compute for memory in the UNet.
         w_l2: weight of the L2 loss.
         w_lpips: weight of LPIPS (VGG).
         w_gram: weight of the Gram loss (0.5 paper, 1.0 reference README).
@@ -115,13 +116,9 @@ class DifixModule(pl.LightningModule):
         if self.net is not None:
             return
         h = self.hparams
-        if h.pretrained is None:
-            self.net = DifixNet.tiny(seed=h.tiny_seed, prompt=h.prompt, **self.net_kwargs())
-        else:
-            self.net = DifixNet.from_pretrained(h.pretrained, cache_dir=h.cache_dir, prompt=h.prompt,
-                                                **self.net_kwargs())
         from .losses import GramLoss, LPIPSLoss
 
+        # Losses first: a missing VGG file fails in a second, before SD-Turbo's 5 GB load.
         if not h.pretrained_backbone:
             rank_zero_warn(
                 "DifixModule(pretrained_backbone=False): LPIPS and Gram use a random VGG backbone; "
@@ -131,6 +128,11 @@ class DifixModule(pl.LightningModule):
         self.lpips = LPIPSLoss(net="vgg", pretrained_backbone=h.pretrained_backbone)
         if h.w_gram > 0:
             self.gram = GramLoss(pretrained_backbone=h.pretrained_backbone, crop_size=h.gram_crop_size)
+        if h.pretrained is None:
+            self.net = DifixNet.tiny(seed=h.tiny_seed, prompt=h.prompt, **self.net_kwargs())
+        else:
+            self.net = DifixNet.from_pretrained(h.pretrained, cache_dir=h.cache_dir, prompt=h.prompt,
+                                                **self.net_kwargs())
 
     def _require_net(self) -> DifixNet:
         if self.net is None:

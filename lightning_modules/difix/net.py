@@ -326,8 +326,9 @@ class DifixNet(nn.Module):
         prompt = build_config.get("prompt", DEFAULT_PROMPT)
         if base.get("kind") == "pretrained" or pretrained is not None:
             name = pretrained if pretrained is not None else base["name_or_path"]
-            return cls.from_pretrained(name, cache_dir=cache_dir, revision=base.get("revision") if pretrained is None
-                                       else None, prompt=prompt, prompt_embeds=prompt_embeds, **net_kwargs)
+            revision = None if pretrained is not None else base.get("revision")
+            return cls.from_pretrained(name, cache_dir=cache_dir, revision=revision, prompt=prompt,
+                                       prompt_embeds=prompt_embeds, **net_kwargs)
         if base.get("kind") == "config":
             return cls.from_config(base["config"], seed=base["seed"], prompt=prompt, prompt_embeds=prompt_embeds,
                                    **net_kwargs)
