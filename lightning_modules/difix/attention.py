@@ -17,8 +17,8 @@ from typing import Any
 from torch import Tensor, nn
 
 
-class MultiViewAttnProcessor:
-    """Self-attention over the tokens of all views of one sample.
+class ViewAgnosticAttnProcessor:
+    """Wraps a processor (attn2) so it accepts and ignores `num_views`.
 
     Args:
         inner: the processor doing the attention math (default `AttnProcessor2_0`).
@@ -30,6 +30,21 @@ class MultiViewAttnProcessor:
 
             inner = AttnProcessor2_0()
         self.inner = inner
+
+    def __call__(
+        self,
+        attn: nn.Module,
+        hidden_states: Tensor,
+        encoder_hidden_states: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        temb: Tensor | None = None,
+        num_views: int = 1,
+    ) -> Tensor:
+        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+
+class MultiViewAttnProcessor(ViewAgnosticAttnProcessor):
+    """Self-attention over the tokens of all views of one sample (attn1)."""
 
     def __call__(
         self,
@@ -65,28 +80,6 @@ class MultiViewAttnProcessor:
         joint = hidden_states.reshape(bv // num_views, num_views * n, c)
         out = self.inner(attn, joint, None, None, temb)
         return out.reshape(bv, n, c)
-
-
-class ViewAgnosticAttnProcessor:
-    """Wraps a processor (attn2) so it accepts and ignores `num_views`."""
-
-    def __init__(self, inner: Any | None = None) -> None:
-        if inner is None:
-            from diffusers.models.attention_processor import AttnProcessor2_0
-
-            inner = AttnProcessor2_0()
-        self.inner = inner
-
-    def __call__(
-        self,
-        attn: nn.Module,
-        hidden_states: Tensor,
-        encoder_hidden_states: Tensor | None = None,
-        attention_mask: Tensor | None = None,
-        temb: Tensor | None = None,
-        num_views: int = 1,
-    ) -> Tensor:
-        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
 def install_multiview_attention(unet: nn.Module) -> int:
