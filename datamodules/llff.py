@@ -23,7 +23,42 @@ from datamodules.scene_data import (
     intrinsics_at_load_size,
 )
 
-__all__ = ["read_llff", "llff_to_opencv_c2w", "opencv_to_llff_c2w"]
+__all__ = ["read_llff", "llff_to_opencv_c2w", "opencv_to_llff_c2w", "frustum_points"]
+
+LLFF_INIT_POINTS = 20_000  # points seeded in the camera frustums when there is no SfM model
+
+
+def frustum_points(
+    c2w: torch.Tensor, K: torch.Tensor, width: torch.Tensor, height: torch.Tensor, bounds: torch.Tensor,
+    per_camera: int, seed: int = 0,
+) -> torch.Tensor:
+    """Random points inside each camera's view frustum between its near and far depth.
+
+    Depths are uniform in disparity (1 / depth), as LLFF samples forward-facing scenes.
+
+    Args:
+        c2w: (N, 4, 4) OpenCV camera-to-world.
+        K: (N, 3, 3) intrinsics for images of size (width, height).
+        width, height: (N,) image sizes.
+        bounds: (N, 2) near / far depths along the optical axis.
+        per_camera: points per camera.
+        seed: generator seed (readers stay deterministic).
+
+    Returns:
+        (N * per_camera, 3) points in the world of ``c2w``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = c2w.shape[0]
+    u = torch.rand(n, per_camera, generator=g, dtype=torch.float64) * width.double()[:, None]
+    v = torch.rand(n, per_camera, generator=g, dtype=torch.float64) * height.double()[:, None]
+    near, far = bounds[:, :1].clamp_min(1e-6), bounds[:, 1:].clamp_min(1e-6)
+    t = torch.rand(n, per_camera, generator=g, dtype=torch.float64)
+    depth = 1.0 / (1.0 / near * (1 - t) + 1.0 / far * t)
+    x = (u - K[:, None, 0, 2]) / K[:, None, 0, 0] * depth
+    y = (v - K[:, None, 1, 2]) / K[:, None, 1, 1] * depth
+    cam = torch.stack([x, y, depth], dim=-1)  # (N, P, 3) camera coordinates
+    world = cam @ c2w[:, :3, :3].transpose(1, 2).double() + c2w[:, None, :3, 3].double()
+    return world.reshape(-1, 3)
 
 
 def llff_to_opencv_c2w(poses: torch.Tensor) -> torch.Tensor:
@@ -53,7 +88,8 @@ def read_llff(
 
     ``downscale`` picks ``images_<downscale>`` when it exists (else a folder that divides it,
     resized on load). Sparse points are taken from ``sparse/0/points3D.bin`` when that
-    complete COLMAP model is present (same world as the poses), else None.
+    complete COLMAP model is present (same world as the poses), else seeded at random in
+    the camera frustums between the near/far bounds (`frustum_points`).
     """
     root = Path(path)
     file = root / "poses_bounds.npy"
@@ -97,6 +133,12 @@ def read_llff(
         if len(pts.ids):
             points = torch.from_numpy(pts.xyz)
             colors = torch.from_numpy(pts.rgb.astype(np.float32) / 255.0)
+    if points is None:
+        # No SfM points: seed the Gaussians inside the frustums between each camera's
+        # near/far bounds, so initialisation covers the scene's depth range (a random box
+        # around the normalised origin misses most of a forward-facing scene).
+        bounds = torch.from_numpy(arr[:, 15:17]).double()
+        points = frustum_points(c2w, K, width, height, bounds, per_camera=max(1, LLFF_INIT_POINTS // len(paths)))
     return finish_scene(
         root=root,
         fmt="llff",

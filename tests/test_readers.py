@@ -358,3 +358,26 @@ def test_shared_scenes(shared_data: Path) -> None:
     # forward-facing: all cameras look roughly the same way
     fwd = fern.cameras.camera_to_world[:, :3, 2]
     assert (fwd @ fwd.mean(0)).min() > 0.9
+
+
+def test_llff_without_sfm_points_seeds_points_in_the_frustums() -> None:
+    import math
+
+    from datamodules.cameras import look_at
+    from datamodules.llff import frustum_points
+
+    c2w = look_at(torch.tensor([[0.0, 0.0, -3.0], [0.5, 0.0, -3.0]]), torch.zeros(3))
+    K = torch.tensor([[40.0, 0, 32], [0, 40.0, 24], [0, 0, 1]]).expand(2, 3, 3).double()
+    size_w, size_h = torch.tensor([64, 64]), torch.tensor([48, 48])
+    bounds = torch.tensor([[1.0, 5.0], [2.0, 4.0]]).double()
+    pts = frustum_points(c2w.double(), K, size_w, size_h, bounds, per_camera=500)
+    assert pts.shape == (1000, 3)
+    # Camera i's points lie in its own image and between its own bounds.
+    for i in range(2):
+        own = pts[i * 500 : (i + 1) * 500]
+        w2c = torch.linalg.inv(c2w[i].double())
+        cam = own @ w2c[:3, :3].T + w2c[:3, 3]
+        uv = cam[:, :2] / cam[:, 2:] * K[i, 0, 0] + K[i, :2, 2]
+        assert (cam[:, 2] >= bounds[i, 0] - 1e-9).all() and (cam[:, 2] <= bounds[i, 1] + 1e-9).all()
+        assert (uv[:, 0] >= 0).all() and (uv[:, 0] <= 64).all() and (uv[:, 1] >= 0).all() and (uv[:, 1] <= 48).all()
+    assert not math.isclose(float(pts[:500, 2].std()), 0.0)
