@@ -126,12 +126,13 @@ class ProgressiveFixCallback(Callback):
         k = min(max(self.num_refs, 1), len(data.train_cameras))
         dist = pose_distance(cameras.camera_to_world.cpu(), data.train_cameras.camera_to_world.cpu())
         idx = dist.topk(k, dim=1, largest=False).indices  # (N, K)
-        resized = [
+        # Each distinct reference image is resized once, then gathered per view.
+        unique, inverse = idx.unique(return_inverse=True)
+        resized = torch.stack([
             F.interpolate(data.train_images[j][None], size=size, mode="bilinear", antialias=True)[0]
-            for j in idx.unique().tolist()
-        ]
-        lookup = {j: r for j, r in zip(idx.unique().tolist(), resized)}
-        return torch.stack([torch.stack([lookup[j] for j in row]) for row in idx.tolist()])
+            for j in unique.tolist()
+        ])
+        return resized[inverse]
 
     def make_post_render_fixer(self, data: GrowsTrainingSet) -> Callable[[Tensor, Cameras], Tensor]:
         """A function (renders (N,3,H,W), cameras) -> fixed renders: the Difix3D+ final fix."""
@@ -195,7 +196,8 @@ class ProgressiveFixCallback(Callback):
         """Move the novel cameras, render, fix, and replace the datamodule's extra views."""
         data: GrowsTrainingSet = trainer.datamodule
         step = self.step_size * float(pl_module.scene_scale)
-        novel, moved = self.advance_novel_cameras(data.train_cameras, self.target_cameras(data), step)
+        targets = self.target_cameras(data)
+        novel, moved = self.advance_novel_cameras(data.train_cameras, targets, step)
         data.real_view_weight = self.real_view_weight
 
         m = len(novel)
@@ -222,7 +224,7 @@ class ProgressiveFixCallback(Callback):
 
         self.last_fix_step = trainer.global_step
         self.num_fixes += 1
-        remaining = pose_distance(novel.camera_to_world, self.target_cameras(data).camera_to_world.cpu()).diagonal()
+        remaining = pose_distance(novel.camera_to_world, targets.camera_to_world.cpu()).diagonal()
         metrics = {
             "fix/num_views": float(len(novel)),
             "fix/mean_step_distance": float(moved.mean()),

@@ -491,10 +491,10 @@ class GaussianSceneModule(pl.LightningModule):
         self._require_gaussians()
         self._aux["records"] = []
         # FID over all test views (plain and, with a post-render fixer, fixed); None offline.
-        fid = build_fid() if self.hparams.compute_fid else None
-        self._aux["fid"] = None if fid is None else {"plain": fid.to(self.device), "fixed": None}
-        if fid is not None and self.post_render_fixer is not None:
-            self._aux["fid"]["fixed"] = build_fid().to(self.device)
+        plain = build_fid() if self.hparams.compute_fid else None
+        fixed = build_fid() if plain is not None and self.post_render_fixer is not None else None
+        self._aux["fid"] = None if plain is None else {
+            "plain": plain.to(self.device), "fixed": None if fixed is None else fixed.to(self.device)}
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
