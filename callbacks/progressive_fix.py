@@ -2,9 +2,9 @@
 
 Every `fix_every_n_steps` steps the callback moves a set of novel cameras from the training
 poses toward the target poses, renders them, fixes each render with Difix (nearest training
-views as references) and hands the fixed images to the datamodule as extra training views.
-At test time it gives the scene module a post-render fixer, so `main.py test` reports
-metrics with and without the final fix.
+views as references) and hands the fixed images to the datamodule as fixed training views.
+At test time it hands the scene module a post-render fix through ``set_post_render_fix``
+(callbacks/protocols.py), so `main.py test` reports metrics with and without the final fix.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from callbacks.fixer_loading import load_fixer
-from callbacks.protocols import GrowsTrainingSet, RendersViews
+from callbacks.protocols import GrowsTrainingSet, PostRenderFixable, RendersViews
 from datamodules.camera_json import read_cameras_json
-from datamodules.cameras import Cameras, interpolate_path, pose_distance, step_pose_toward
+from datamodules.cameras import Cameras, interpolate_path, nearest_views, pose_distance, step_pose_toward
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,7 @@ class ProgressiveFixCallback(Callback):
             so grids can show it).
         """
         k = min(max(self.num_refs, 1), len(data.train_cameras))
-        dist = pose_distance(cameras.camera_to_world.cpu(), data.train_cameras.camera_to_world.cpu())
-        idx = dist.topk(k, dim=1, largest=False).indices  # (N, K)
+        idx = nearest_views(cameras.camera_to_world.cpu(), data.train_cameras.camera_to_world.cpu(), k)  # (N, K)
         # Each distinct reference image is resized once, then gathered per view.
         unique, inverse = idx.unique(return_inverse=True)
         resized = torch.stack([
@@ -176,7 +175,7 @@ class ProgressiveFixCallback(Callback):
             raise TypeError(f"{type(pl_module).__name__} lacks render_views/scene_scale needed by ProgressiveFixCallback")
         data = trainer.datamodule
         if not isinstance(data, GrowsTrainingSet):
-            raise TypeError(f"{type(data).__name__} lacks the extra-view protocol needed by ProgressiveFixCallback")
+            raise TypeError(f"{type(data).__name__} lacks the fixed-view protocol needed by ProgressiveFixCallback")
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int) -> None:
         step = trainer.global_step
@@ -185,15 +184,19 @@ class ProgressiveFixCallback(Callback):
             self.run_fix(trainer, pl_module)
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.post_render_fix:
-            pl_module.post_render_fixer = self.make_post_render_fixer(trainer.datamodule)
+        if not self.post_render_fix:
+            return
+        if not isinstance(pl_module, PostRenderFixable):
+            raise TypeError(f"{type(pl_module).__name__} lacks set_post_render_fix needed by ProgressiveFixCallback")
+        pl_module.set_post_render_fix(self.make_post_render_fixer(trainer.datamodule))
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        pl_module.post_render_fixer = None
+        if isinstance(pl_module, PostRenderFixable):
+            pl_module.set_post_render_fix(None)
 
     @torch.no_grad()
     def run_fix(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Move the novel cameras, render, fix, and replace the datamodule's extra views."""
+        """Move the novel cameras, render, fix, and replace the datamodule's fixed views."""
         data: GrowsTrainingSet = trainer.datamodule
         step = self.step_size * float(pl_module.scene_scale)
         targets = self.target_cameras(data)
@@ -220,7 +223,7 @@ class ProgressiveFixCallback(Callback):
         pl_module.train(was_training)
         masks = [(a > self.alpha_threshold).float() for a in alphas]
         weights = torch.full((len(novel),), self.fixed_view_weight)
-        data.set_extra_views(fixed, novel, weights, masks)
+        data.set_fixed_views(fixed, novel, weights, masks)
 
         self.last_fix_step = trainer.global_step
         self.num_fixes += 1

@@ -1,11 +1,11 @@
 """What ProgressiveFixCallback needs from a scene model and its data (any 3D representation).
 
 A NeRF module can use the callback by offering `render_views` and `scene_scale`; a datamodule
-by offering the real training views, target cameras and a replaceable set of extra views.
+by offering the real training views, target cameras and a replaceable set of fixed views.
 """
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 from torch import Tensor
 
@@ -27,9 +27,22 @@ class RendersViews(Protocol):
         ...
 
 
+PostRenderFix = Callable[[Tensor, Cameras], Tensor]
+"""The Difix3D+ final fix: ``fix(rgb (N, 3, H, W) in [0, 1], cameras) -> (N, 3, H, W)``."""
+
+
+@runtime_checkable
+class PostRenderFixable(Protocol):
+    """A scene model whose test (and predict) renders pass through a post-render fix."""
+
+    def set_post_render_fix(self, fix: PostRenderFix | None) -> None:
+        """Installs ``fix`` (None removes it); test then also reports ``<metric>_fixed``."""
+        ...
+
+
 @runtime_checkable
 class GrowsTrainingSet(Protocol):
-    """A datamodule whose training set can take extra (fixed) views."""
+    """A datamodule whose training set can take fixed (novel) views."""
 
     train_cameras: Cameras
     train_images: list[Tensor]
@@ -37,6 +50,6 @@ class GrowsTrainingSet(Protocol):
 
     def target_cameras(self, kind: str = "test") -> Cameras: ...
 
-    def set_extra_views(
+    def set_fixed_views(
         self, images: list[Tensor], cameras: Cameras, weights: Tensor, masks: list[Tensor] | None
     ) -> None: ...
