@@ -2,11 +2,13 @@
 
 Weights follow the usual quadrature ``w_i = T_i (1 - exp(-sigma_i delta_i))``;
 the interlevel ("proposal") loss and the distortion loss are mip-NeRF 360's (Barron et al.
-2022, Eqs. 13 and 15) as nerfstudio uses them (``model_components/losses.py``). nerfacc
-0.5.3's batched ``render_weight_from_density`` computes the same weights on CPU and CUDA;
-``cuda.py`` uses it when installed.
+2022, Eqs. 13 and 15) as nerfstudio uses them (``model_components/losses.py``). On CUDA,
+when the optional ``[cuda]`` extra (nerfacc) is installed, the weights come from nerfacc's
+``render_weight_from_density`` instead (``tests/test_nerf_cuda.py`` compares the two).
 """
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -14,16 +16,33 @@ from torch import Tensor
 __all__ = ["render_weights", "interlevel_loss", "distortion_loss", "composite"]
 
 
-def render_weights(sigmas: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+def _nerfacc() -> Any:
+    """nerfacc when installed (the ``[cuda]`` extra), else None."""
+    try:
+        import nerfacc
+    except ImportError:
+        return None
+    return nerfacc
+
+
+def render_weights(sigmas: Tensor, t: Tensor, backend: str = "auto") -> tuple[Tensor, Tensor]:
     """Per-sample weights of the volume rendering quadrature.
 
     Args:
         sigmas: (R, S) densities.
         t: (R, S + 1) bin edges (distances).
+        backend: "auto" (nerfacc on CUDA when installed, else torch), "torch" or "nerfacc".
 
     Returns:
         weights (R, S) and transmittance (R, S) at each bin's start.
     """
+    use_nerfacc = backend == "nerfacc" or (backend == "auto" and sigmas.is_cuda and _nerfacc() is not None)
+    if use_nerfacc:
+        nerfacc = _nerfacc()
+        if nerfacc is None:
+            raise ImportError("render_weights: backend 'nerfacc' needs the optional extra: pip install -e '.[cuda]'")
+        weights, trans, _ = nerfacc.render_weight_from_density(t[:, :-1], t[:, 1:], sigmas)
+        return weights, trans
     sigma_delta = sigmas * (t[:, 1:] - t[:, :-1])
     alpha = 1 - torch.exp(-sigma_delta)
     trans = torch.exp(-torch.cat([torch.zeros_like(sigma_delta[:, :1]), torch.cumsum(sigma_delta[:, :-1], dim=-1)], dim=-1))
