@@ -3,8 +3,8 @@
 Every `fix_every_n_steps` steps the callback moves a set of novel cameras from the training
 poses toward the target poses, renders them, fixes each render with Difix (nearest training
 views as references) and hands the fixed images to the datamodule as fixed training views.
-At test time it hands the scene module a post-render fix through ``set_post_render_fix``
-(callbacks/protocols.py), so `main.py test` reports metrics with and without the final fix.
+At test time it gives the scene module a post-render fixer, so `main.py test` reports
+metrics with and without the final fix.
 """
 from __future__ import annotations
 
@@ -18,12 +18,17 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from callbacks.fixer_loading import load_fixer
-from callbacks.protocols import GrowsTrainingSet, PostRenderFixable, RendersViews
+from callbacks.fixer_loading import load_fixer, validate_fixer_spec
+from callbacks.protocols import AcceptsPostRenderFix, GrowsTrainingSet, RendersViews
 from datamodules.camera_json import read_cameras_json
 from datamodules.cameras import Cameras, interpolate_path, nearest_views, pose_distance, step_pose_toward
 
 log = logging.getLogger(__name__)
+
+
+def _is_path_spec(targets: str) -> bool:
+    n = targets.split(":", 1)[1] if targets.startswith("path:") else ""
+    return n.isdigit() and int(n) > 0
 
 
 class ProgressiveFixCallback(Callback):
@@ -68,6 +73,8 @@ class ProgressiveFixCallback(Callback):
             raise ValueError(f"fix_every_n_steps must be positive, got {fix_every_n_steps}")
         if step_size <= 0:
             raise ValueError(f"step_size must be positive, got {step_size}")
+        if not (targets == "test" or _is_path_spec(targets) or targets.endswith(".json")):
+            raise ValueError(f"targets must be 'test', 'path:N' (N > 0) or a cameras .json file, got {targets!r}")
         self.fixer_spec = fixer
         self.start_step = start_step
         self.fix_every_n_steps = fix_every_n_steps
@@ -176,6 +183,14 @@ class ProgressiveFixCallback(Callback):
         data = trainer.datamodule
         if not isinstance(data, GrowsTrainingSet):
             raise TypeError(f"{type(data).__name__} lacks the fixed-view protocol needed by ProgressiveFixCallback")
+        # Before step 1: a bad fixer or targets option must not cost the whole reconstruction.
+        validate_fixer_spec(self.fixer_spec)
+        try:
+            targets = self.target_cameras(data)
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"ProgressiveFixCallback: targets {self.targets!r} cannot be read: {err}") from err
+        if len(targets) == 0:
+            raise ValueError(f"ProgressiveFixCallback: targets {self.targets!r} gave no cameras")
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int) -> None:
         step = trainer.global_step
@@ -186,12 +201,13 @@ class ProgressiveFixCallback(Callback):
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.post_render_fix:
             return
-        if not isinstance(pl_module, PostRenderFixable):
-            raise TypeError(f"{type(pl_module).__name__} lacks set_post_render_fix needed by ProgressiveFixCallback")
+        if not isinstance(pl_module, AcceptsPostRenderFix):
+            raise TypeError(f"{type(pl_module).__name__} lacks set_post_render_fix needed for post_render_fix=true")
+        validate_fixer_spec(self.fixer_spec)
         pl_module.set_post_render_fix(self.make_post_render_fixer(trainer.datamodule))
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if isinstance(pl_module, PostRenderFixable):
+        if self.post_render_fix and isinstance(pl_module, AcceptsPostRenderFix):
             pl_module.set_post_render_fix(None)
 
     @torch.no_grad()

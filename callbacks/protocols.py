@@ -1,7 +1,7 @@
 """What ProgressiveFixCallback needs from a scene model and its data (any 3D representation).
 
 A NeRF module can use the callback by offering `render_views` and `scene_scale`; a datamodule
-by offering the real training views, target cameras and a replaceable set of fixed views.
+by offering the real training views, target cameras and a replaceable set of fixed (novel) views.
 """
 from __future__ import annotations
 
@@ -28,15 +28,16 @@ class RendersViews(Protocol):
 
 
 PostRenderFix = Callable[[Tensor, Cameras], Tensor]
-"""The Difix3D+ final fix: ``fix(rgb (N, 3, H, W) in [0, 1], cameras) -> (N, 3, H, W)``."""
+"""Difix3D+: (rgb (N, 3, H, W) in [0, 1], the N cameras) -> fixed rgb (N, 3, H, W) in [0, 1]."""
 
 
 @runtime_checkable
-class PostRenderFixable(Protocol):
-    """A scene model whose test (and predict) renders pass through a post-render fix."""
+class AcceptsPostRenderFix(Protocol):
+    """A scene model whose test/predict renders can go through the Difix3D+ post-render fix."""
 
     def set_post_render_fix(self, fix: PostRenderFix | None) -> None:
-        """Installs ``fix`` (None removes it); test then also reports ``<metric>_fixed``."""
+        """Installs `fix` for the following test/predict renders (None removes it); renders
+        are then reported both plain and fixed."""
         ...
 
 

@@ -16,7 +16,7 @@ Everything else is written once here:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -43,9 +43,15 @@ class SceneModule(pl.LightningModule):
             RGBA scenes (``SceneSetup.background``, e.g. white for NeRF-synthetic), else black.
         evaluation: how validation/test views are scored.
         predict: the camera path ``predict`` renders.
-        output_dir: where metrics.json, exports and predictions go (None: the trainer's log_dir).
+        output_dir: where metrics.json (test), metrics_val.json (validation), exports and
+            predictions go (None: the trainer's log_dir). With `--ckpt_path` the value given
+            to this run wins over the checkpoint's (RUNTIME_OPTIONS).
         rng_seed: seed of the per-step random draws.
     """
+
+    # Options that do not change the trained scene: with `--ckpt_path` the command line's
+    # value wins over the checkpoint's (main.py's DifixCLI).
+    RUNTIME_OPTIONS: ClassVar[frozenset[str]] = frozenset({"output_dir", "evaluation", "predict", "render_background"})
 
     def __init__(
         self,
@@ -221,7 +227,9 @@ class SceneModule(pl.LightningModule):
         if self.trainer.is_global_zero:
             payload = {"stage": stage, "mean": mean, **({"mean_fixed": mean_fixed} if mean_fixed else {}),
                        "per_view": records, **extras, "step": self.trained_steps}
-            write_json_atomic(self.output_path / "metrics.json", payload)
+            # Validation during fit and a later `test` may share a folder: never overwrite each other.
+            name = "metrics.json" if stage == "test" else f"metrics_{stage}.json"
+            write_json_atomic(self.output_path / name, payload)
 
     # ------------------------------------------------------------------ predict
     def predict_cameras(self) -> Cameras | None:

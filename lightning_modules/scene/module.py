@@ -20,7 +20,7 @@ Evaluation, predict videos and the post-render fix hook come from ``SceneModule`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -85,6 +85,15 @@ class GaussianSceneModule(SceneModule):
         output_dir: see ``SceneModule`` (point_cloud.ply is written there after fit).
         rng_seed: seed of the per-step random draws (init, random background, densification).
     """
+
+    # Options that do not change the trained scene: with `--ckpt_path` the command line's
+    # value wins over the checkpoint's (main.py's DifixCLI).
+    RUNTIME_OPTIONS: ClassVar[frozenset[str]] = frozenset({
+        "output_dir", "num_log_images", "predict_path", "predict_frames", "predict_fps", "lpips_net",
+        "pretrained_metrics", "compute_fid", "backend", "render_background", "near_plane", "far_plane",
+    })  # fmt: skip
+
+    RUNTIME_OPTIONS: ClassVar[frozenset[str]] = SceneModule.RUNTIME_OPTIONS | {"backend", "near_plane", "far_plane"}
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ from a generator seeded by ``(seed, step)``, so a resumed run continues exactly.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -69,6 +69,8 @@ class NerfSceneModule(SceneModule):
         distortion_loss_mult: weight of the distortion loss (0.002).
         render_background, evaluation, predict, output_dir, rng_seed: see ``SceneModule``.
     """
+
+    RUNTIME_OPTIONS: ClassVar[frozenset[str]] = SceneModule.RUNTIME_OPTIONS | {"eval_chunk"}
 
     def __init__(
         self,
