@@ -169,7 +169,7 @@ def test_lego_demo_config_runs_a_step(shared_data: Path, tmp_path: Path) -> None
         cli_main(["fit", "--config", str(REPO / "configs/demo/nerf_lego.yaml"), "--trainer.max_steps=2",
                   f"--data.init_args.path={shared_data / 'lego_blender_400'}", "--trainer.limit_val_batches=0",
                   "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path}",
-                  "--model.init_args.num_rays=256"])
+                  "--model.init_args.num_rays=256", "--data.init_args.max_train_views=4"])
     assert list(tmp_path.rglob("last.ckpt"))
 
 
