@@ -1,35 +1,103 @@
-"""Builds the Difix fixer a callback names in its config (lazily, at first use)."""
+"""Builds the Difix fixer that a config names (lazily, at first use), and checks the name early.
+
+One spec string, everywhere a fixer is named (ProgressiveFixCallback, scripts/fix_images.py):
+    - "nvidia/difix_ref", "nvidia/difix" (published, downloaded or from the HF cache), or a
+      local folder of either; "stabilityai/sd-turbo" or its folder (untrained Difix);
+    - a reference training checkpoint `model_*.pkl` (its base: stabilityai/sd-turbo);
+    - a DifixModule checkpoint (`.ckpt`) or exported weights (`.safetensors`, `.pt`, `.pth`);
+    - "tiny" or "tiny:SEED": an untrained tiny DifixNet, for tests of the plumbing.
+"""
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
+from typing import Literal
 
 from torch import nn
 
 WEIGHT_SUFFIXES = (".ckpt", ".safetensors", ".pt", ".pth")
+REFERENCE_SUFFIX = ".pkl"
+_TINY = re.compile(r"^tiny(:-?\d+)?$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def load_fixer(spec: str) -> nn.Module:
-    """A DifixNet from a config string.
+def load_fixer(spec: str, resize_to: tuple[int, int] | None = None,
+               latent: Literal["mode", "sample"] | None = None) -> nn.Module:
+    """The fixer a config string names, wrapped as an `ImageFixer`.
 
     Args:
-        spec: one of
-            - a DifixModule checkpoint (`.ckpt`) or exported weights (`.safetensors`, `.pt`);
-            - a local diffusers folder or a hub id such as "stabilityai/sd-turbo" (untrained
-              Difix: SD-Turbo at t=199 with the pretrained attention reused);
-            - "tiny" or "tiny:SEED": an untrained tiny DifixNet, for tests of the plumbing.
+        spec: see the module docstring.
+        resize_to: (height, width) the fixer runs at (e.g. (576, 1024) as the reference code);
+            None: the input size, padded.
+        latent: "mode" / "sample" of the VAE posterior; None keeps the net's setting ("mode").
 
     Raises:
         FileNotFoundError: a weights path that does not exist.
+        lightning_modules.difix.PretrainedNotFoundError: a hub id that is not cached (offline),
+            with what to download where.
     """
-    from lightning_modules.difix import DifixNet
+    from lightning_modules.difix.image_fixer import ImageFixer
+    from lightning_modules.difix.net import DifixNet
 
+    validate_fixer_spec(spec)
+    if _TINY.match(spec):
+        net = DifixNet.tiny(seed=int(spec.split(":", 1)[1]) if ":" in spec else 0)
+    else:
+        path = Path(spec).expanduser()
+        if path.suffix == REFERENCE_SUFFIX:
+            net = DifixNet.from_reference_checkpoint(path)
+        elif path.suffix in WEIGHT_SUFFIXES:
+            net = DifixNet.from_checkpoint(path)
+        else:
+            net = DifixNet.from_pretrained(str(path) if path.is_dir() else spec)
+    if latent is not None:
+        if latent not in ("mode", "sample"):
+            raise ValueError(f"load_fixer: latent must be 'mode' or 'sample', got {latent!r}")
+        net.latent = latent
+    return ImageFixer(net, resize_to=resize_to)
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def validate_fixer_spec(spec: str) -> None:
+    """Cheap check of a fixer spec (no weights loaded): the file/folder exists, or the hub id is
+    cached or may be downloaded (HF_HUB_OFFLINE off), or it is "tiny[:SEED]".
+
+    Raises:
+        FileNotFoundError / ValueError naming the spec and what to do.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"fixer spec must be a non-empty string, got {spec!r}")
     if spec == "tiny" or spec.startswith("tiny:"):
-        seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
-        return DifixNet.tiny(seed=seed)
+        if not _TINY.match(spec):
+            raise ValueError(f"fixer spec {spec!r}: write 'tiny' or 'tiny:SEED' with an integer seed")
+        return
     path = Path(spec).expanduser()
-    if path.suffix in WEIGHT_SUFFIXES:
+    if path.suffix in (*WEIGHT_SUFFIXES, REFERENCE_SUFFIX):
         if not path.is_file():
-            raise FileNotFoundError(f"fixer weights {path} do not exist (train one with configs/difix.yaml or "
-                                    "configs/demo/difix.yaml, or export one with DifixNet.export_weights)")
-        return DifixNet.from_checkpoint(path)
-    return DifixNet.from_pretrained(str(path) if path.is_dir() else spec)
+            raise FileNotFoundError(
+                f"fixer {spec!r}: file {path} does not exist. Train one with configs/difix.yaml (or "
+                "configs/demo/difix.yaml), export one with DifixNet.export_weights, or name a published model "
+                "('nvidia/difix_ref')")
+        return
+    if path.is_dir():
+        has_index = (path / "model_index.json").is_file()
+        missing = [s for s in ("unet", "vae", "scheduler") if not (path / s).is_dir()]
+        if missing or not (has_index or (path / "text_encoder").is_dir()):
+            raise FileNotFoundError(
+                f"fixer {spec!r}: folder {path} is not a diffusers model folder (missing {missing or 'model_index.json'}); "
+                "download one with `hf download nvidia/difix_ref --local-dir DIR`")
+        return
+    if not _HUB_ID.match(spec) or spec.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"fixer {spec!r}: no such file or folder, and not a hub id like 'nvidia/difix_ref'")
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(spec, "model_index.json"), str) or not _hub_offline():
+        return  # cached, or it may be downloaded on first use
+    raise FileNotFoundError(
+        f"fixer {spec!r}: not in the Hugging Face cache and HF_HUB_OFFLINE is set. On a machine with network access "
+        f"run `hf download {spec} --local-dir /path/to/{spec.split('/')[-1]}` and set the fixer to that folder, or "
+        f"`HF_HOME=/path/to/hf_home hf download {spec}` and run with HF_HOME=/path/to/hf_home")

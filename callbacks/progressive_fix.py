@@ -9,7 +9,7 @@ metrics with and without the final fix.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,10 +30,11 @@ class ProgressiveFixCallback(Callback):
     """Progressively distils Difix fixes into a scene model (Difix3D) and fixes final renders (Difix3D+).
 
     Args:
-        fixer: where the fixer comes from: a DifixModule checkpoint (`.ckpt`), exported fixer
-            weights (`.safetensors`/`.pt`), a hub name or local diffusers folder
-            ("stabilityai/sd-turbo"), or "tiny" / "tiny:SEED" (an untrained tiny DifixNet,
-            for tests of the plumbing only).
+        fixer: where the fixer comes from: a published model ("nvidia/difix_ref", "nvidia/difix")
+            or a local folder of one, a reference `model_*.pkl`, a DifixModule checkpoint
+            (`.ckpt`), exported fixer weights (`.safetensors`/`.pt`), an SD-Turbo hub name or
+            folder (untrained), or "tiny" / "tiny:SEED" (untrained tiny DifixNet, for tests of
+            the plumbing only). See `callbacks.fixer_loading`.
         start_step: first global step at which a fix happens.
         fix_every_n_steps: steps between fixes (2,000 in the reference code, 1,500 in the paper).
         step_size: how far a novel camera moves per fix, as a fraction of the scene extent
@@ -47,6 +48,9 @@ class ProgressiveFixCallback(Callback):
         batch_size: views per fixer call.
         post_render_fix: also fix test renders once more (Difix3D+) during `test`.
         log_images: views shown in the TensorBoard grid at each fix.
+        resize_to: (height, width) the fixer runs at, e.g. [576, 1024] as the reference code
+            (antialiased resize there and back); None: the render size, padded.
+        latent: "mode" (default) or "sample" (reference code) of the fixer's VAE latent.
     """
 
     def __init__(
@@ -63,6 +67,8 @@ class ProgressiveFixCallback(Callback):
         batch_size: int = 4,
         post_render_fix: bool = True,
         log_images: int = 4,
+        resize_to: tuple[int, int] | None = None,
+        latent: Literal["mode", "sample"] = "mode",
     ) -> None:
         if fix_every_n_steps <= 0:
             raise ValueError(f"fix_every_n_steps must be positive, got {fix_every_n_steps}")
@@ -80,6 +86,8 @@ class ProgressiveFixCallback(Callback):
         self.batch_size = batch_size
         self.post_render_fix = post_render_fix
         self.log_images = log_images
+        self.resize_to = resize_to
+        self.latent = latent
         # Loaded lazily on first use and never part of the scene checkpoint.
         self._fixer: nn.Module | None = None
         # Progressive state (saved in checkpoints through state_dict).
@@ -91,7 +99,8 @@ class ProgressiveFixCallback(Callback):
     @property
     def fixer(self) -> nn.Module:
         if self._fixer is None:
-            self._fixer = load_fixer(self.fixer_spec).eval().requires_grad_(False)
+            self._fixer = load_fixer(self.fixer_spec, resize_to=self.resize_to, latent=self.latent)
+            self._fixer.eval().requires_grad_(False)
         return self._fixer
 
     @torch.no_grad()

@@ -1,0 +1,165 @@
+"""Published Difix folders and reference model_*.pkl files load into the same fixer (tiny, offline)."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from difix_artefacts import published_vae_state, trained_tiny, write_published_folder, write_reference_pkl, write_vae
+from safetensors.torch import load_file, save_file
+
+from callbacks.fixer_loading import load_fixer, validate_fixer_spec
+from lightning_modules.difix.net import DifixNet, PretrainedNotFoundError
+from lightning_modules.difix.published import WeightKeyError
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+TOL = {"atol": 1e-5, "rtol": 0}
+
+
+@pytest.fixture(scope="module")
+def ref() -> DifixNet:
+    return trained_tiny(seed=0)
+
+
+@pytest.fixture(scope="module")
+def inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return torch.rand(1, 3, 32, 32, generator=gen), torch.rand(1, 1, 3, 32, 32, generator=gen)
+
+
+@pytest.fixture(scope="module")
+def folder(ref: DifixNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_published_folder(ref, tmp_path_factory.mktemp("pub") / "difix_ref", multiview=True)
+
+
+def _out(net: DifixNet, inputs: tuple[torch.Tensor, torch.Tensor], with_ref: bool = True) -> torch.Tensor:
+    with torch.no_grad():
+        return net.eval()(inputs[0], inputs[1] if with_ref else None)
+
+
+def _copy(folder: Path, dst: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(folder, dst))
+
+
+def test_published_folder_matches_the_net_holding_the_same_weights(folder: Path, ref: DifixNet, inputs) -> None:
+    net = DifixNet.from_pretrained(str(folder))
+    assert net.reference_attention and net.build_config["vae_lora_rank"] == 4
+    torch.testing.assert_close(_out(net, inputs), _out(ref, inputs), **TOL)
+    torch.testing.assert_close(_out(net, inputs, with_ref=False), _out(ref, inputs, with_ref=False), **TOL)
+    # The same trainable set as a freshly built net: fine-tuning from the published weights works.
+    assert {n for n, p in net.named_parameters() if p.requires_grad} == {
+        n for n, p in ref.named_parameters() if p.requires_grad}
+    # Decoder LoRA merged into the decoder (vae_lora_rank=0): same output, no LoRA tensors.
+    merged = DifixNet.from_pretrained(str(folder), vae_lora_rank=0)
+    assert not any("lora" in k for k in merged.state_dict())
+    torch.testing.assert_close(_out(merged, inputs), _out(ref, inputs), **TOL)
+
+
+def test_skip_lora_decoder_lora_and_reference_attention_each_change_the_output(
+        folder: Path, inputs, tmp_path: Path) -> None:
+    base = _out(DifixNet.from_pretrained(str(folder)), inputs)
+    state = load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
+    for key in ("decoder.skip_conv_1.lora_B.vae_skip.weight", "decoder.skip_conv_4.lora_A.vae_skip.weight",
+                "decoder.up_blocks.0.resnets.0.conv1.lora_B.vae_skip.weight"):
+        edited = _copy(folder, tmp_path / key)
+        write_vae(edited, {**state, key: state[key] + 0.5})
+        assert (_out(DifixNet.from_pretrained(str(edited)), inputs) - base).abs().max() > 1e-3, key
+    # nvidia/difix (the UNet entry is the stock class): no reference attention, other output.
+    plain = _copy(folder, tmp_path / "difix")
+    index = json.loads((plain / "model_index.json").read_text())
+    (plain / "model_index.json").write_text(json.dumps({**index, "unet": ["diffusers", "UNet2DConditionModel"]}))
+    net = DifixNet.from_pretrained(str(plain))
+    assert not net.reference_attention
+    assert (_out(net, inputs) - base).abs().max() > 1e-3
+
+
+def test_unknown_and_missing_weights_raise_naming_the_key(folder: Path, tmp_path: Path) -> None:
+    state = load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
+    extra = _copy(folder, tmp_path / "extra")
+    write_vae(extra, {**state, "decoder.skip_conv_5.weight": torch.zeros(4, 4, 1, 1)})
+    with pytest.raises(WeightKeyError, match="skip_conv_5"):
+        DifixNet.from_pretrained(str(extra))
+    odd = _copy(folder, tmp_path / "odd")
+    write_vae(odd, {**state, "decoder.conv_norm_out.lora_A.vae_skip.weight": torch.zeros(4, 64),
+                    "decoder.conv_norm_out.lora_B.vae_skip.weight": torch.zeros(64, 4)})
+    with pytest.raises(WeightKeyError, match="decoder.conv_norm_out.lora_A.vae_skip.weight"):
+        DifixNet.from_pretrained(str(odd))
+    for gone in ("decoder.skip_conv_2.base_layer.weight", "decoder.up_blocks.1.resnets.0.conv2.lora_A.vae_skip.weight",
+                 "decoder.conv_out.base_layer.bias", "encoder.conv_in.weight"):
+        cut = _copy(folder, tmp_path / gone)
+        write_vae(cut, {k: v for k, v in state.items() if k != gone})
+        with pytest.raises(WeightKeyError, match=gone.replace(".", r"\.")):
+            DifixNet.from_pretrained(str(cut))
+    unet = _copy(folder, tmp_path / "unet")
+    unet_state = load_file(str(unet / "unet" / "diffusion_pytorch_model.safetensors"))
+    gone = "conv_in.weight"
+    save_file({k: v for k, v in unet_state.items() if k != gone}, str(unet / "unet" / "diffusion_pytorch_model.safetensors"))
+    with pytest.raises(WeightKeyError, match="'conv_in.weight'"):
+        DifixNet.from_pretrained(str(unet))
+
+
+def test_reference_pkl_loads_on_its_base(ref: DifixNet, inputs, tmp_path: Path) -> None:
+    pkl = write_reference_pkl(ref, tmp_path / "model_1000.pkl", tmp_path / "sd-turbo-tiny")
+    net = DifixNet.from_reference_checkpoint(pkl, base=str(tmp_path / "sd-turbo-tiny"))
+    torch.testing.assert_close(_out(net, inputs), _out(ref, inputs), **TOL)
+    merged = DifixNet.from_reference_checkpoint(pkl, base=str(tmp_path / "sd-turbo-tiny"), vae_lora_rank=0)
+    torch.testing.assert_close(_out(merged, inputs), _out(ref, inputs), **TOL)
+    # bf16 UNet (reference trained in bf16) loads too, within bf16 rounding.
+    bf16 = write_reference_pkl(ref, tmp_path / "model_bf16.pkl", tmp_path / "base2", unet_dtype=torch.bfloat16)
+    assert (_out(DifixNet.from_reference_checkpoint(bf16, base=str(tmp_path / "base2")), inputs)
+            - _out(ref, inputs)).abs().max() < 0.05
+    # Unknown / missing entries are named.
+    ckpt = torch.load(pkl, weights_only=True)
+    ckpt["state_dict_unet"]["not_a_unet_key.weight"] = torch.zeros(1)
+    torch.save(ckpt, tmp_path / "bad.pkl")
+    with pytest.raises(WeightKeyError, match="not_a_unet_key"):
+        DifixNet.from_reference_checkpoint(tmp_path / "bad.pkl", base=str(tmp_path / "sd-turbo-tiny"))
+    ckpt = torch.load(pkl, weights_only=True)
+    del ckpt["state_dict_vae"]["decoder.skip_conv_3.base_layer.weight"]
+    torch.save(ckpt, tmp_path / "noskip.pkl")
+    with pytest.raises(WeightKeyError, match="skip_conv_3"):
+        DifixNet.from_reference_checkpoint(tmp_path / "noskip.pkl", base=str(tmp_path / "sd-turbo-tiny"))
+
+
+def test_checkpoints_and_exports_of_a_published_net_rebuild_from_it(folder: Path, inputs, tmp_path: Path) -> None:
+    net = DifixNet.from_pretrained(str(folder))
+    with torch.no_grad():
+        net.skips.convs[0].weight.add_(0.1)  # "fine-tuned"
+    path = net.export_weights(tmp_path / "ft.safetensors")
+    torch.testing.assert_close(_out(DifixNet.from_checkpoint(path), inputs), _out(net, inputs), **TOL)
+
+
+def test_every_fixer_spec_loads_through_load_fixer(folder: Path, ref: DifixNet, inputs, tmp_path: Path) -> None:
+    pkl = write_reference_pkl(ref, tmp_path / "model_5.pkl", tmp_path / "base")
+    export = DifixNet.from_pretrained(str(folder)).export_weights(tmp_path / "w.pt")
+    expected = _out(ref, inputs)
+    for spec in (str(folder), str(export)):
+        torch.testing.assert_close(_out(load_fixer(spec), inputs), expected, **TOL)
+    with pytest.raises(PretrainedNotFoundError):  # the pkl's default base is the hub's SD-Turbo: offline here
+        load_fixer(str(pkl))
+    # resize_to runs the net at that size and returns the input size.
+    fixer = load_fixer(str(folder), resize_to=(64, 96), latent="sample")
+    assert fixer.net.latent == "sample"
+    assert _out(fixer, inputs).shape == (1, 3, 32, 32)
+
+
+def test_validate_fixer_spec_is_cheap_and_says_what_to_do(folder: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    for spec in ("tiny", "tiny:3", str(folder)):
+        validate_fixer_spec(spec)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(FileNotFoundError, match="hf download nvidia/difix_ref"):
+        validate_fixer_spec("nvidia/difix_ref")
+    with pytest.raises(FileNotFoundError, match="missing.pkl"):
+        validate_fixer_spec(str(tmp_path / "missing.pkl"))
+    with pytest.raises(ValueError, match="tiny:x"):
+        validate_fixer_spec("tiny:x")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(PretrainedNotFoundError, match="hf download nvidia/difix_ref --local-dir"):
+            DifixNet.from_pretrained("nvidia/difix_ref", cache_dir=str(tmp_path / "empty"))
