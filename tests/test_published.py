@@ -77,6 +77,14 @@ def test_skip_lora_decoder_lora_and_reference_attention_each_change_the_output(
     assert (_out(net, inputs) - base).abs().max() > 1e-3
 
 
+def test_folder_without_model_index_is_recognised_by_its_vae_keys(folder: Path, ref: DifixNet, inputs,
+                                                                     tmp_path: Path) -> None:
+    bare = _copy(folder, tmp_path / "bare")
+    (bare / "model_index.json").unlink()
+    net = DifixNet.from_pretrained(str(bare), reference_attention=True)
+    torch.testing.assert_close(_out(net, inputs), _out(ref, inputs), **TOL)
+
+
 def test_unknown_and_missing_weights_raise_naming_the_key(folder: Path, tmp_path: Path) -> None:
     state = load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
     extra = _copy(folder, tmp_path / "extra")

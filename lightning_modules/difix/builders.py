@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from .loading import PretrainedNotFoundError, is_published_difix, load_difix_weights, offline_message, read_model_index
+from .loading import (PretrainedNotFoundError, is_published_difix, load_difix_weights, offline_message,
+                      read_model_index, vae_has_difix_keys)
 from .tiny import CONFIGS, build_components
 
 if TYPE_CHECKING:
@@ -104,7 +105,8 @@ class DifixBuilders:
             return cls.from_reference_checkpoint(name_or_path, cache_dir=cache_dir, prompt=prompt,
                                                  prompt_embeds=prompt_embeds, **net_kwargs)
         model_index = read_model_index(str(name_or_path), cache_dir, revision)
-        if is_published_difix(model_index):
+        if is_published_difix(model_index) or (not model_index and vae_has_difix_keys(str(name_or_path), cache_dir,
+                                                                                       revision)):
             from .published import load_published_folder
 
             return load_published_folder(cls, str(name_or_path), model_index, cache_dir, revision, prompt,
@@ -130,6 +132,13 @@ class DifixBuilders:
                 components["text_encoder"] = CLIPTextModel.from_pretrained(name_or_path, subfolder="text_encoder", **kw)
         except load_errors as err:
             raise PretrainedNotFoundError(offline_message(str(name_or_path), err, cache_dir)) from err
+        if meta := [f"{c}.{n}" for c in ("unet", "vae") for n, p in components[c].named_parameters() if p.is_meta]:
+            # diffusers leaves weights it did not find on the meta device (e.g. a published Difix
+            # VAE read without its model_index.json): refuse instead of failing at forward.
+            raise PretrainedNotFoundError(
+                f"DifixNet: '{name_or_path}' loaded as an SD-Turbo folder, but {len(meta)} weights are missing "
+                f"(e.g. {meta[:3]}). A published Difix folder needs its model_index.json (`hf download "
+                "nvidia/difix_ref --local-dir DIR` writes it).")
         base = {"kind": "pretrained", "name_or_path": str(name_or_path), "revision": revision}
         return cls.from_components(components, base, prompt=prompt, prompt_embeds=prompt_embeds, **net_kwargs)
 

@@ -68,10 +68,10 @@ def _hub_errors() -> tuple[type[BaseException], ...]:
 
 
 def read_model_index(name_or_path: str, cache_dir: str | None = None, revision: str | None = None) -> dict[str, Any]:
-    """`model_index.json` of a folder or hub id ({} for a folder without one).
+    """`model_index.json` of a folder or hub id; {} when there is none or it cannot be fetched.
 
-    Raises:
-        PretrainedNotFoundError: a hub id that is neither cached nor downloadable.
+    {} sends the caller down the SD-Turbo path, which loads component by component (a cache
+    filled that way holds no model_index.json) and reports an offline failure itself.
     """
     folder = Path(name_or_path).expanduser()
     if folder.is_dir():
@@ -81,9 +81,27 @@ def read_model_index(name_or_path: str, cache_dir: str | None = None, revision: 
 
     try:
         path = hf_hub_download(str(name_or_path), "model_index.json", cache_dir=cache_dir, revision=revision)
-    except _hub_errors() as err:
-        raise PretrainedNotFoundError(offline_message(str(name_or_path), err, cache_dir)) from err
+    except _hub_errors():
+        return {}
     return json.loads(Path(path).read_text())
+
+
+def vae_has_difix_keys(name_or_path: str, cache_dir: str | None = None, revision: str | None = None) -> bool:
+    """True when the VAE weights (local or already cached) hold Difix skip convs / peft-wrapped keys.
+
+    Catches a published folder whose model_index.json went missing; reads key names only.
+    """
+    from huggingface_hub import try_to_load_from_cache
+    from safetensors import safe_open
+
+    name = "vae/diffusion_pytorch_model.safetensors"
+    folder = Path(name_or_path).expanduser()
+    path = folder / name if folder.is_dir() else try_to_load_from_cache(str(name_or_path), name, cache_dir=cache_dir,
+                                                                        revision=revision)
+    if not isinstance(path, (str, Path)) or not Path(path).is_file():
+        return False
+    with safe_open(str(path), framework="pt") as f:
+        return any("skip_conv" in k or ".base_layer." in k for k in f.keys())
 
 
 def is_published_difix(model_index: dict[str, Any]) -> bool:
