@@ -77,6 +77,36 @@ def test_skip_lora_decoder_lora_and_reference_attention_each_change_the_output(
     assert (_out(net, inputs) - base).abs().max() > 1e-3
 
 
+def test_skip_convs_feed_the_decoder_as_the_reference_vae_forward_does(folder: Path) -> None:
+    """Independent of VaeSkips: the reference decoder adds skip_conv_n(encoder_acts[::-1][n-1]) to
+    the input of up block n-1, where encoder_acts[i] is the input of encoder down block i."""
+    import torch.nn.functional as F
+
+    net = DifixNet.from_pretrained(str(folder)).eval()
+    state = load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
+    skip = {n: state[f"decoder.skip_conv_{n}.base_layer.weight"] + 2.0 * torch.einsum(
+        "or,rikl->oikl", state[f"decoder.skip_conv_{n}.lora_B.vae_skip.weight"].flatten(1),
+        state[f"decoder.skip_conv_{n}.lora_A.vae_skip.weight"]) for n in range(1, 5)}
+    vae, x = net.vae, torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        enc, dec, acts = vae.encoder, vae.decoder, []
+        h = enc.conv_in(x)
+        for block in enc.down_blocks:
+            acts.append(h)
+            h = block(h)
+        h = enc.conv_out(enc.conv_act(enc.conv_norm_out(enc.mid_block(h))))
+        z = vae.quant_conv(h).chunk(2, dim=1)[0]
+        s = dec.mid_block(dec.conv_in(vae.post_quant_conv(z)), None)
+        for i, block in enumerate(dec.up_blocks):
+            s = block(s + F.conv2d(acts[::-1][i], skip[i + 1]), None)
+        expected = dec.conv_out(dec.conv_act(dec.conv_norm_out(s)))
+        with net.skips.capture() as captured:
+            latent = vae.encode(x).latent_dist.mode()
+        with net.skips.inject(list(captured)):
+            got = vae.decode(latent).sample
+    torch.testing.assert_close(got, expected, **TOL)
+
+
 def test_folder_without_model_index_is_recognised_by_its_vae_keys(folder: Path, ref: DifixNet, inputs,
                                                                      tmp_path: Path) -> None:
     bare = _copy(folder, tmp_path / "bare")
