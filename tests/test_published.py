@@ -201,3 +201,57 @@ def test_validate_fixer_spec_is_cheap_and_says_what_to_do(folder: Path, tmp_path
         warnings.simplefilter("ignore")
         with pytest.raises(PretrainedNotFoundError, match="hf download nvidia/difix_ref --local-dir"):
             DifixNet.from_pretrained("nvidia/difix_ref", cache_dir=str(tmp_path / "empty"))
+
+
+def test_difix_module_fine_tunes_from_a_published_folder(folder: Path, ref: DifixNet, inputs) -> None:
+    from lightning_modules.difix.module import DifixModule
+
+    module = DifixModule(pretrained=str(folder), pretrained_backbone=False, w_lpips=0.0, w_gram=0.5,
+                         gram_cross_batch=True, gram_crop_size=None)
+    module.configure_model()
+    assert module.gram.cross_batch
+    torch.testing.assert_close(_out(module.net, inputs), _out(ref, inputs), **TOL)
+    assert module.net.build_config["base"]["name_or_path"] == str(folder)
+
+
+def test_latent_sample_draws_from_the_global_rng(ref: DifixNet, inputs) -> None:
+    ref.latent = "sample"
+    try:
+        torch.manual_seed(0)
+        a = _out(ref, inputs)
+        torch.manual_seed(0)
+        b = _out(ref, inputs)
+        c = _out(ref, inputs)
+    finally:
+        ref.latent = "mode"
+    torch.testing.assert_close(a, b, **TOL)
+    assert (a - c).abs().max() > 1e-4 and (a - _out(ref, inputs)).abs().max() > 1e-4
+
+
+def test_image_fixer_runs_the_net_at_resize_to_and_returns_the_input_size() -> None:
+    from lightning_modules.difix.image_fixer import ImageFixer
+
+    seen = []
+
+    def spy(images: torch.Tensor, refs: torch.Tensor | None) -> torch.Tensor:
+        seen.append((tuple(images.shape), None if refs is None else tuple(refs.shape)))
+        return images
+
+    class Spy(torch.nn.Module):
+        def forward(self, images, refs=None):
+            return spy(images, refs)
+
+    x = torch.nn.functional.interpolate(torch.rand(2, 3, 4, 5), size=(30, 50), mode="bilinear")  # smooth
+    out = ImageFixer(Spy(), resize_to=(64, 96))(x, torch.rand(2, 1, 3, 40, 40))
+    assert seen == [((2, 3, 64, 96), (2, 1, 3, 64, 96))]
+    assert out.shape == x.shape and (out - x).abs().mean() < 0.02  # there and back
+    assert ImageFixer(Spy())(x) is x
+
+
+def test_readme_and_scene_config_name_the_published_model() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    assert "python scripts/fix_images.py --fixer nvidia/difix_ref" in readme
+    assert "configs/scene.yaml --data.init_args.path /path/to/colmap_scene \\\n        --trainer.callbacks.fixer=nvidia/difix_ref" in readme
+    assert readme.index("### Use the published models") < readme.index("### Everything else")
+    assert "fixer: nvidia/difix_ref" in (repo / "configs" / "scene.yaml").read_text()
