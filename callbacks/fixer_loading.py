@@ -58,22 +58,23 @@ def load_fixer(spec: str, resize_to: tuple[int, int] | None = None,
     return ImageFixer(net, resize_to=resize_to)
 
 
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
-
-
 def validate_fixer_spec(spec: str) -> None:
-    """Cheap check of a fixer spec (no weights loaded): the file/folder exists, or the hub id is
-    cached or may be downloaded (HF_HUB_OFFLINE off), or it is "tiny[:SEED]".
+    """Checks, without loading any weights, that `load_fixer(spec)` can find its fixer.
+
+    Cheap enough for `on_fit_start`: a typo must fail before step 1, not when the first fix is
+    due (step 30,000 in the paper config). Accepts a weights file / `.pkl` that exists, a model
+    folder, a hub id that is cached or may be downloaded (HF_HUB_OFFLINE off), "tiny[:SEED]".
 
     Raises:
-        FileNotFoundError / ValueError naming the spec and what to do.
+        FileNotFoundError: a weights file or local folder that does not exist or is not a model.
+        ValueError: a malformed "tiny:SEED", or a hub id that is neither cached nor downloadable
+            because the hub is switched off (HF_HUB_OFFLINE=1); the message says what to download.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"fixer spec must be a non-empty string, got {spec!r}")
     if spec == "tiny" or spec.startswith("tiny:"):
         if not _TINY.match(spec):
-            raise ValueError(f"fixer spec {spec!r}: write 'tiny' or 'tiny:SEED' with an integer seed")
+            raise ValueError(f"fixer {spec!r}: expected 'tiny' or 'tiny:SEED' with an integer SEED")
         return
     path = Path(spec).expanduser()
     if path.suffix in (*WEIGHT_SUFFIXES, REFERENCE_SUFFIX):
@@ -84,20 +85,20 @@ def validate_fixer_spec(spec: str) -> None:
                 "('nvidia/difix_ref')")
         return
     if path.is_dir():
-        has_index = (path / "model_index.json").is_file()
-        missing = [s for s in ("unet", "vae", "scheduler") if not (path / s).is_dir()]
-        if missing or not (has_index or (path / "text_encoder").is_dir()):
+        if missing := [s for s in ("unet", "vae", "scheduler") if not (path / s).is_dir()]:
             raise FileNotFoundError(
-                f"fixer {spec!r}: folder {path} is not a diffusers model folder (missing {missing or 'model_index.json'}); "
+                f"fixer folder {path} has no {'/, '.join(missing)}/ subfolder(s): not a diffusers model folder; "
                 "download one with `hf download nvidia/difix_ref --local-dir DIR`")
         return
     if not _HUB_ID.match(spec) or spec.startswith((".", "/", "~")):
         raise FileNotFoundError(f"fixer {spec!r}: no such file or folder, and not a hub id like 'nvidia/difix_ref'")
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import constants, try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(spec, "model_index.json"), str) or not _hub_offline():
-        return  # cached, or it may be downloaded on first use
-    raise FileNotFoundError(
-        f"fixer {spec!r}: not in the Hugging Face cache and HF_HUB_OFFLINE is set. On a machine with network access "
-        f"run `hf download {spec} --local-dir /path/to/{spec.split('/')[-1]}` and set the fixer to that folder, or "
-        f"`HF_HOME=/path/to/hf_home hf download {spec}` and run with HF_HOME=/path/to/hf_home")
+    cached = any(isinstance(try_to_load_from_cache(spec, name), str) for name in ("model_index.json", "unet/config.json"))
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
+    if not cached and offline:
+        raise ValueError(
+            f"fixer {spec!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and the hub is off "
+            f"(HF_HUB_OFFLINE=1). On a machine with network: `hf download {spec} --local-dir /path/to/"
+            f"{spec.split('/')[-1]}`, copy the folder here and pass its path as the fixer; or fill $HF_HOME with "
+            f"`hf download {spec}` and run with that HF_HOME.")

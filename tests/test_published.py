@@ -191,7 +191,7 @@ def test_validate_fixer_spec_is_cheap_and_says_what_to_do(folder: Path, tmp_path
         validate_fixer_spec(spec)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(FileNotFoundError, match="hf download nvidia/difix_ref"):
+    with pytest.raises(ValueError, match="hf download nvidia/difix_ref"):
         validate_fixer_spec("nvidia/difix_ref")
     with pytest.raises(FileNotFoundError, match="missing.pkl"):
         validate_fixer_spec(str(tmp_path / "missing.pkl"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -70,6 +70,12 @@ class DifixModule(pl.LightningModule):
         predict_resize_to: (height, width) the predict step runs the fixer at (e.g. [576, 1024]
             as the reference code), resized back to each image's size; None: native size, padded.
     """
+
+    # Options that do not change the trained fixer: with `--ckpt_path` the command line's value
+    # wins over the checkpoint's (main.py's DifixCLI).
+    RUNTIME_OPTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"cache_dir", "gradient_checkpointing", "num_log_images", "predict_output_dir", "pretrained_backbone"}
+    )
 
     def __init__(
         self,
