@@ -74,7 +74,8 @@ class DifixModule(pl.LightningModule):
     # Options that do not change the trained fixer: with `--ckpt_path` the command line's value
     # wins over the checkpoint's (main.py's DifixCLI).
     RUNTIME_OPTIONS: ClassVar[frozenset[str]] = frozenset(
-        {"cache_dir", "gradient_checkpointing", "num_log_images", "predict_output_dir", "pretrained_backbone"}
+        {"cache_dir", "gradient_checkpointing", "num_log_images", "predict_output_dir", "predict_resize_to",
+         "pretrained_backbone"}
     )
 
     def __init__(
