@@ -115,6 +115,19 @@ def test_folder_without_model_index_is_recognised_by_its_vae_keys(folder: Path, 
     torch.testing.assert_close(_out(net, inputs), _out(ref, inputs), **TOL)
 
 
+def test_merged_layout_loads_for_inference_and_for_fine_tuning_with_new_lora(folder: Path, ref: DifixNet, inputs,
+                                                                              tmp_path: Path) -> None:
+    merged = DifixNet.from_pretrained(str(folder), vae_lora_rank=0)
+    flat = _copy(folder, tmp_path / "merged")
+    vae = {k[4:]: v for k, v in merged.state_dict().items() if k.startswith("vae.")}
+    vae.update({f"decoder.skip_conv_{j + 1}.weight": c.weight.detach() for j, c in enumerate(merged.skips.convs)})
+    write_vae(flat, vae)
+    torch.testing.assert_close(_out(DifixNet.from_pretrained(str(flat)), inputs), _out(ref, inputs), **TOL)
+    with_lora = DifixNet.from_pretrained(str(flat), vae_lora_rank=4)
+    assert any("lora_A" in n for n, p in with_lora.named_parameters() if p.requires_grad)
+    torch.testing.assert_close(_out(with_lora, inputs), _out(ref, inputs), **TOL)
+
+
 def test_unknown_and_missing_weights_raise_naming_the_key(folder: Path, tmp_path: Path) -> None:
     state = load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
     extra = _copy(folder, tmp_path / "extra")

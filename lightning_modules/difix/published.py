@@ -167,6 +167,23 @@ def check_keys(given: dict[str, Tensor], expected: dict[str, Tensor], sources: d
         raise WeightKeyError(f"missing weight(s) {', '.join(names)} ({len(missing)} in all)")
 
 
+def add_fresh_lora(state: dict[str, Tensor], expected: dict[str, Tensor], rank: int) -> dict[str, Tensor]:
+    """A merged-layout file (no LoRA) loaded for fine-tuning with decoder LoRA: base weights move
+    under `base_layer`, new LoRA starts as peft's gaussian init (A ~ N(0, 1/r), B = 0: no effect)."""
+    out = dict(state)
+    gen = torch.Generator().manual_seed(0)
+    for key, like in expected.items():
+        if key in out:
+            continue
+        if ".base_layer." in key and key.replace(".base_layer.", ".") in out:
+            out[key] = out.pop(key.replace(".base_layer.", "."))
+        elif ".lora_A." in key:
+            out[key] = torch.randn(like.shape, generator=gen) / rank
+        elif ".lora_B." in key:
+            out[key] = torch.zeros(like.shape)
+    return out
+
+
 def split_vae_config(config: dict[str, Any], source: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(AutoencoderKL arguments, understood extras) of a published vae/config.json."""
     from diffusers import AutoencoderKL
@@ -203,7 +220,9 @@ def load_published_folder(cls: type[DifixNet], name_or_path: str, model_index: d
                                         lora_alpha=float(extras.get("lora_alpha", PEFT_DEFAULT_ALPHA)))
     if rank is not None and extras.get("lora_rank", rank) != rank:
         raise ValueError(f"{vae_cfg_path}: lora_rank {extras['lora_rank']} but the LoRA weights in {vae_file} have rank {rank}")
-    if not merge and net_kwargs.setdefault("vae_lora_rank", rank or 0) != (rank or 0):
+    if rank is None:
+        net_kwargs.setdefault("vae_lora_rank", 0)  # merged layout: new (zero-effect) LoRA only when asked
+    elif not merge and net_kwargs.setdefault("vae_lora_rank", rank) != rank:
         raise ValueError(f"{folder}: decoder LoRA has rank {rank}; vae_lora_rank={net_kwargs['vae_lora_rank']} was "
                          "asked (use the file's rank, or 0 to merge the LoRA into the decoder)")
     if net_kwargs.get("reference_attention") is None:
@@ -224,7 +243,10 @@ def load_published_folder(cls: type[DifixNet], name_or_path: str, model_index: d
     net = cls(unet, vae, scheduler, prompt_embeds, build_config={"base": base, "prompt": prompt}, **net_kwargs)
     state = {**{f"unet.{k}": v.float() for k, v in unet_state.items()}, **mapped,
              "prompt_embeds": net.prompt_embeds}
-    check_keys(state, net.state_dict(), {"unet": str(unet_file), "vae": str(vae_file), "skips": str(vae_file)},
+    expected = net.state_dict()
+    if rank is None and net.build_config["vae_lora_rank"] > 0:
+        state = add_fresh_lora(state, expected, net.build_config["vae_lora_rank"])
+    check_keys(state, expected, {"unet": str(unet_file), "vae": str(vae_file), "skips": str(vae_file)},
                require_all=True)
     net.load_state_dict(state, strict=True, assign=True)
     if left := [n for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]:
