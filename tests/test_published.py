@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from difix_artefacts import published_vae_state, trained_tiny, write_published_folder, write_reference_pkl, write_vae
+from difix_artefacts import trained_tiny, write_published_folder, write_reference_pkl, write_vae
 from safetensors.torch import load_file, save_file
 
 from callbacks.fixer_loading import load_fixer, validate_fixer_spec
@@ -126,6 +126,9 @@ def test_merged_layout_loads_for_inference_and_for_fine_tuning_with_new_lora(fol
     with_lora = DifixNet.from_pretrained(str(flat), vae_lora_rank=4)
     assert any("lora_A" in n for n, p in with_lora.named_parameters() if p.requires_grad)
     torch.testing.assert_close(_out(with_lora, inputs), _out(ref, inputs), **TOL)
+    unet_lora = DifixNet.from_pretrained(str(folder), unet_lora_rank=4)  # fine-tune a UNet LoRA on it
+    assert all("lora_" in n for n, p in unet_lora.unet.named_parameters() if p.requires_grad)
+    torch.testing.assert_close(_out(unet_lora, inputs), _out(ref, inputs), **TOL)
 
 
 def test_unknown_and_missing_weights_raise_naming_the_key(folder: Path, tmp_path: Path) -> None:
@@ -159,6 +162,8 @@ def test_reference_pkl_loads_on_its_base(ref: DifixNet, inputs, tmp_path: Path) 
     torch.testing.assert_close(_out(net, inputs), _out(ref, inputs), **TOL)
     merged = DifixNet.from_reference_checkpoint(pkl, base=str(tmp_path / "sd-turbo-tiny"), vae_lora_rank=0)
     torch.testing.assert_close(_out(merged, inputs), _out(ref, inputs), **TOL)
+    unet_lora = DifixNet.from_reference_checkpoint(pkl, base=str(tmp_path / "sd-turbo-tiny"), unet_lora_rank=4)
+    torch.testing.assert_close(_out(unet_lora, inputs), _out(ref, inputs), **TOL)
     # bf16 UNet (reference trained in bf16) loads too, within bf16 rounding.
     bf16 = write_reference_pkl(ref, tmp_path / "model_bf16.pkl", tmp_path / "base2", unet_dtype=torch.bfloat16)
     assert (_out(DifixNet.from_reference_checkpoint(bf16, base=str(tmp_path / "base2")), inputs)

@@ -167,13 +167,14 @@ def check_keys(given: dict[str, Tensor], expected: dict[str, Tensor], sources: d
         raise WeightKeyError(f"missing weight(s) {', '.join(names)} ({len(missing)} in all)")
 
 
-def add_fresh_lora(state: dict[str, Tensor], expected: dict[str, Tensor], rank: int) -> dict[str, Tensor]:
-    """A merged-layout file (no LoRA) loaded for fine-tuning with decoder LoRA: base weights move
-    under `base_layer`, new LoRA starts as peft's gaussian init (A ~ N(0, 1/r), B = 0: no effect)."""
+def add_fresh_lora(state: dict[str, Tensor], expected: dict[str, Tensor], rank: int, prefix: str) -> dict[str, Tensor]:
+    """Weights without LoRA loaded into a net that fine-tunes LoRA on them (UNet LoRA; decoder LoRA
+    on a merged-layout file): under `prefix`, plain weights move under `base_layer` and new LoRA
+    starts as peft's gaussian init (A ~ N(0, 1/r), B = 0: no effect until trained)."""
     out = dict(state)
     gen = torch.Generator().manual_seed(0)
     for key, like in expected.items():
-        if key in out:
+        if key in out or not key.startswith(prefix):
             continue
         if ".base_layer." in key and key.replace(".base_layer.", ".") in out:
             out[key] = out.pop(key.replace(".base_layer.", "."))
@@ -245,7 +246,9 @@ def load_published_folder(cls: type[DifixNet], name_or_path: str, model_index: d
              "prompt_embeds": net.prompt_embeds}
     expected = net.state_dict()
     if rank is None and net.build_config["vae_lora_rank"] > 0:
-        state = add_fresh_lora(state, expected, net.build_config["vae_lora_rank"])
+        state = add_fresh_lora(state, expected, net.build_config["vae_lora_rank"], "vae.")
+    if net.build_config["unet_lora_rank"] > 0:
+        state = add_fresh_lora(state, expected, net.build_config["unet_lora_rank"], "unet.")
     check_keys(state, expected, {"unet": str(unet_file), "vae": str(vae_file), "skips": str(vae_file)},
                require_all=True)
     net.load_state_dict(state, strict=True, assign=True)
@@ -301,6 +304,8 @@ def load_reference_checkpoint(cls: type[DifixNet], path: str | Path, base: str, 
                          if f"skips.convs.{j}.weight" not in mapped]:
         raise WeightKeyError(f"{path}: missing '{published_name(missing_skips[0])}' in state_dict_vae")
     state = {**unet, **mapped}
+    if net.build_config["unet_lora_rank"] > 0:  # plain UNet weights go under the LoRA layers' base_layer
+        state = add_fresh_lora(state, current, net.build_config["unet_lora_rank"], "unet.")
     check_keys(state, current, {"unet": f"{path}:state_dict_unet", "vae": f"{path}:state_dict_vae",
                                 "skips": f"{path}:state_dict_vae"}, require_all=False)
     net.load_state_dict(state, strict=False)
