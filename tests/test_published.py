@@ -164,6 +164,9 @@ def test_reference_pkl_loads_on_its_base(ref: DifixNet, inputs, tmp_path: Path) 
     torch.testing.assert_close(_out(merged, inputs), _out(ref, inputs), **TOL)
     unet_lora = DifixNet.from_reference_checkpoint(pkl, base=str(tmp_path / "sd-turbo-tiny"), unet_lora_rank=4)
     torch.testing.assert_close(_out(unet_lora, inputs), _out(ref, inputs), **TOL)
+    # A fixer fine-tuned from the pkl rebuilds from it (build_config base "reference_checkpoint").
+    export = net.export_weights(tmp_path / "from_pkl.safetensors")
+    torch.testing.assert_close(_out(DifixNet.from_checkpoint(export), inputs), _out(net, inputs), **TOL)
     # bf16 UNet (reference trained in bf16) loads too, within bf16 rounding.
     bf16 = write_reference_pkl(ref, tmp_path / "model_bf16.pkl", tmp_path / "base2", unet_dtype=torch.bfloat16)
     assert (_out(DifixNet.from_reference_checkpoint(bf16, base=str(tmp_path / "base2")), inputs)
