@@ -10,7 +10,8 @@
 exported weights, "tiny"). --images: files and/or folders (their image files, sorted). --refs
 (optional): one image for all, a folder holding a file of the same name (any image suffix) per
 image, or one file per image in order. Each fixed image is written as OUT/<name>.png at the
-input's size, atomically; an output that would replace an input or reference is refused.
+input's size (without --out: beside the input, in <its folder>/fixed/), atomically; an output
+that would replace an input or reference is refused.
 --resize-to 576 1024 runs the fixer at the reference code's resolution (antialiased resize
 there and back); by default it runs at the image's size (padded to a multiple of 64).
 """
@@ -68,14 +69,15 @@ def match_references(images: list[Path], refs: list[str] | None) -> list[Path | 
     return list(files)
 
 
-def output_paths(images: list[Path], out_dir: Path, protected: set[Path]) -> list[Path]:
-    """OUT/<stem>.png per image; refuses duplicates and anything that would replace an input."""
-    outs = [out_dir / f"{image.stem}.png" for image in images]
+def output_paths(images: list[Path], out_dir: Path | None, protected: set[Path]) -> list[Path]:
+    """OUT/<stem>.png per image (OUT = <image folder>/fixed without --out); refuses duplicates and
+    anything that would replace an input."""
+    outs = [(out_dir or image.parent / "fixed") / f"{image.stem}.png" for image in images]
     seen: dict[Path, Path] = {}
     for image, out in zip(images, outs):
         resolved = out.resolve()
         if resolved in protected:
-            raise ValueError(f"--out {out_dir}: writing {out} would overwrite an input image; choose another folder")
+            raise ValueError(f"--out {out.parent}: writing {out} would overwrite an input image; choose another folder")
         if resolved in seen:
             raise ValueError(f"--images {seen[resolved]} and {image} would both be written to {out}; rename one")
         seen[resolved] = image
@@ -87,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fixer", default="nvidia/difix_ref", help="fixer spec (default: nvidia/difix_ref)")
     parser.add_argument("--images", nargs="+", required=True, help="image files and/or folders")
     parser.add_argument("--refs", nargs="+", default=None, help="reference image, folder, or one per image")
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <image folder>/fixed)")
     parser.add_argument("--resize-to", nargs=2, type=int, default=None, metavar=("H", "W"),
                         help="run the fixer at H x W (reference code: 576 1024)")
     parser.add_argument("--latent", choices=["mode", "sample"], default="mode")
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         with torch.no_grad(), autocast:
             fixed = fixer(image[None], ref)[0].float()
         written.append(save_image(fixed, out))
-    print(f"wrote {len(written)} fixed image(s) to {args.out}")
+    print(f"wrote {len(written)} fixed image(s) to {sorted({str(p.parent) for p in written})}")
     return written
 
 

@@ -51,3 +51,5 @@ def test_fix_images_writes_fixed_pngs_beside_and_never_over_inputs(tmp_path: Pat
     one = fix_images.main(["--fixer", "tiny", "--images", str(renders / "b.png"), "--refs", str(refs / "a.jpg"),
                            "--out", str(tmp_path / "resized"), "--resize-to", "64", "128"])
     assert load_image(one[0]).shape == (3, 24, 40)
+    beside = fix_images.main(["--fixer", "tiny", "--images", str(renders / "a.png")])  # no --out
+    assert beside == [renders / "fixed" / "a.png"]
