@@ -41,6 +41,9 @@ class ViewerCallback(Callback):
         num_refs: initial number of reference views of the fix.
         fix_mode: when the fix runs: "at rest", "every frame" or "auto".
         max_pause_s: longest a training step waits for a moving camera to rest.
+        refresh_every_s: re-render the clients' views this often while training, so they show
+            progress; at least twice the last frame's render + fix time apart, so viewing never
+            takes more than about a third of the time.
         keep_open_s: after `fit` ends, keep serving this many seconds (-1: until Ctrl-C).
     """
 
@@ -54,12 +57,14 @@ class ViewerCallback(Callback):
         num_refs: int = 1,
         fix_mode: str = "auto",
         max_pause_s: float = 1.0,
+        refresh_every_s: float = 1.0,
         keep_open_s: float = 0.0,
     ) -> None:
         self.port, self.host = port, host
         self.move_resolution, self.rest_resolution = move_resolution, rest_resolution
         self.fixer, self.num_refs, self.fix_mode = fixer, num_refs, fix_mode
-        self.max_pause_s, self.keep_open_s = max_pause_s, keep_open_s
+        self.max_pause_s, self.refresh_every_s, self.keep_open_s = max_pause_s, refresh_every_s, keep_open_s
+        self._last_refresh = 0.0
         self.viewer: Any = None  # SceneViewer while fit runs
         self._lock = threading.Lock()
         self._held = False
@@ -110,8 +115,13 @@ class ViewerCallback(Callback):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self._release()
-        if self.viewer is not None and self.viewer.num_clients:
-            self.viewer.set_status(f"training: step {trainer.global_step}")
+        viewer = self.viewer
+        if viewer is not None and viewer.num_clients:
+            viewer.set_status(f"training: step {trainer.global_step}")
+            last_ms = sum(v for k, v in viewer.stats.items() if k.endswith("_ms") and v == v)  # NaN-safe
+            if time.time() - self._last_refresh > max(self.refresh_every_s, 2e-3 * last_ms):
+                self._last_refresh = time.time()
+                viewer.rerender()
 
     def _release(self) -> None:
         if self._held:
