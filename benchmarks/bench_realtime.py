@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         gen = torch.Generator().manual_seed(0)
         refs = (ring, [torch.rand(3, 64, 64, generator=gen) for _ in range(len(ring))])
     fix = NearestViewFix(build_fixer(fixer_spec).to(device), refs[0], refs[1], num_refs=args.refs, dtype=dtype)
-    print(f"# scene {args.scene or f'{args.gaussians} random Gaussians'} on {device}, fixer {fixer_spec} "
+    size_note = f" ({len(scene.gaussians)} Gaussians)" if hasattr(scene, "gaussians") else ""
+    print(f"# scene {args.scene or 'random'}{size_note} on {device}, fixer {fixer_spec} "
           f"({sum(q.numel() for q in fix.fixer.parameters()) / 1e6:.1f} M params, {dtype_name}), "
           f"K={args.refs}, set up in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 

@@ -301,6 +301,8 @@ class SceneViewer:
         device = getattr(self.scene, "device", torch.device("cpu"))
         cameras = viewer_camera(wxyz, position, fov, aspect, res).to(device)
         fix = self._wants_fix(moving)
+        if fix and hasattr(self.fix, "fixer"):
+            self.fix.fixer  # noqa: B018 (a lazy fixer loads here, outside the timed fix)
         with self._frame_cond:
             self.waiting_renders += 1
         with self.render_lock:
