@@ -54,7 +54,7 @@ class NearestViewFix:
         if num_refs < 0:
             raise ValueError(f"NearestViewFix: num_refs must be >= 0, got {num_refs}")
         self._source = fixer
-        self._fixer: nn.Module | None = fixer if isinstance(fixer, nn.Module) else None
+        self._fixer: nn.Module | None = fixer.eval().requires_grad_(False) if isinstance(fixer, nn.Module) else None
         self._load_lock = threading.Lock()
         self.train_cameras = train_cameras if train_cameras is not None and len(train_cameras) else None
         self.train_images = train_images or []
@@ -73,8 +73,8 @@ class NearestViewFix:
             if self._fixer is None:
                 source = self._source
                 net = load_fixer(source) if isinstance(source, str) else source()  # type: ignore[operator]
-                self._fixer = net
-            return self._fixer.eval().requires_grad_(False)
+                self._fixer = net.eval().requires_grad_(False)
+            return self._fixer
 
     @torch.no_grad()
     def __call__(self, images: Tensor, cameras: Cameras) -> Tensor:

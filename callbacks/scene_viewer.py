@@ -133,7 +133,7 @@ class SceneViewer:
         self._frame_cond = threading.Condition()
         self._clients: dict[int, _Client] = {}
         self._running = True
-        self.waiting_renders = 0  # frames waiting for the render lock (training yields to them)
+        self._active = 0  # frames being prepared, waiting for the render lock or rendering
         self.server = viser.ViserServer(host=host, port=port, label=label, verbose=False)
         self._set_initial_camera(initial_c2w, up)
         self._build_gui(move_resolution, rest_resolution, fix_enabled, fix_mode)
@@ -214,6 +214,11 @@ class SceneViewer:
         """Shows a line in the panel (the training callback reports the step here)."""
         self.gui_status.value = text
 
+    @property
+    def busy(self) -> bool:
+        """A frame is due or rendering (a training loop yields its lock until this clears)."""
+        return self._active > 0 or any(c.dirty for c in list(self._clients.values()))
+
     def last_moved(self) -> float:
         """Time of the latest camera update of any client (0 without clients)."""
         return max((c.last_move for c in self._clients.values()), default=0.0)
@@ -272,6 +277,8 @@ class SceneViewer:
             # A rest frame follows the last moving one: that is where the fix runs by default.
             if not (client.dirty or (not moving and client.last_quality == "move")):
                 continue
+            with self._frame_cond:
+                self._active += 1
             client.dirty = False
             try:
                 self._render_frame(client, moving)
@@ -279,6 +286,9 @@ class SceneViewer:
                 log.exception("viewer: rendering a frame failed")
                 self.errors.append(repr(err))
                 self.gui_status.value = f"error: {err!r}"[:200]
+            finally:
+                with self._frame_cond:
+                    self._active -= 1
 
     def _wants_fix(self, moving: bool) -> bool:
         if not self.fix_enabled:
@@ -303,11 +313,7 @@ class SceneViewer:
         fix = self._wants_fix(moving)
         if fix and hasattr(self.fix, "fixer"):
             self.fix.fixer  # noqa: B018 (a lazy fixer loads here, outside the timed fix)
-        with self._frame_cond:
-            self.waiting_renders += 1
         with self.render_lock:
-            with self._frame_cond:
-                self.waiting_renders -= 1
             start = time.perf_counter()
             rgb, _ = self.scene.render_views(cameras)
             _sync(rgb)

@@ -2,8 +2,8 @@
 
 Add it to a scene config's callbacks (or on the command line with
 ``--trainer.callbacks+=callbacks.viewer.ViewerCallback``) and open the printed address.
-Training holds the viewer's render lock during each step, so a frame renders between two
-steps: training pauses while a client renders and while its camera moves (up to
+Training holds the viewer's render lock and lends it between two steps, so a frame renders
+between steps: training pauses while a client renders and while its camera moves (up to
 ``max_pause_s`` per step), and runs at full speed when no browser is connected.
 
 The Difix3D+ fix in the viewer uses ``fixer`` when given, else the fixer of a
@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
@@ -55,7 +55,7 @@ class ViewerCallback(Callback):
         rest_resolution: int = 512,
         fixer: str | None = None,
         num_refs: int = 1,
-        fix_mode: str = "auto",
+        fix_mode: Literal["at rest", "every frame", "auto"] = "auto",
         max_pause_s: float = 1.0,
         refresh_every_s: float = 1.0,
         keep_open_s: float = 0.0,
@@ -93,35 +93,40 @@ class ViewerCallback(Callback):
         train = getattr(trainer.datamodule, "train_cameras", None)
         self.viewer = SceneViewer(
             pl_module, self._fix(trainer), host=self.host, port=self.port, move_resolution=self.move_resolution,
-            rest_resolution=self.rest_resolution, fix_mode=self.fix_mode,  # type: ignore[arg-type]
+            rest_resolution=self.rest_resolution, fix_mode=self.fix_mode,
             render_lock=self._lock, initial_c2w=None if train is None or len(train) == 0 else train.camera_to_world[0],
             label="difix3d: training")
         rank_zero_info(f"viewer: {self.viewer.url}")
 
-    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        viewer = self.viewer
-        if viewer is None:
-            return
-        if viewer.num_clients:
-            # Yield to frames waiting for the lock (a Lock is not fair: the training thread would
-            # take it straight back) and let a moving camera come to rest (bounded).
-            deadline = time.time() + self.max_pause_s
-            while (viewer.waiting_renders or time.time() - viewer.last_moved() < viewer.rest_delay_s) \
-                    and time.time() < deadline:
-                time.sleep(0.01)
-        self._lock.acquire()
-        self._held = True
+    # Training holds the render lock from on_train_start to on_train_end (the whole loop: steps,
+    # other callbacks' batch work such as the progressive fix, validation) and lends it to the
+    # viewer between two steps, so a frame never overlaps anything that touches the model.
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.viewer is not None and not self._held:
+            self._lock.acquire()
+            self._held = True
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        self._release()
         viewer = self.viewer
-        if viewer is not None and viewer.num_clients:
-            viewer.set_status(f"training: step {trainer.global_step}")
-            last_ms = sum(v for k, v in viewer.stats.items() if k.endswith("_ms") and v == v)  # NaN-safe
-            if time.time() - self._last_refresh > max(self.refresh_every_s, 2e-3 * last_ms):
-                self._last_refresh = time.time()
-                viewer.rerender()
+        if viewer is None or not viewer.num_clients:
+            return
+        viewer.set_status(f"training: step {trainer.global_step}")
+        last_ms = sum(v for k, v in viewer.stats.items() if k.endswith("_ms") and v == v)  # NaN-safe
+        if time.time() - self._last_refresh > max(self.refresh_every_s, 2e-3 * last_ms):
+            self._last_refresh = time.time()
+            viewer.rerender()  # show the training progress
+        self._release()
+        # Wait while a frame is due or rendering, or the camera moves (bounded); a Lock is not
+        # fair, so without this the training thread would take it straight back.
+        deadline = time.time() + self.max_pause_s
+        while (viewer.busy or time.time() - viewer.last_moved() < viewer.rest_delay_s) and time.time() < deadline:
+            time.sleep(0.01)
+        self._lock.acquire()
+        self._held = True
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._release()
 
     def _release(self) -> None:
         if self._held:
