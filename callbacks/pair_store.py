@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -94,6 +95,39 @@ def staging_dir(parent: Path, name: str) -> Path:
     path = parent / f".{name}.new-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     path.mkdir()
     return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale(out_dir: Path) -> list[Path]:
+    """Removes staging folders and temp JSON files left by writers that were killed.
+
+    Only leftovers whose writer process (the pid in the name) is gone are removed, so a
+    concurrent writer's files survive. Call with the lock held.
+
+    Returns:
+        The removed paths.
+    """
+    removed = []
+    candidates = [*out_dir.glob("*/.*.new-*-*"), *out_dir.glob(f".{PAIRS_JSON}.*.tmp")]
+    for path in candidates:
+        match = re.search(r"\.new-(\d+)-[0-9a-f]+$", path.name) or re.search(r"\.(\d+)\.[0-9a-f]+\.tmp$", path.name)
+        if match is None or _pid_alive(int(match.group(1))):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def _sha(text: str) -> str:

@@ -193,6 +193,8 @@ class PairWriter(Callback):
         if trainer.is_global_zero:
             with pair_store.locked(self.out_dir):
                 pair_store.recover(self.out_dir)  # finish or undo a commit that was killed midway
+                for path in pair_store.remove_stale(self.out_dir):
+                    log.info("PairWriter: removed %s left by an interrupted run", path)
             self._staging = pair_store.staging_dir(self.out_dir / self.scene_name, self.strategy)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:

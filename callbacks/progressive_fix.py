@@ -18,12 +18,17 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from callbacks.fixer_loading import load_fixer
-from callbacks.protocols import GrowsTrainingSet, RendersViews
+from callbacks.fixer_loading import load_fixer, validate_fixer_spec
+from callbacks.protocols import AcceptsPostRenderFix, GrowsTrainingSet, RendersViews
 from datamodules.camera_json import read_cameras_json
 from datamodules.cameras import Cameras, interpolate_path, pose_distance, step_pose_toward
 
 log = logging.getLogger(__name__)
+
+
+def _is_path_spec(targets: str) -> bool:
+    n = targets.split(":", 1)[1] if targets.startswith("path:") else ""
+    return n.isdigit() and int(n) > 0
 
 
 class ProgressiveFixCallback(Callback):
@@ -68,6 +73,8 @@ class ProgressiveFixCallback(Callback):
             raise ValueError(f"fix_every_n_steps must be positive, got {fix_every_n_steps}")
         if step_size <= 0:
             raise ValueError(f"step_size must be positive, got {step_size}")
+        if not (targets == "test" or _is_path_spec(targets) or targets.endswith(".json")):
+            raise ValueError(f"targets must be 'test', 'path:N' (N > 0) or a cameras .json file, got {targets!r}")
         self.fixer_spec = fixer
         self.start_step = start_step
         self.fix_every_n_steps = fix_every_n_steps
@@ -157,6 +164,14 @@ class ProgressiveFixCallback(Callback):
         data = trainer.datamodule
         if not isinstance(data, GrowsTrainingSet):
             raise TypeError(f"{type(data).__name__} lacks the extra-view protocol needed by ProgressiveFixCallback")
+        # Before step 1: a bad fixer or targets option must not cost the whole reconstruction.
+        validate_fixer_spec(self.fixer_spec)
+        try:
+            targets = self.target_cameras(data)
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"ProgressiveFixCallback: targets {self.targets!r} cannot be read: {err}") from err
+        if len(targets) == 0:
+            raise ValueError(f"ProgressiveFixCallback: targets {self.targets!r} gave no cameras")
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int) -> None:
         step = trainer.global_step
@@ -165,11 +180,16 @@ class ProgressiveFixCallback(Callback):
             self.run_fix(trainer, pl_module)
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.post_render_fix:
-            pl_module.post_render_fixer = self.make_post_render_fixer(trainer.datamodule)
+        if not self.post_render_fix:
+            return
+        if not isinstance(pl_module, AcceptsPostRenderFix):
+            raise TypeError(f"{type(pl_module).__name__} lacks set_post_render_fix needed for post_render_fix=true")
+        validate_fixer_spec(self.fixer_spec)
+        pl_module.set_post_render_fix(self.make_post_render_fixer(trainer.datamodule))
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        pl_module.post_render_fixer = None
+        if self.post_render_fix and isinstance(pl_module, AcceptsPostRenderFix):
+            pl_module.set_post_render_fix(None)
 
     # Difix3D+ predict videos (video_fixed.mp4, video_compare.mp4): the same hook as test.
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -5,7 +5,7 @@ by offering the real training views, target cameras and a replaceable set of ext
 """
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 from torch import Tensor
 
@@ -24,6 +24,20 @@ class RendersViews(Protocol):
         Returns:
             rgb (N, 3, H, W) in [0, 1] and alpha (N, 1, H, W); all cameras share one size.
         """
+        ...
+
+
+PostRenderFix = Callable[[Tensor, Cameras], Tensor]
+"""Difix3D+: (rgb (N, 3, H, W) in [0, 1], the N cameras) -> fixed rgb (N, 3, H, W) in [0, 1]."""
+
+
+@runtime_checkable
+class AcceptsPostRenderFix(Protocol):
+    """A scene model whose test/predict renders can go through the Difix3D+ post-render fix."""
+
+    def set_post_render_fix(self, fix: PostRenderFix | None) -> None:
+        """Installs `fix` for the following test/predict renders (None removes it); renders
+        are then reported both plain and fixed."""
         ...
 
 

@@ -41,6 +41,31 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
         raise ValueError(f"{path}: not a readable image ({error})") from error
 
 
+def find_undecodable(paths: list[Path], threads: int = 4) -> dict[Path, str]:
+    """Decodes every image fully and returns the ones that fail, with the reason.
+
+    A header check passes truncated files (an interrupted copy), which then crash training
+    when the loader reaches them. PIL releases the GIL while decoding, so threads help.
+
+    Returns:
+        {path: error message} for each file that does not decode.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(path: Path) -> str | None:
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            return f"{type(error).__name__}: {error}"
+        return None
+
+    unique = list(dict.fromkeys(paths))
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        results = list(pool.map(check, unique))
+    return {p: r for p, r in zip(unique, results) if r is not None}
+
+
 def _to_float_array(image: Image.Image) -> np.ndarray:
     """PIL image -> (H, W, C) float32 in [0, 1], C in {3, 4}; keeps alpha when present."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):

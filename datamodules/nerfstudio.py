@@ -79,6 +79,8 @@ def read_nerfstudio(
     root = file.parent
     if not file.is_file():
         raise SceneFormatError(f"{file}: transforms file is missing")
+    if downscale < 1:
+        raise SceneFormatError(f"{root}: downscale must be an integer >= 1, got {downscale}")
     try:
         doc = json.loads(file.read_text())
     except json.JSONDecodeError as error:

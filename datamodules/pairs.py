@@ -19,6 +19,7 @@ only when the source has one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,9 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.degradations import DEGRADATIONS, Degrader, make_generator, procedural_image
-from datamodules.image_io import IMAGE_EXTENSIONS, list_images, load_image, read_image_size
+from datamodules.image_io import IMAGE_EXTENSIONS, find_undecodable, list_images, load_image, read_image_size
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PROMPT = "remove degradation"
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "predict": 1}  # synthetic predict = val items
@@ -478,6 +481,10 @@ class PairDataModule(LightningDataModule):
         val_batch_size: validation/test/predict batch size (None: batch_size).
         num_workers: DataLoader workers.
         seed: base seed of synthetic content, crops and degradations.
+        verify_images: decode every image of a pairs JSON once at setup (a truncated file
+            passes the header check and would crash training when first loaded).
+        bad_images: "error" stops at setup naming the files; "skip" drops the items that use
+            them with a warning that names and counts them.
     """
 
     def __init__(
@@ -502,9 +509,16 @@ class PairDataModule(LightningDataModule):
         val_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        verify_images: bool = True,
+        bad_images: Literal["error", "skip"] = "error",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if bad_images not in ("error", "skip"):
+            raise ValueError(f"PairDataModule: bad_images must be 'error' or 'skip', got {bad_images!r}")
+        self.verify_images = verify_images
+        self.bad_images = bad_images
+        self.skipped_items: dict[str, int] = {}
         if source not in ("json", "synthetic"):
             raise ValueError(f"PairDataModule: source must be 'json' or 'synthetic', got {source!r}")
         if source == "json" and json_path is None and predict_dir is None:
@@ -576,9 +590,32 @@ class PairDataModule(LightningDataModule):
         items = read_pairs_json(self.json_path, json_split, self.num_refs, require_target=split != "predict", default_prompt=self.prompt)
         crop_hw = self.crop_hw if split != "predict" else None
         validate_items(items, self.json_path, self.resolution, crop_hw)
+        if self.verify_images:
+            items = self._drop_undecodable(items, split)
         batch = self.batch_size if split == "train" else self.val_batch_size
         _check_batchable(items, self.json_path, self.resolution, crop_hw, batch, json_split)
         return PairDataset(items, self.json_path, split, self.resolution, crop_hw, self.background, self.seed)
+
+    def _drop_undecodable(self, items: list[PairItem], split: str) -> list[PairItem]:
+        """Fully decodes every file once; bad ones fail the setup or are skipped (bad_images)."""
+        bad = find_undecodable([p for it in items for p in (it.image, it.target, *it.refs) if p is not None])
+        if not bad:
+            return items
+        uses_bad = [it for it in items if any(p in bad for p in (it.image, it.target, *it.refs))]
+        listing = "; ".join(f"{p} ({why})" for p, why in list(bad.items())[:5])
+        if self.bad_images == "error":
+            raise PairDataError(
+                f"{self.json_path}: {len(bad)} image file(s) do not decode (truncated or corrupt), used by "
+                f"{len(uses_bad)} {split} item(s), e.g. entry {uses_bad[0].entry}: {listing}. Re-create them, or "
+                "set bad_images: skip to train without those items"
+            )
+        kept = [it for it in items if it not in uses_bad]
+        log.warning("PairDataModule: skipped %d of %d %s item(s) whose images do not decode: %s",
+                    len(uses_bad), len(items), split, listing)
+        self.skipped_items[split] = len(uses_bad)
+        if not kept:
+            raise PairDataError(f"{self.json_path}: no {split} item left after skipping undecodable images")
+        return kept
 
     def _build_predict_folder(self) -> PairDataset:
         assert self.predict_dir is not None

@@ -102,6 +102,8 @@ def read_scene(
         SceneData in the normalised world.
     """
     path = env_path(path)
+    if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
+        raise SceneFormatError(f"{path}: downscale must be an integer >= 1, got {downscale!r}")
     fmt = detect_format(path) if format == "auto" else format
     if train_group is not None:
         return _read_group(path, fmt, train_group, group_by, group_pattern, downscale, test_every, split_file,

@@ -243,6 +243,7 @@ class SceneDataModule(pl.LightningDataModule):
             group_by=self.group_by,
             group_pattern=self.group_pattern,
         )
+        check_min_image_size(scene, self.downscale)
         train_idx, test_idx = scene.split["train"], scene.split["test"]
         overlap = set(train_idx) & set(test_idx)
         if overlap:  # the split code prevents this; a guard here keeps the guarantee local
@@ -499,3 +500,20 @@ class SceneDataModule(pl.LightningDataModule):
     def transform(self) -> Tensor | None:
         """(4, 4) float64 ``normalised_world = transform @ original_world`` (None before setup)."""
         return None if self.scene is None else self.scene.transform
+
+
+# Evaluation SSIM (torchmetrics, 11x11 Gaussian window) fails on smaller images.
+MIN_IMAGE_SIZE = 11
+
+
+def check_min_image_size(scene: Any, downscale: int) -> None:
+    """Rejects images too small to evaluate (e.g. from a large ``downscale``) before training."""
+    w, h = scene.cameras.width, scene.cameras.height
+    small = torch.nonzero((w < MIN_IMAGE_SIZE) | (h < MIN_IMAGE_SIZE)).flatten().tolist()
+    if small:
+        i = small[0]
+        raise SceneFormatError(
+            f"{scene.root}: downscale {downscale} leaves {len(small)} image(s) smaller than {MIN_IMAGE_SIZE}x"
+            f"{MIN_IMAGE_SIZE} pixels (e.g. {scene.image_paths[i]} at {int(w[i])}x{int(h[i])}), too small to "
+            "evaluate (SSIM): use a smaller downscale"
+        )

@@ -340,3 +340,26 @@ def test_bad_writer_settings_are_named() -> None:
         PairWriter("o", "s", "sparse", render="cycle_back")
     with pytest.raises(ValueError, match="scene_name"):
         PairWriter("o", "a/b", "sparse")
+
+
+def test_stale_staging_and_temp_files_of_killed_writers_are_removed(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from callbacks import pair_store
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out = tmp_path / "pairs"
+    stale_dir = out / "scene" / f".sparse.new-{dead.pid}-0a1b2c3d"
+    live_dir = out / "scene" / f".underfit.new-{os.getpid()}-0a1b2c3d"
+    stale_tmp = out / f".pairs.json.{dead.pid}.deadbeef.tmp"
+    for folder in (stale_dir, live_dir):
+        (folder / "images").mkdir(parents=True)
+    stale_tmp.write_text("{")
+    kept = out / "scene" / "sparse"
+    kept.mkdir()
+    removed = pair_store.remove_stale(out)
+    assert sorted(removed) == sorted([stale_dir, stale_tmp])
+    assert not stale_dir.exists() and not stale_tmp.exists()
+    assert live_dir.is_dir() and kept.is_dir()  # a running writer's staging and real output stay

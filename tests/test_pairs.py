@@ -283,3 +283,16 @@ def test_signature_builds_from_a_cli_config(tmp_path):
     )
     dm = parser.instantiate_classes(config).data
     assert isinstance(dm, PairDataModule) and dm.resolution == (48, 64) and dm.degrader.names == ["blur", "noise"]
+
+
+def test_truncated_image_fails_at_setup_or_is_skipped_with_a_count(tmp_path, caplog):
+    path = _write_pairs(tmp_path, n=3)
+    bad = tmp_path / "images" / "clean_1.png"
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])  # header intact, pixels cut
+    with pytest.raises(PairDataError, match=r"do not decode.*clean_1.png"):
+        PairDataModule(json_path=str(path)).setup("fit")
+    dm = PairDataModule(json_path=str(path), bad_images="skip", val_batch_size=3)
+    with caplog.at_level("WARNING"):
+        dm.setup("fit")
+    assert "clean_1.png" in caplog.text and "skipped 1 of 3 train" in caplog.text
+    assert len(dm.datasets["train"]) == 2 and dm.skipped_items == {"train": 1, "val": 1}

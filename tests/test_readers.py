@@ -381,3 +381,21 @@ def test_llff_without_sfm_points_seeds_points_in_the_frustums() -> None:
         assert (cam[:, 2] >= bounds[i, 0] - 1e-9).all() and (cam[:, 2] <= bounds[i, 1] + 1e-9).all()
         assert (uv[:, 0] >= 0).all() and (uv[:, 0] <= 64).all() and (uv[:, 1] >= 0).all() and (uv[:, 1] <= 48).all()
     assert not math.isclose(float(pts[:500, 2].std()), 0.0)
+
+
+# ---------------------------------------------------------------------------- bad downscale
+@pytest.mark.parametrize("fmt", ["colmap", "blender", "nerfstudio", "llff"])
+def test_negative_downscale_fails_in_every_reader(rig: Rig, tmp_path: Path, fmt: str) -> None:
+    writer = {"colmap": write_colmap, "blender": write_blender, "nerfstudio": write_nerfstudio, "llff": write_llff}[fmt]
+    root = writer(rig, tmp_path / fmt)
+    with pytest.raises(SceneFormatError, match="downscale must be an integer >= 1"):
+        read_scene(root, downscale=-2)
+
+
+def test_downscale_too_small_to_evaluate_names_downscale(rig: Rig, tmp_path: Path) -> None:
+    from datamodules.scene_datamodule import SceneDataModule
+
+    root = write_nerfstudio(rig, tmp_path / "ns")
+    dm = SceneDataModule(str(root), downscale=8)  # 40x30 -> 5x4 pixels
+    with pytest.raises(SceneFormatError, match=r"downscale 8 leaves 6 image\(s\) smaller than 11x11"):
+        dm.setup("fit")

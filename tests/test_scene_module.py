@@ -271,7 +271,7 @@ def test_cli_demo_config_fit_test_predict(tmp_path: Path, monkeypatch: pytest.Mo
     run = tmp_path / "logs" / "scene_demo" / "version_0"
     ckpt = run / "checkpoints" / "last.ckpt"
     assert ckpt.is_file() and (run / "point_cloud.ply").is_file()
-    val = json.loads((run / "metrics.json").read_text())
+    val = json.loads((run / "metrics_val.json").read_text())
     assert val["stage"] == "val" and val["step"] == 5 and "psnr" in val["mean"] and "lpips" not in val["mean"]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

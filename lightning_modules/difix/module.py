@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -61,6 +61,12 @@ class DifixModule(pl.LightningModule):
         num_log_images: samples in the validation image grid.
         predict_output_dir: folder the predict step writes fixed PNGs to.
     """
+
+    # Options that do not change the trained fixer: with `--ckpt_path` the command line's value
+    # wins over the checkpoint's (main.py's DifixCLI).
+    RUNTIME_OPTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"cache_dir", "gradient_checkpointing", "num_log_images", "predict_output_dir", "pretrained_backbone"}
+    )
 
     def __init__(
         self,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_warn
@@ -109,10 +109,18 @@ class GaussianSceneModule(pl.LightningModule):
         predict_frames: frames of the interpolated path (0: no path, only the datamodule's
             predict views).
         predict_fps: frame rate of the predicted video.
-        output_dir: where metrics.json, point_cloud.ply and predictions go (None: the
-            trainer's log_dir).
+        output_dir: where metrics.json (test), metrics_val.json, point_cloud.ply and predictions
+            go (None: the trainer's log_dir). With `--ckpt_path` the value given to this run wins
+            over the checkpoint's (RUNTIME_OPTIONS).
         rng_seed: seed of the per-step random draws (init, random background, densification).
     """
+
+    # Options that do not change the trained scene: with `--ckpt_path` the command line's
+    # value wins over the checkpoint's (main.py's DifixCLI).
+    RUNTIME_OPTIONS: ClassVar[frozenset[str]] = frozenset({
+        "output_dir", "num_log_images", "predict_path", "predict_frames", "predict_fps", "lpips_net",
+        "pretrained_metrics", "compute_fid", "backend", "render_background", "near_plane", "far_plane",
+    })  # fmt: skip
 
     def __init__(
         self,
@@ -184,9 +192,14 @@ class GaussianSceneModule(pl.LightningModule):
         self.data_transform: Tensor | None = None  # normalised = T @ original (for .ply export)
         # Not registered as submodules: metric networks must stay out of checkpoints.
         self._aux: dict[str, Any] = {"metrics": None, "records": []}
-        # Set by ProgressiveFixCallback during `test` (Difix3D+): (rgb (N,3,H,W), cameras) ->
-        # fixed rgb; test then also reports <metric>_fixed.
+        # Difix3D+ hook (callbacks.protocols.AcceptsPostRenderFix), set through
+        # set_post_render_fix by ProgressiveFixCallback during `test`: test then also
+        # reports <metric>_fixed.
         self.post_render_fixer: Callable[[Tensor, Cameras], Tensor] | None = None
+
+    def set_post_render_fix(self, fix: Callable[[Tensor, Cameras], Tensor] | None) -> None:
+        """(rgb (N, 3, H, W) in [0, 1], cameras) -> fixed rgb for test renders; None removes it."""
+        self.post_render_fixer = fix
 
     # ------------------------------------------------------------------ construction
     def _build_strategy(self) -> DefaultStrategy | MCMCStrategy:
@@ -574,7 +587,9 @@ class GaussianSceneModule(pl.LightningModule):
                 "num_gaussians": len(self.gaussians),
                 "step": self.trained_steps,
             }
-            write_json_atomic(self.output_path / "metrics.json", payload)
+            # Validation during fit and a later `test` may share a folder: never overwrite each other.
+            name = "metrics.json" if stage == "test" else f"metrics_{stage}.json"
+            write_json_atomic(self.output_path / name, payload)
 
     @property
     def trained_steps(self) -> int:
