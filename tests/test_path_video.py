@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from datamodules.cameras import Cameras, look_at
-from lightning_modules.scene.path_video import label_image, render_path_videos
+from lightning_modules.scene.path_video import label_image, render_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ def decode(path: Path) -> list[np.ndarray]:
         return [np.asarray(f) for f in reader]
 
 
-def path_cameras(n: int, w: int = 30, h: int = 22) -> Cameras:
+def orbit_cameras(n: int, w: int = 30, h: int = 22) -> Cameras:
     angles = torch.linspace(0, 1, n)
     eyes = torch.stack([angles.cos() * 3, angles.sin() * 3, torch.ones(n)], dim=1)
     K = torch.tensor([[20.0, 0, w / 2], [0, 20.0, h / 2], [0, 0, 1]])
@@ -51,7 +51,7 @@ def test_plain_fixed_and_compare_videos_decode_with_every_frame(tmp_path: Path) 
         fixes.append(len(cameras))
         return 1 - rgb
 
-    out = render_path_videos(scene.render_views, path_cameras(n), tmp_path / "path", fps=10, fix=fix,
+    out = render_path(scene.render_views, orbit_cameras(n), tmp_path / "path", fps=10, fix=fix,
                              labels=("3DGS", "Difix3D+"), batch_size=2, progress=False)
     assert set(out) == {"video", "video_fixed", "video_compare"}
     plain, fixed, compare = (decode(out[k]) for k in ("video", "video_fixed", "video_compare"))
@@ -70,7 +70,7 @@ def test_plain_fixed_and_compare_videos_decode_with_every_frame(tmp_path: Path) 
 
 def test_without_fix_only_the_plain_video_and_failures_leave_nothing_half_written(tmp_path: Path) -> None:
     scene = FakeScene()
-    out = render_path_videos(scene.render_views, path_cameras(3), tmp_path, fps=5, progress=False, save_frames=False)
+    out = render_path(scene.render_views, orbit_cameras(3), tmp_path, fps=5, progress=False, save_frames=False)
     assert set(out) == {"video"} and len(decode(out["video"])) == 3
     assert not (tmp_path / "frames").exists()
     before = out["video"].read_bytes()
@@ -79,11 +79,11 @@ def test_without_fix_only_the_plain_video_and_failures_leave_nothing_half_writte
         raise RuntimeError("fixer failed")
 
     with pytest.raises(RuntimeError, match="fixer failed"):
-        render_path_videos(scene.render_views, path_cameras(3), tmp_path, fix=broken, progress=False)
+        render_path(scene.render_views, orbit_cameras(3), tmp_path, fix=broken, progress=False)
     assert out["video"].read_bytes() == before  # the earlier video is not replaced by a partial one
     assert not (tmp_path / "video_fixed.mp4").exists() and not list(tmp_path.glob(".*tmp*"))
     with pytest.raises(ValueError, match="empty"):
-        render_path_videos(scene.render_views, Cameras.empty(), tmp_path)
+        render_path(scene.render_views, Cameras.empty(), tmp_path)
 
 
 def test_label_draws_text_in_the_corner() -> None:

@@ -680,9 +680,9 @@ class GaussianSceneModule(pl.LightningModule):
         Returns:
             The plain video's path.
         """
-        from .path_video import render_path_videos
+        from .path_video import render_path
 
-        videos = render_path_videos(
+        videos = render_path(
             self.render_views, cameras, out_dir, fps=self.hparams.predict_fps, fix=self.post_render_fixer,
             labels=("3DGS", "Difix3D+"), progress=self._trainer is not None and self.trainer.is_global_zero)
         return videos["video"]

@@ -1,8 +1,8 @@
-"""Renders a camera path to videos: plain, Difix3D+ (post-render fix) and side by side.
+"""Camera paths rendered to videos (``predict``): plain, Difix3D+ (post-render fix) and side by side.
 
-Written once for every scene representation: it needs only a render function with the scene
-modules' contract (``render_views(cameras) -> (rgb (N,3,H,W) in [0,1], alpha)``) and, for
-Difix3D+, the post-render fix ``fix(rgb (N,3,H,W), cameras) -> (N,3,H,W)``.
+Written once for every scene representation: ``render_path`` needs only a render function with
+the scene modules' contract (``render_views(cameras) -> (rgb (N,3,H,W) in [0,1], alpha)``) and,
+for Difix3D+, the post-render fix ``fix(rgb (N,3,H,W), cameras) -> (N,3,H,W)``.
 
 Memory stays flat for long paths: frames are rendered a small batch at a time and streamed to
 the encoders (imageio-ffmpeg) and PNG files; nothing accumulates. Each video is written to a
@@ -12,6 +12,7 @@ half-written video under the final name.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,17 +21,55 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from datamodules.cameras import Cameras
+from datamodules.cameras import Cameras, interpolate_path
+from datamodules.image_io import save_image
 
-__all__ = ["VideoStream", "label_image", "render_path_videos", "to_uint8"]
+__all__ = ["PathSettings", "VideoStream", "label_image", "path_cameras", "render_path", "to_uint8"]
 
 RenderFn = Callable[[Cameras], tuple[Tensor, Tensor]]
 FixFn = Callable[[Tensor, Cameras], Tensor]
 
 
+@dataclass
+class PathSettings:
+    """The camera path ``predict`` renders.
+
+    Attributes:
+        path: JSON of cameras (``datamodules.camera_json`` layout, normalised world); None
+            interpolates ``frames`` poses through the training cameras.
+        frames: frames of the interpolated path (0: no path, only the predict views).
+        fps: frame rate of the video.
+    """
+
+    path: str | None = None
+    frames: int = 60
+    fps: int = 30
+
+
+# Settings are hyperparameters, so checkpoints hold them; allow them in weights-only loading.
+torch.serialization.add_safe_globals([PathSettings])
+
+
+def path_cameras(settings: PathSettings, train_cameras: Cameras | None) -> Cameras | None:
+    """``settings.path``'s cameras, else ``frames`` poses interpolated through ``train_cameras``
+    (at the first one's intrinsics and size); None when ``frames`` is 0 and no JSON is given."""
+    if settings.path is not None:
+        from datamodules.camera_json import read_cameras_json
+
+        return read_cameras_json(settings.path)
+    if settings.frames <= 0:
+        return None
+    if train_cameras is None or len(train_cameras) == 0:
+        raise RuntimeError("predict: set predict.path (a cameras JSON) or give the module its training cameras")
+    c2w = interpolate_path(train_cameras.camera_to_world, settings.frames)
+    names = [f"frame_{i:04d}" for i in range(len(c2w))]
+    K = train_cameras.K[:1].expand(len(c2w), 3, 3)
+    return Cameras.from_c2w(c2w, K, train_cameras.width[0], train_cameras.height[0], names)
+
+
 def to_uint8(image: Tensor) -> np.ndarray:
-    """(3, H, W) [0, 1] tensor -> (H, W, 3) uint8 array (round half up, as every PNG here)."""
-    return (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    """(3, H, W) [0, 1] tensor -> (H, W, 3) uint8 array, rounded as ``save_image`` rounds."""
+    return (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 def label_image(image: np.ndarray, text: str) -> np.ndarray:
@@ -97,18 +136,9 @@ class VideoStream:
             self.abort()
 
 
-def _save_png(frame: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(frame).save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
 @torch.no_grad()
-def render_path_videos(
-    render: RenderFn,
+def render_path(
+    render_views: RenderFn,
     cameras: Cameras,
     out_dir: str | Path,
     fps: int = 30,
@@ -125,7 +155,7 @@ def render_path_videos(
     (plain | fixed side by side, each labelled).
 
     Args:
-        render: the scene's ``render_views``: Cameras -> (rgb (N, 3, H, W) in [0, 1], alpha).
+        render_views: the scene module's renderer: Cameras -> (rgb (N, 3, H, W) in [0, 1], alpha).
         cameras: the path, all of one image size (a video has one frame size).
         out_dir: output folder.
         fps: frame rate of the videos.
@@ -143,9 +173,9 @@ def render_path_videos(
         ValueError: an empty path or cameras of different sizes.
     """
     if len(cameras) == 0:
-        raise ValueError("render_path_videos: the camera path is empty")
+        raise ValueError("render_path: the camera path is empty")
     if bool((cameras.width != cameras.width[0]).any()) or bool((cameras.height != cameras.height[0]).any()):
-        raise ValueError("render_path_videos: all cameras of a path must share one image size")
+        raise ValueError("render_path: all cameras of a path must share one image size")
     out = Path(out_dir)
     names = ["video"] + (["video_fixed", "video_compare"] if fix is not None else [])
     streams: dict[str, VideoStream] = {}
@@ -156,21 +186,21 @@ def render_path_videos(
                    leave=False)
         for start in range(0, len(cameras), batch_size):
             cams = cameras[list(range(start, min(start + batch_size, len(cameras))))]
-            rgb, _ = render(cams)
+            rgb, _ = render_views(cams)
             fixed = fix(rgb, cams).clamp(0, 1) if fix is not None else None
             for j in range(len(cams)):
                 index = start + j
                 plain = to_uint8(rgb[j])
                 streams["video"].append(plain)
                 if save_frames:
-                    _save_png(plain, out / "frames" / f"{index:05d}.png")
+                    save_image(rgb[j], out / "frames" / f"{index:05d}.png")
                 if fixed is not None:
                     better = to_uint8(fixed[j])
                     streams["video_fixed"].append(better)
                     streams["video_compare"].append(
                         np.concatenate([label_image(plain, labels[0]), label_image(better, labels[1])], axis=1))
                     if save_frames:
-                        _save_png(better, out / "frames_fixed" / f"{index:05d}.png")
+                        save_image(fixed[j], out / "frames_fixed" / f"{index:05d}.png")
             bar.update(len(cams))
         bar.close()
     except BaseException:
