@@ -6,9 +6,11 @@ import contextlib
 import io
 import math
 import shutil
+import threading
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -126,6 +128,84 @@ def test_fit_callback_without_clients_changes_nothing_and_view_command_opens_the
         assert viewer.url.startswith("http://127.0.0.1:") and "<html" in page.lower()
     finally:
         viewer.stop()
+
+
+class FakeViewer:
+    """What ViewerCallback reads from a SceneViewer: one client whose frame is due until drawn."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.lock, self.num_clients, self.rest_delay_s = lock, 1, 0.05
+        self.stats = {"render_ms": 10.0, "fix_ms": float("nan")}
+        self.drawn = threading.Event()
+
+    @property
+    def busy(self) -> bool:
+        return not self.drawn.is_set()
+
+    def last_moved(self) -> float:
+        return 0.0
+
+    def set_status(self, text: str) -> None:
+        self.status = text
+
+    def rerender(self) -> None:
+        pass
+
+
+def test_training_holds_the_render_lock_and_lends_it_between_steps() -> None:
+    from callbacks.viewer import ViewerCallback
+
+    cb = ViewerCallback(port=0, max_pause_s=5.0)
+    viewer = cb.viewer = FakeViewer(cb._lock)
+    trainer = SimpleNamespace(global_step=7)
+    cb.on_train_start(trainer, None)
+    assert not cb._lock.acquire(timeout=0.05)  # a frame cannot render during a step
+
+    def render() -> None:  # the viewer's render thread
+        with cb._lock:
+            viewer.drawn.set()
+
+    thread = threading.Thread(target=render)
+    thread.start()
+    cb.on_train_batch_end(trainer, None, None, None, 0)  # between two steps the frame renders
+    assert viewer.drawn.is_set() and viewer.status == "training: step 7"
+    assert not cb._lock.acquire(timeout=0.05)  # and training has the lock back
+    thread.join(timeout=5)
+    cb.on_train_end(trainer, None)
+    assert cb._lock.acquire(timeout=1)
+    cb._lock.release()
+    cb.viewer = None
+
+
+def test_fix_runs_at_rest_every_frame_or_when_fast_enough() -> None:
+    pytest.importorskip("viser")
+    from callbacks.scene_viewer import SceneViewer
+
+    viewer = SceneViewer(random_scene(10), fix=lambda rgb, cams: rgb, port=0, realtime_ms=100.0)
+    try:
+        assert not viewer._wants_fix(moving=False)  # switched off
+        viewer.fix_enabled = True
+        assert viewer._wants_fix(moving=False)
+        viewer.gui_fix_mode.value = "at rest"
+        assert not viewer._wants_fix(moving=True)
+        viewer.gui_fix_mode.value = "every frame"
+        assert viewer._wants_fix(moving=True)
+        viewer.gui_fix_mode.value = "auto"
+        assert not viewer._wants_fix(moving=True)  # nothing measured yet
+        viewer.stats.update(render_ms=30.0, fix_ms=50.0)
+        assert viewer._wants_fix(moving=True)
+        viewer.stats.update(fix_ms=90.0)
+        assert not viewer._wants_fix(moving=True)
+        with pytest.raises(ValueError, match="fix_mode"):
+            SceneViewer(random_scene(10), port=0, fix_mode="sometimes")  # type: ignore[arg-type]
+    finally:
+        viewer.stop()
+    no_fix = SceneViewer(random_scene(10), port=0)
+    try:
+        with pytest.raises(ValueError, match="no fixer"):
+            no_fix.fix_enabled = True
+    finally:
+        no_fix.stop()
 
 
 # ---------------------------------------------------------------- in a real browser
