@@ -38,7 +38,7 @@ def random_scene(num: int, device: torch.device):
     from lightning_modules.scene.gaussians import Gaussians
     from lightning_modules.scene.module import GaussianSceneModule
 
-    module = GaussianSceneModule(sh_degree=0, pretrained_metrics=False, compute_fid=False)
+    module = GaussianSceneModule(sh_degree=0)
     g = Gaussians.random(num, 1.0, center=(0.0, 0.0, 0.0), sh_degree=0, init_opacity=0.5, init_scale=1.0,
                          generator=torch.Generator().manual_seed(0))
     module.gaussians.set_splats(g.raw())

@@ -27,7 +27,7 @@ def random_scene(n: int = 1500):
     from lightning_modules.scene.gaussians import Gaussians
     from lightning_modules.scene.module import GaussianSceneModule
 
-    module = GaussianSceneModule(sh_degree=0, pretrained_metrics=False, compute_fid=False)
+    module = GaussianSceneModule(sh_degree=0)
     g = Gaussians.random(n, 1.0, center=(0.0, 0.0, 0.0), sh_degree=0, init_opacity=0.6, init_scale=1.0,
                          generator=torch.Generator().manual_seed(0))
     module.gaussians.set_splats(g.raw())

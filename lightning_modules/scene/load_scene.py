@@ -1,8 +1,9 @@
 """Opens a trained scene for viewing or benchmarking: a scene-module checkpoint or a 3DGS .ply.
 
-A checkpoint of ``GaussianSceneModule`` is recognised by its ``gaussian_scene`` entry; any
-other scene module (e.g. the NeRF one) is named by its class path. A .ply in the INRIA 3DGS
-layout becomes a ``GaussianSceneModule`` holding its Gaussians (in the .ply's own world).
+A checkpoint's module class is the one LightningCLI recorded in its hyperparameters
+(``_class_path``), so Gaussian and NeRF scenes open alike; a checkpoint written outside the CLI
+needs the class named. A .ply in the INRIA 3DGS layout becomes a ``GaussianSceneModule``
+holding its Gaussians (in the .ply's own world).
 """
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ def load_scene(path: str | Path, module_class: str | None = None, device: str | 
 
     Args:
         path: a ``.ckpt`` written by a scene module's `fit`, or a Gaussian ``.ply``.
-        module_class: dotted class path of the checkpoint's module; None detects
-            GaussianSceneModule checkpoints.
+        module_class: dotted class path of the checkpoint's module; None: the class the
+            checkpoint records.
         device: "auto", "cpu", "cuda", ...
 
     Raises:
@@ -54,8 +55,7 @@ def load_scene(path: str | Path, module_class: str | None = None, device: str | 
 
         splats = read_ply(path)
         means = splats["means"]
-        module = GaussianSceneModule(sh_degree=_sh_degree(splats["shN"].shape[1]), pretrained_metrics=False,
-                                     compute_fid=False)
+        module = GaussianSceneModule(sh_degree=_sh_degree(splats["shN"].shape[1]))
         module.gaussians.set_splats(splats)
         # simple_trainer's scale from camera centres is not available: the splats' extent instead.
         centre = means.median(dim=0).values
@@ -65,12 +65,13 @@ def load_scene(path: str | Path, module_class: str | None = None, device: str | 
         raise ValueError(f"{path}: expected a scene checkpoint (.ckpt) or a Gaussian .ply")
     if module_class is None:
         state = torch.load(str(path), map_location="cpu", weights_only=False)
-        if "gaussian_scene" not in state:
-            raise ValueError(f"{path}: not a GaussianSceneModule checkpoint; name its scene module class "
+        module_class = (state.get("hyper_parameters") or {}).get("_class_path")
+        if module_class is None and "gaussian_scene" in state:
+            module_class = f"{GaussianSceneModule.__module__}.GaussianSceneModule"
+        if module_class is None:
+            raise ValueError(f"{path}: the checkpoint does not name its scene module class; name it "
                              "(e.g. --module-class lightning_modules.scene.module.GaussianSceneModule)")
-        cls: type = GaussianSceneModule
-    else:
-        cls = _import_class(module_class)
+    cls = _import_class(module_class)
     return cls.load_from_checkpoint(str(path), map_location=dev).eval()
 
 
