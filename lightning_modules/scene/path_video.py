@@ -75,8 +75,8 @@ def to_uint8(image: Tensor) -> np.ndarray:
 def label_image(image: np.ndarray, text: str) -> np.ndarray:
     """Writes ``text`` in the top-left corner of an (H, W, 3) uint8 image, on a dark box.
 
-    The font (PIL's default, scaled to the image height) keeps labels readable on small demo
-    renders as on 1024-wide ones.
+    The font (PIL's default, scaled to the image height, shrunk to fit narrow frames) keeps
+    labels readable on small demo renders as on 1024-wide ones.
     """
     from PIL import Image, ImageDraw, ImageFont
 
@@ -85,6 +85,10 @@ def label_image(image: np.ndarray, text: str) -> np.ndarray:
     size = max(8, image.shape[0] // 12)
     font = ImageFont.load_default(size=size)
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    while right - left > 0.9 * image.shape[1] and size > 4:  # narrow frames: shrink to fit
+        size -= 1
+        font = ImageFont.load_default(size=size)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     pad = max(1, size // 4)
     draw.rectangle((0, 0, right - left + 2 * pad, bottom - top + 2 * pad), fill=(0, 0, 0))
     draw.text((pad - left, pad - top), text, fill=(255, 255, 255), font=font)
