@@ -6,7 +6,7 @@ real-time claim), along an orbit around the scene.
     python benchmarks/bench_realtime.py --device cuda --dtype bfloat16 --sizes 576x1024 --fixer arch:sd-turbo
 
 Scene: a scene checkpoint or .ply (``--scene``), or ``--gaussians N`` random Gaussians.
-Fixer: a spec for ``load_fixer`` (DifixModule .ckpt, exported weights, hub name, "tiny"), or
+Fixer: a spec for ``load_fixer`` (nvidia/difix_ref, DifixModule .ckpt, exported weights, "tiny"), or
 ``arch:tiny`` / ``arch:sd-turbo`` (random weights in that architecture: the speed of the real
 thing without its download). References: the checkpoint's nearest training views, else
 ``--refs`` random images on a ring of cameras. On CUDA the scene renders with gsplat and

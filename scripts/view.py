@@ -27,7 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scene", help="a scene checkpoint (.ckpt) or a Gaussian .ply")
     p.add_argument("--fixer", default=None,
-                   help="fixer spec: DifixModule .ckpt, exported weights, hub name / diffusers folder, or 'tiny'")
+                   help="fixer spec (callbacks.fixer_loading): nvidia/difix_ref, nvidia/difix, a folder of either, a "
+                        "reference model_*.pkl, a DifixModule .ckpt, exported weights, or 'tiny'")
     p.add_argument("--num-refs", type=int, default=1, help="reference views per fixed frame")
     p.add_argument("--fix", action="store_true", help="start with the fix switched on")
     p.add_argument("--fix-mode", default="auto", choices=["at rest", "every frame", "auto"])
