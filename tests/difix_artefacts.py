@@ -34,7 +34,8 @@ def published_vae_state(net: DifixNet, seed: int = 0) -> dict[str, torch.Tensor]
     out = {}
     for key, value in net.state_dict().items():
         if key.startswith("vae."):
-            out[key[4:].replace(".lora_A.default.", ".lora_A.vae_skip.").replace(".lora_B.default.", ".lora_B.vae_skip.")] = value
+            name = key[4:].replace(".lora_A.default.", ".lora_A.vae_skip.")
+            out[name.replace(".lora_B.default.", ".lora_B.vae_skip.")] = value
     for j, conv in enumerate(net.skips.convs):
         w = conv.weight.detach()
         a = torch.randn(RANK, w.shape[1], 1, 1, generator=gen) * 0.1

@@ -273,6 +273,7 @@ def test_readme_and_scene_config_name_the_published_model() -> None:
     repo = Path(__file__).resolve().parents[1]
     readme = (repo / "README.md").read_text()
     assert "python scripts/fix_images.py --fixer nvidia/difix_ref" in readme
-    assert "configs/scene.yaml --data.init_args.path /path/to/colmap_scene \\\n        --trainer.callbacks.fixer=nvidia/difix_ref" in readme
+    difix3d_plus = "configs/scene.yaml --data.init_args.path /path/to/colmap_scene \\\n        --trainer.callbacks.fixer=nvidia/difix_ref"
+    assert difix3d_plus in readme
     assert readme.index("### Use the published models") < readme.index("### Everything else")
     assert "fixer: nvidia/difix_ref" in (repo / "configs" / "scene.yaml").read_text()

@@ -49,7 +49,8 @@ def offline_message(name_or_path: str, err: BaseException, cache_dir: str | None
     return (
         f"DifixNet: could not load '{name_or_path}' ({type(err).__name__}: {err}).\n"
         f"This machine is offline (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}) or has no "
-        f"network, and the model is not in the Hugging Face cache ({cache_dir or constants.HF_HUB_CACHE}; HF_HOME={hf_home}).\n"
+        f"network, and the model is not in the Hugging Face cache ({cache_dir or constants.HF_HUB_CACHE}; "
+        f"HF_HOME={hf_home}).\n"
         "Fix, on a machine with network access, one of:\n"
         f"  1. hf download {name_or_path} --local-dir {local}\n"
         f"     (older huggingface_hub: huggingface-cli download {name_or_path} --local-dir {local})\n"

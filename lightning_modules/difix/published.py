@@ -220,7 +220,8 @@ def load_published_folder(cls: type[DifixNet], name_or_path: str, model_index: d
     mapped, rank = published_vae_to_net(vae_state, str(vae_file), merge_lora=merge, skip_scale=skip_scale,
                                         lora_alpha=float(extras.get("lora_alpha", PEFT_DEFAULT_ALPHA)))
     if rank is not None and extras.get("lora_rank", rank) != rank:
-        raise ValueError(f"{vae_cfg_path}: lora_rank {extras['lora_rank']} but the LoRA weights in {vae_file} have rank {rank}")
+        raise ValueError(f"{vae_cfg_path}: lora_rank {extras['lora_rank']} but the LoRA weights in {vae_file} "
+                         f"have rank {rank}")
     if rank is None:
         net_kwargs.setdefault("vae_lora_rank", 0)  # merged layout: new (zero-effect) LoRA only when asked
     elif not merge and net_kwargs.setdefault("vae_lora_rank", rank) != rank:
