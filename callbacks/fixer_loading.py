@@ -18,6 +18,7 @@ from torch import nn
 
 WEIGHT_SUFFIXES = (".ckpt", ".safetensors", ".pt", ".pth")
 REFERENCE_SUFFIX = ".pkl"
+REFERENCE_BASE = "stabilityai/sd-turbo"  # what the reference training script fine-tunes
 _TINY = re.compile(r"^tiny(:-?\d+)?$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -46,7 +47,7 @@ def load_fixer(spec: str, resize_to: tuple[int, int] | None = None,
     else:
         path = Path(spec).expanduser()
         if path.suffix == REFERENCE_SUFFIX:
-            net = DifixNet.from_reference_checkpoint(path)
+            net = DifixNet.from_reference_checkpoint(path, base=REFERENCE_BASE)
         elif path.suffix in WEIGHT_SUFFIXES:
             net = DifixNet.from_checkpoint(path)
         else:
@@ -83,6 +84,11 @@ def validate_fixer_spec(spec: str) -> None:
                 f"fixer {spec!r}: file {path} does not exist. Train one with configs/difix.yaml (or "
                 "configs/demo/difix.yaml), export one with DifixNet.export_weights, or name a published model "
                 "('nvidia/difix_ref')")
+        if path.suffix == REFERENCE_SUFFIX:
+            try:  # the pkl holds the trained tensors only; the rest comes from its base model
+                validate_fixer_spec(REFERENCE_BASE)
+            except (FileNotFoundError, ValueError) as err:
+                raise ValueError(f"fixer {spec!r}: a reference checkpoint needs its base {REFERENCE_BASE}: {err}") from err
         return
     if path.is_dir():
         if missing := [s for s in ("unet", "vae", "scheduler") if not (path / s).is_dir()]:

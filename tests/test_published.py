@@ -192,13 +192,17 @@ def test_checkpoints_and_exports_of_a_published_net_rebuild_from_it(folder: Path
     torch.testing.assert_close(_out(DifixNet.from_checkpoint(path), inputs), _out(net, inputs), **TOL)
 
 
-def test_every_fixer_spec_loads_through_load_fixer(folder: Path, ref: DifixNet, inputs, tmp_path: Path) -> None:
+def test_every_fixer_spec_loads_through_load_fixer(folder: Path, ref: DifixNet, inputs, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))  # hermetic: nothing cached
     pkl = write_reference_pkl(ref, tmp_path / "model_5.pkl", tmp_path / "base")
     export = DifixNet.from_pretrained(str(folder)).export_weights(tmp_path / "w.pt")
     expected = _out(ref, inputs)
     for spec in (str(folder), str(export)):
         torch.testing.assert_close(_out(load_fixer(spec), inputs), expected, **TOL)
-    with pytest.raises(PretrainedNotFoundError):  # the pkl's default base is the hub's SD-Turbo: offline here
+    with pytest.raises(ValueError, match="stabilityai/sd-turbo"):  # the pkl's base (hub SD-Turbo): offline here
         load_fixer(str(pkl))
     # resize_to runs the net at that size and returns the input size.
     fixer = load_fixer(str(folder), resize_to=(64, 96), latent="sample")
@@ -210,8 +214,10 @@ def test_validate_fixer_spec_is_cheap_and_says_what_to_do(folder: Path, tmp_path
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     for spec in ("tiny", "tiny:3", str(folder)):
         validate_fixer_spec(spec)
+    from huggingface_hub import constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty cache
     with pytest.raises(ValueError, match="hf download nvidia/difix_ref"):
         validate_fixer_spec("nvidia/difix_ref")
     with pytest.raises(FileNotFoundError, match="missing.pkl"):
