@@ -27,7 +27,6 @@ _EXPORTS: dict[str, str] = {
     "SceneEvaluator": "lightning_modules.scene.evaluation",
     "PathSettings": "lightning_modules.scene.path_video",
     "render_path": "lightning_modules.scene.path_video",
-    "write_video": "lightning_modules.scene.path_video",
     "SceneModule": "lightning_modules.scene.base",
     "GaussianSceneModule": "lightning_modules.scene.module",
     "NerfSceneModule": "lightning_modules.scene.nerf.module",

@@ -91,6 +91,9 @@ class SceneModule(pl.LightningModule):
         """Renders without grad: rgb (N, 3, H, W) in [0, 1], alpha (N, 1, H, W); chunked."""
         raise NotImplementedError
 
+    representation_name = "scene"
+    """What the plain renders are called in comparison videos ("3DGS", "Nerfacto")."""
+
     def eval_extras(self) -> dict[str, float]:
         """Extra numbers for metrics.json and the logs (e.g. {"num_gaussians": n})."""
         return {}
@@ -237,11 +240,15 @@ class SceneModule(pl.LightningModule):
         return path_cameras(self.path_settings, self.train_cameras)
 
     def on_predict_start(self) -> None:
-        """Renders the camera path (frames + video.mp4 under ``output_path``/predict/path)."""
+        """Renders the camera path under ``output_path``/predict/path: frames + video.mp4, and with
+        a post-render fix also video_fixed.mp4 and video_compare.mp4."""
         self.require_ready()
         cameras = self.predict_cameras()
         if cameras is not None and self.trainer.is_global_zero:
-            render_path(self.render_views, cameras, self.output_path / "predict" / "path", self.path_settings.fps)
+            # With a post-render fix (ProgressiveFixCallback during predict) also the Difix3D+
+            # and side-by-side videos.
+            render_path(self.render_views, cameras, self.output_path / "predict" / "path", fps=self.path_settings.fps,
+                        fix=self._post_render_fix, labels=(self.representation_name, "Difix3D+"))
 
     @torch.no_grad()
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:

@@ -86,13 +86,7 @@ class GaussianSceneModule(SceneModule):
         rng_seed: seed of the per-step random draws (init, random background, densification).
     """
 
-    # Options that do not change the trained scene: with `--ckpt_path` the command line's
-    # value wins over the checkpoint's (main.py's DifixCLI).
-    RUNTIME_OPTIONS: ClassVar[frozenset[str]] = frozenset({
-        "output_dir", "num_log_images", "predict_path", "predict_frames", "predict_fps", "lpips_net",
-        "pretrained_metrics", "compute_fid", "backend", "render_background", "near_plane", "far_plane",
-    })  # fmt: skip
-
+    representation_name = "3DGS"
     RUNTIME_OPTIONS: ClassVar[frozenset[str]] = SceneModule.RUNTIME_OPTIONS | {"backend", "near_plane", "far_plane"}
 
     def __init__(

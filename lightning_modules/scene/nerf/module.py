@@ -70,6 +70,7 @@ class NerfSceneModule(SceneModule):
         render_background, evaluation, predict, output_dir, rng_seed: see ``SceneModule``.
     """
 
+    representation_name = "Nerfacto"
     RUNTIME_OPTIONS: ClassVar[frozenset[str]] = SceneModule.RUNTIME_OPTIONS | {"eval_chunk"}
 
     def __init__(
