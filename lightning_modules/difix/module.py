@@ -21,6 +21,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from .net import DEFAULT_PROMPT, DifixNet
+from .prior_loading import net_from_prior
 
 
 class DifixModule(pl.LightningModule):
@@ -32,8 +33,9 @@ class DifixModule(pl.LightningModule):
     not used: the net's prompt (this module's `prompt`) is encoded once and cached.
 
     Args:
-        pretrained: hub id or local SD folder of the base model ("stabilityai/sd-turbo");
-            None builds the tiny random-weight model of `tiny.py` (tests, CPU demo).
+        pretrained: hub id or local SD folder of the base model ("stabilityai/sd-turbo"), or a
+            `DifixPriorModule` checkpoint (.ckpt, the offline prior; its prompt embedding is
+            kept); None builds the tiny random-weight model of `tiny.py` (tests).
         tiny_seed: weight seed of the tiny model.
         cache_dir: Hugging Face cache folder (default $HF_HOME/hub).
         prompt: text prompt, encoded once.
@@ -136,6 +138,8 @@ class DifixModule(pl.LightningModule):
             self.gram = GramLoss(pretrained_backbone=h.pretrained_backbone, crop_size=h.gram_crop_size)
         if h.pretrained is None:
             self.net = DifixNet.tiny(seed=h.tiny_seed, prompt=h.prompt, **self.net_kwargs())
+        elif str(h.pretrained).endswith(".ckpt"):  # the offline prior (prior.py) in SD-Turbo's place
+            self.net = net_from_prior(h.pretrained, **self.net_kwargs())
         else:
             self.net = DifixNet.from_pretrained(h.pretrained, cache_dir=h.cache_dir, prompt=h.prompt,
                                                 **self.net_kwargs())

@@ -324,6 +324,10 @@ class DifixNet(nn.Module):
         net_kwargs = {k: build_config[k] for k in NET_KEYS if k in build_config}
         net_kwargs["gradient_checkpointing"] = gradient_checkpointing
         prompt = build_config.get("prompt", DEFAULT_PROMPT)
+        from .prior_loading import is_prior_checkpoint, net_from_prior
+
+        if (base.get("kind") == "prior" and pretrained is None) or is_prior_checkpoint(pretrained):
+            return net_from_prior(pretrained or base["path"], prompt_embeds=prompt_embeds, **net_kwargs)
         if base.get("kind") == "pretrained" or pretrained is not None:
             name = pretrained if pretrained is not None else base["name_or_path"]
             revision = None if pretrained is not None else base.get("revision")
