@@ -5,6 +5,10 @@ Random weights from constructor configs (`lightning_modules/difix/tiny.py`): "ti
 
     python benchmarks/bench_fixer.py --config tiny --sizes 64 128 256 --refs 0 1
     python benchmarks/bench_fixer.py --config sd-turbo --sizes 512 --device cuda --dtype bfloat16
+    # the paper's number (76 ms on an A100): SD-Turbo size, 576x1024, bf16, one reference
+    python benchmarks/bench_fixer.py --config sd-turbo --sizes 576x1024 --refs 1 --device cuda \
+        --dtype bfloat16 --compile both
+    python benchmarks/bench_fixer.py --fixer nvidia/difix_ref --sizes 576x1024 --refs 1 --device cuda --dtype bfloat16
 
 Prints one table. ms per image = wall time of one forward (batch of `--batch` renders, each
 with K references) / batch; on CUDA the timing synchronises the device.
@@ -30,12 +34,25 @@ from lightning_modules.difix.net import DifixNet  # noqa: E402
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def time_forward(net: DifixNet, size: int, k: int, batch: int, warmup: int, iters: int, device: torch.device,
+def parse_size(text: str) -> tuple[int, int]:
+    """"256" -> (256, 256); "576x1024" -> (576, 1024) as (height, width)."""
+    h, _, w = text.lower().partition("x")
+    return int(h), int(w or h)
+
+
+def compile_net(net: DifixNet) -> DifixNet:
+    """torch.compile (in place, state-dict keys unchanged) of the UNet and the VAE encoder/decoder."""
+    for module in (net.unet, net.vae.encoder, net.vae.decoder):
+        module.compile()
+    return net
+
+
+def time_forward(net: DifixNet, size: tuple[int, int], k: int, batch: int, warmup: int, iters: int, device: torch.device,
                  dtype: torch.dtype) -> list[float]:
     """Per-iteration wall times (s) of net(images, refs) at size x size."""
     g = torch.Generator().manual_seed(0)
-    images = torch.rand(batch, 3, size, size, generator=g).to(device)
-    refs = torch.rand(batch, k, 3, size, size, generator=g).to(device) if k else None
+    images = torch.rand(batch, 3, *size, generator=g).to(device)
+    refs = torch.rand(batch, k, 3, *size, generator=g).to(device) if k else None
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     times = []
     with torch.inference_mode(), autocast:
@@ -54,7 +71,11 @@ def time_forward(net: DifixNet, size: int, k: int, batch: int, warmup: int, iter
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", nargs="+", default=["tiny"], choices=["tiny", "sd-turbo"])
-    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 256], help="square resolutions")
+    parser.add_argument("--sizes", nargs="+", type=parse_size, default=["64", "128", "256"],
+                        help="resolutions: 256 (square) or HxW, e.g. 576x1024")
+    parser.add_argument("--fixer", default=None, help="a real fixer spec (e.g. nvidia/difix_ref) instead of --config")
+    parser.add_argument("--compile", choices=["off", "on", "both"], default="off",
+                        help="torch.compile the UNet and VAE (both: time without and with)")
     parser.add_argument("--refs", nargs="+", type=int, default=[0, 1], help="numbers of reference views K")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--device", default="cpu")
@@ -70,22 +91,33 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
     rows = []
-    for config in args.config:
+    sizes = [parse_size(s) if isinstance(s, str) else s for s in args.sizes]
+    compiled = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    for config in [args.fixer] if args.fixer else args.config:
         start = time.perf_counter()
-        net = DifixNet.from_config(config, seed=0).eval().to(device)
+        if args.fixer:
+            from callbacks.fixer_loading import load_fixer
+
+            net = load_fixer(args.fixer).net.eval().requires_grad_(False).to(device)
+        else:
+            net = DifixNet.from_config(config, seed=0).eval().to(device)
         build_s = time.perf_counter() - start
         n_params = sum(p.numel() for p in net.parameters()) / 1e6
-        for size in args.sizes:
-            for k in args.refs:
-                t = time_forward(net, size, k, args.batch, args.warmup, args.iters, device, dtype)
-                ms = [1000 * x / args.batch for x in t]
-                rows.append((config, f"{n_params:.1f}M", f"{size}x{size}", k, args.device, args.dtype,
-                             f"{statistics.mean(ms):.1f}", f"{min(ms):.1f}", f"{statistics.pstdev(ms):.1f}"))
+        for use_compile in compiled:
+            if use_compile:
+                compile_net(net)  # the first warm-up iterations include compilation
+            for size in sizes:
+                for k in args.refs:
+                    t = time_forward(net, size, k, args.batch, args.warmup, args.iters, device, dtype)
+                    ms = [1000 * x / args.batch for x in t]
+                    rows.append((config, f"{n_params:.1f}M", f"{size[0]}x{size[1]}", k, args.device, args.dtype,
+                                 "yes" if use_compile else "no", f"{statistics.mean(ms):.1f}", f"{min(ms):.1f}",
+                                 f"{statistics.pstdev(ms):.1f}"))
         print(f"# built {config} in {build_s:.1f} s", file=sys.stderr)
         del net
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    header = ("config", "params", "size", "K", "device", "dtype", "ms/image", "min", "std")
+    header = ("config", "params", "size", "K", "device", "dtype", "compile", "ms/image", "min", "std")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
           f"{args.iters} iters after {args.warmup} warm-up, load average {load:.1f}")

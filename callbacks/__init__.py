@@ -1,4 +1,4 @@
-"""Lightning callbacks: Difix3D progressive fix, curated-pair writing.
+"""Lightning callbacks: Difix3D progressive fix, curated-pair writing, the live viewer.
 
 Import-light: names resolve lazily (PEP 562), so `import callbacks` pulls in nothing heavy.
 """
@@ -12,6 +12,9 @@ _EXPORTS: dict[str, str] = {
     "RendersViews": "callbacks.protocols",
     "GrowsTrainingSet": "callbacks.protocols",
     "PairWriter": "callbacks.pair_writer",
+    "ViewerCallback": "callbacks.viewer",
+    "SceneViewer": "callbacks.scene_viewer",
+    "NearestViewFix": "callbacks.post_render_fix",
 }
 
 __all__ = list(_EXPORTS)

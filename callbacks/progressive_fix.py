@@ -9,7 +9,7 @@ metrics with and without the final fix.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -35,10 +35,11 @@ class ProgressiveFixCallback(Callback):
     """Progressively distils Difix fixes into a scene model (Difix3D) and fixes final renders (Difix3D+).
 
     Args:
-        fixer: where the fixer comes from: a DifixModule checkpoint (`.ckpt`), exported fixer
-            weights (`.safetensors`/`.pt`), a hub name or local diffusers folder
-            ("stabilityai/sd-turbo"), or "tiny" / "tiny:SEED" (an untrained tiny DifixNet,
-            for tests of the plumbing only).
+        fixer: where the fixer comes from: a published model ("nvidia/difix_ref", "nvidia/difix")
+            or a local folder of one, a reference `model_*.pkl`, a DifixModule checkpoint
+            (`.ckpt`), exported fixer weights (`.safetensors`/`.pt`), an SD-Turbo hub name or
+            folder (untrained), or "tiny" / "tiny:SEED" (untrained tiny DifixNet, for tests of
+            the plumbing only). See `callbacks.fixer_loading`.
         start_step: first global step at which a fix happens.
         fix_every_n_steps: steps between fixes (2,000 in the reference code, 1,500 in the paper).
         step_size: how far a novel camera moves per fix, as a fraction of the scene extent
@@ -52,6 +53,9 @@ class ProgressiveFixCallback(Callback):
         batch_size: views per fixer call.
         post_render_fix: also fix test renders once more (Difix3D+) during `test`.
         log_images: views shown in the TensorBoard grid at each fix.
+        resize_to: (height, width) the fixer runs at, e.g. [576, 1024] as the reference code
+            (antialiased resize there and back); None: the render size, padded.
+        latent: "mode" (default) or "sample" (reference code) of the fixer's VAE latent.
     """
 
     def __init__(
@@ -68,6 +72,8 @@ class ProgressiveFixCallback(Callback):
         batch_size: int = 4,
         post_render_fix: bool = True,
         log_images: int = 4,
+        resize_to: tuple[int, int] | None = None,
+        latent: Literal["mode", "sample"] = "mode",
     ) -> None:
         if fix_every_n_steps <= 0:
             raise ValueError(f"fix_every_n_steps must be positive, got {fix_every_n_steps}")
@@ -87,6 +93,8 @@ class ProgressiveFixCallback(Callback):
         self.batch_size = batch_size
         self.post_render_fix = post_render_fix
         self.log_images = log_images
+        self.resize_to = resize_to
+        self.latent = latent
         # Loaded lazily on first use and never part of the scene checkpoint.
         self._fixer: nn.Module | None = None
         # Progressive state (saved in checkpoints through state_dict).
@@ -98,7 +106,8 @@ class ProgressiveFixCallback(Callback):
     @property
     def fixer(self) -> nn.Module:
         if self._fixer is None:
-            self._fixer = load_fixer(self.fixer_spec).eval().requires_grad_(False)
+            self._fixer = load_fixer(self.fixer_spec, resize_to=self.resize_to, latent=self.latent)
+            self._fixer.eval().requires_grad_(False)
         return self._fixer
 
     @torch.no_grad()
@@ -113,33 +122,13 @@ class ProgressiveFixCallback(Callback):
         Returns:
             fixed (N, 3, H, W) in [0, 1] and the references used, (N, K, 3, H, W).
         """
-        n, _, h, w = images.shape
-        fixer = self.fixer.to(images.device)
-        refs = self.nearest_references(cameras, data, size=(h, w)).to(images.device)
-        out = []
-        for i in range(0, n, self.batch_size):
-            batch_refs = refs[i : i + self.batch_size] if self.num_refs > 0 else None
-            fixed = fixer(images[i : i + self.batch_size], batch_refs)
-            out.append(F.interpolate(fixed, size=(h, w), mode="bilinear", antialias=True) if fixed.shape[-2:] != (h, w) else fixed)
-        return torch.cat(out).clamp(0, 1), refs
+        refs = self.nearest_references(cameras, data, size=tuple(images.shape[-2:])).to(images.device)
+        fixed = apply_fixer(self.fixer.to(images.device), images, refs if self.num_refs > 0 else None, self.batch_size)
+        return fixed, refs
 
     def nearest_references(self, cameras: Cameras, data: GrowsTrainingSet, size: tuple[int, int]) -> Tensor:
-        """The `num_refs` training images nearest to each camera (pose distance), resized.
-
-        Returns:
-            (N, K, 3, H, W) in [0, 1]; K = max(num_refs, 1) (slot 0 is still returned with K = 0
-            so grids can show it).
-        """
-        k = min(max(self.num_refs, 1), len(data.train_cameras))
-        dist = pose_distance(cameras.camera_to_world.cpu(), data.train_cameras.camera_to_world.cpu())
-        idx = dist.topk(k, dim=1, largest=False).indices  # (N, K)
-        # Each distinct reference image is resized once, then gathered per view.
-        unique, inverse = idx.unique(return_inverse=True)
-        resized = torch.stack([
-            F.interpolate(data.train_images[j][None], size=size, mode="bilinear", antialias=True)[0]
-            for j in unique.tolist()
-        ])
-        return resized[inverse]
+        """The `num_refs` training images nearest to each camera (see `nearest_references`)."""
+        return nearest_references(cameras, data.train_cameras, data.train_images, self.num_refs, size)
 
     def make_post_render_fixer(self, data: GrowsTrainingSet) -> Callable[[Tensor, Cameras], Tensor]:
         """A function (renders (N,3,H,W), cameras) -> fixed renders: the Difix3D+ final fix."""
@@ -211,6 +200,13 @@ class ProgressiveFixCallback(Callback):
         if self.post_render_fix and isinstance(pl_module, AcceptsPostRenderFix):
             pl_module.set_post_render_fix(None)
 
+    # Difix3D+ predict videos (video_fixed.mp4, video_compare.mp4): the same hook as test.
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.on_test_start(trainer, pl_module)
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.on_test_end(trainer, pl_module)
+
     @torch.no_grad()
     def run_fix(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Move the novel cameras, render, fix, and replace the datamodule's extra views."""
@@ -280,3 +276,56 @@ class ProgressiveFixCallback(Callback):
         self.novel_c2w = state_dict["novel_c2w"]
         self.last_fix_step = int(state_dict["last_fix_step"])
         self.num_fixes = int(state_dict["num_fixes"])
+
+
+# Shared with the Difix3D+ post-render fix of predict videos and the live viewer
+# (callbacks.post_render_fix): one reference search, one batched fixer call.
+def nearest_references(
+    cameras: Cameras, train_cameras: Cameras, train_images: list[Tensor], num_refs: int, size: tuple[int, int]
+) -> Tensor:
+    """The `num_refs` training images nearest to each camera (pose distance), resized.
+
+    Args:
+        cameras: N query cameras.
+        train_cameras: the M training cameras.
+        train_images: their M images, (3, h, w) in [0, 1] (sizes may differ).
+        num_refs: references per camera.
+        size: (H, W) the references are resized to.
+
+    Returns:
+        (N, K, 3, H, W) in [0, 1]; K = min(max(num_refs, 1), M) (slot 0 is still returned with
+        num_refs = 0 so grids can show it).
+    """
+    if len(train_cameras) == 0:
+        raise ValueError("nearest_references: no training views to take references from")
+    k = min(max(num_refs, 1), len(train_cameras))
+    dist = pose_distance(cameras.camera_to_world.cpu(), train_cameras.camera_to_world.cpu())
+    idx = dist.topk(k, dim=1, largest=False).indices  # (N, K)
+    # Each distinct reference image is resized once, then gathered per view.
+    unique, inverse = idx.unique(return_inverse=True)
+    resized = torch.stack([
+        F.interpolate(train_images[j][None], size=size, mode="bilinear", antialias=True)[0]
+        for j in unique.tolist()
+    ])
+    return resized[inverse]
+
+
+@torch.no_grad()
+def apply_fixer(fixer: nn.Module, images: Tensor, refs: Tensor | None, batch_size: int) -> Tensor:
+    """Runs a Difix fixer over renders in batches, at the renders' size.
+
+    Args:
+        fixer: `DifixNet`-like: (B, 3, H, W), (B, K, 3, H, W) | None -> (B, 3, H', W').
+        images: (N, 3, H, W) renders in [0, 1].
+        refs: (N, K, 3, H, W) references or None (no reference).
+        batch_size: renders per fixer call.
+
+    Returns:
+        (N, 3, H, W) fixed renders in [0, 1].
+    """
+    h, w = images.shape[-2:]
+    out = []
+    for i in range(0, len(images), batch_size):
+        fixed = fixer(images[i : i + batch_size], None if refs is None else refs[i : i + batch_size])
+        out.append(F.interpolate(fixed, size=(h, w), mode="bilinear", antialias=True) if fixed.shape[-2:] != (h, w) else fixed)
+    return torch.cat(out).clamp(0, 1)

@@ -11,6 +11,8 @@ _EXPORTS = {
     "DifixNet": ".net",
     "PretrainedNotFoundError": ".net",
     "load_difix_weights": ".net",
+    "WeightKeyError": ".published",
+    "ImageFixer": ".image_fixer",
     "MultiViewAttnProcessor": ".attention",
     "install_multiview_attention": ".attention",
     "VaeSkips": ".vae_skips",

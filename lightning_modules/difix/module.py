@@ -20,6 +20,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from .image_fixer import ImageFixer
 from .net import DEFAULT_PROMPT, DifixNet
 from .prior_loading import net_from_prior
 
@@ -33,9 +34,12 @@ class DifixModule(pl.LightningModule):
     not used: the net's prompt (this module's `prompt`) is encoded once and cached.
 
     Args:
-        pretrained: hub id or local SD folder of the base model ("stabilityai/sd-turbo"), or a
-            `DifixPriorModule` checkpoint (.ckpt, the offline prior; its prompt embedding is
-            kept); None builds the tiny random-weight model of `tiny.py` (tests).
+        pretrained: what fine-tuning starts from: "stabilityai/sd-turbo" (the paper: untrained
+            skips and LoRA), a published Difix ("nvidia/difix_ref", "nvidia/difix": its trained
+            UNet, decoder LoRA and skip convs; vae_lora_rank must stay 4), a local folder of
+            either, a reference `model_*.pkl`, or a `DifixPriorModule` checkpoint (.ckpt: the
+            offline prior of the CPU demo, in SD-Turbo's place; its prompt embedding is kept);
+            None builds the tiny random-weight model of `tiny.py` (tests).
         tiny_seed: weight seed of the tiny model.
         cache_dir: Hugging Face cache folder (default $HF_HOME/hub).
         prompt: text prompt, encoded once.
@@ -45,12 +49,15 @@ class DifixModule(pl.LightningModule):
         skip_init: initial weight of the VAE skip convs (1e-5).
         size_mode: "pad" or "resize" to the model's size multiple.
         reference_attention: joint self-attention over render + references.
+        latent: "mode" of the VAE latent (default) or a "sample" (reference code).
         gradient_checkpointing: trade compute for memory in the UNet.
         w_l2: weight of the L2 loss.
         w_lpips: weight of LPIPS (VGG).
         w_gram: weight of the Gram loss (0.5 paper, 1.0 reference README).
         gram_warmup_steps: Gram loss off before this global step.
         gram_crop_size: random square crop for the Gram loss (None: whole image).
+        gram_cross_batch: the reference code's Gram over the whole batch at once (cross-image
+            blocks; equal to the default for batch size 1, the paper's per-GPU batch).
         loss_on_references: also supervise the reference slots (target = the reference),
             as the reference code does.
         pretrained_backbone: ImageNet VGG for LPIPS/Gram; False = random backbone (tests and
@@ -62,12 +69,15 @@ class DifixModule(pl.LightningModule):
         weight_decay: AdamW weight decay.
         num_log_images: samples in the validation image grid.
         predict_output_dir: folder the predict step writes fixed PNGs to.
+        predict_resize_to: (height, width) the predict step runs the fixer at (e.g. [576, 1024]
+            as the reference code), resized back to each image's size; None: native size, padded.
     """
 
     # Options that do not change the trained fixer: with `--ckpt_path` the command line's value
     # wins over the checkpoint's (main.py's DifixCLI).
     RUNTIME_OPTIONS: ClassVar[frozenset[str]] = frozenset(
-        {"cache_dir", "gradient_checkpointing", "num_log_images", "predict_output_dir", "pretrained_backbone"}
+        {"cache_dir", "gradient_checkpointing", "num_log_images", "predict_output_dir", "predict_resize_to",
+         "pretrained_backbone"}
     )
 
     def __init__(
@@ -82,12 +92,14 @@ class DifixModule(pl.LightningModule):
         skip_init: float = 1e-5,
         size_mode: Literal["pad", "resize"] = "pad",
         reference_attention: bool = True,
+        latent: Literal["mode", "sample"] = "mode",
         gradient_checkpointing: bool = False,
         w_l2: float = 1.0,
         w_lpips: float = 1.0,
         w_gram: float = 0.5,
         gram_warmup_steps: int = 2000,
         gram_crop_size: int | None = 400,
+        gram_cross_batch: bool = False,
         loss_on_references: bool = True,
         pretrained_backbone: bool = True,
         lr: float = 2e-5,
@@ -96,6 +108,7 @@ class DifixModule(pl.LightningModule):
         weight_decay: float = 1e-2,
         num_log_images: int = 4,
         predict_output_dir: str = "outputs/difix_predict",
+        predict_resize_to: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -116,6 +129,7 @@ class DifixModule(pl.LightningModule):
             "skip_init": h.skip_init,
             "size_mode": h.size_mode,
             "reference_attention": h.reference_attention,
+            "latent": h.latent,
             "gradient_checkpointing": h.gradient_checkpointing,
         }
 
@@ -135,7 +149,8 @@ class DifixModule(pl.LightningModule):
             )
         self.lpips = LPIPSLoss(net="vgg", pretrained_backbone=h.pretrained_backbone)
         if h.w_gram > 0:
-            self.gram = GramLoss(pretrained_backbone=h.pretrained_backbone, crop_size=h.gram_crop_size)
+            self.gram = GramLoss(pretrained_backbone=h.pretrained_backbone, crop_size=h.gram_crop_size,
+                                 cross_batch=h.gram_cross_batch)
         if h.pretrained is None:
             self.net = DifixNet.tiny(seed=h.tiny_seed, prompt=h.prompt, **self.net_kwargs())
         elif str(h.pretrained).endswith(".ckpt"):  # the offline prior (prior.py) in SD-Turbo's place
@@ -245,8 +260,8 @@ class DifixModule(pl.LightningModule):
         Returns:
             the written file paths.
         """
-        net = self._require_net()
-        fixed = net(batch["image"], batch.get("refs")).float().clamp(0, 1)
+        fixer = ImageFixer(self._require_net(), resize_to=self.hparams.predict_resize_to)
+        fixed = fixer(batch["image"], batch.get("refs")).float().clamp(0, 1)
         names = batch.get("name") or [f"{batch_idx:06d}_{i}" for i in range(fixed.shape[0])]
         sizes = batch.get("orig_size")
         out_dir = Path(self.hparams.predict_output_dir)

@@ -9,9 +9,10 @@ clamp.
 Image convention at the boundary: float in [0, 1], (B, 3, H, W) or (B, V, 3, H, W); the [-1, 1]
 range the VAE wants stays inside this file.
 
-Three builders: `DifixNet.from_pretrained` (hub name or local SD folder), `DifixNet.tiny` /
-`DifixNet.from_config` (constructor dicts from `tiny.py`, fixed seed, offline) and
-`DifixNet.from_checkpoint` (DifixModule checkpoint or `export_weights` file). Every net carries
+Builders (classmethods, `builders.py`): `from_pretrained` (hub name or local folder, SD-Turbo or
+published Difix layout), `from_reference_checkpoint` (the reference code's model_*.pkl),
+`tiny` / `from_config` (constructor dicts from `tiny.py`, fixed seed, offline) and
+`from_checkpoint` (DifixModule checkpoint or `export_weights` file). Every net carries
 `build_config`, a JSON-able dict with what is needed to rebuild it; checkpoints store it next to
 the trained weights only.
 """
@@ -28,11 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import install_multiview_attention
-from .tiny import CONFIGS, build_components
+from .builders import DEFAULT_PROMPT, NET_KEYS, DifixBuilders, encode_prompt
+from .loading import PretrainedNotFoundError, load_difix_weights
 from .vae_skips import VaeSkips
-
-DEFAULT_PROMPT = "remove degradation"
-SD_SUBFOLDERS = ("unet", "vae", "scheduler", "text_encoder", "tokenizer")
 
 # pix2pix-turbo's / Difix's LoRA targets. The decoder regex keeps LoRA off the frozen encoder.
 VAE_DECODER_LORA_TARGETS = r"decoder\.(.*\.)?(conv1|conv2|conv_in|conv_shortcut|conv|conv_out|to_q|to_k|to_v|to_out\.0)"
@@ -40,55 +39,10 @@ UNET_LORA_TARGETS = [
     "to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_shortcut", "conv_out",
     "proj_in", "proj_out", "ff.net.2", "ff.net.0.proj",
 ]  # fmt: skip
-# build_config keys that DifixNet.__init__ takes (the rest of build_config is "base" and "prompt").
-NET_KEYS = ("timestep", "unet_lora_rank", "vae_lora_rank", "skip_init", "size_mode", "reference_attention")
+__all__ = ["DifixNet", "PretrainedNotFoundError", "load_difix_weights", "encode_prompt", "DEFAULT_PROMPT", "NET_KEYS"]
 
 
-class PretrainedNotFoundError(OSError):
-    """The diffusion model could not be loaded (offline, not cached, or not an SD folder)."""
-
-
-def _offline_message(name_or_path: str, err: BaseException, cache_dir: str | None = None) -> str:
-    from huggingface_hub import constants
-
-    hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface (default)")
-    if Path(name_or_path).expanduser().is_dir():
-        folder = Path(name_or_path).expanduser()
-        missing = [s for s in SD_SUBFOLDERS if not (folder / s).is_dir()]
-        return (
-            f"DifixNet: '{folder}' is not a complete diffusers Stable Diffusion folder "
-            f"(missing subfolders: {missing or 'none; a file inside one is missing or broken'}). "
-            f"It needs {', '.join(s + '/' for s in SD_SUBFOLDERS)} as written by "
-            f"`hf download stabilityai/sd-turbo --local-dir {folder}`. Cause: {type(err).__name__}: {err}"
-        )
-    return (
-        f"DifixNet: could not load '{name_or_path}' ({type(err).__name__}: {err}).\n"
-        f"This machine is offline (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}) or has no "
-        f"network, and the model is not in the Hugging Face cache ({cache_dir or constants.HF_HUB_CACHE}; HF_HOME={hf_home}).\n"
-        "Fix, on a machine with network access, one of:\n"
-        f"  1. hf download {name_or_path} --local-dir /path/to/sd-turbo\n"
-        f"     (older huggingface_hub: huggingface-cli download {name_or_path} --local-dir /path/to/sd-turbo)\n"
-        "     copy the folder here and set `pretrained: /path/to/sd-turbo` in the config "
-        f"(it must hold {', '.join(s + '/' for s in SD_SUBFOLDERS)});\n"
-        f"  2. HF_HOME=/path/to/hf_home hf download {name_or_path}, copy /path/to/hf_home here and run "
-        "with HF_HOME=/path/to/hf_home (add HF_HUB_OFFLINE=1 to never touch the network)."
-    )
-
-
-def encode_prompt(text_encoder: nn.Module, tokenizer: Any, prompt: str) -> Tensor:
-    """CLIP text embedding of `prompt` padded to the tokenizer's max length.
-
-    Returns:
-        (1, L, D) float32 last hidden state (L = 77 for CLIP).
-    """
-    ids = tokenizer(
-        prompt, max_length=tokenizer.model_max_length, padding="max_length", truncation=True, return_tensors="pt"
-    ).input_ids
-    with torch.no_grad():
-        return text_encoder(ids.to(text_encoder.device))[0].float().cpu()
-
-
-class DifixNet(nn.Module):
+class DifixNet(DifixBuilders, nn.Module):
     """Single-step diffusion fixer with reference views, VAE skips and LoRA.
 
     Build it with a classmethod (`from_pretrained`, `tiny`, `from_config`, `from_checkpoint`);
@@ -107,6 +61,8 @@ class DifixNet(nn.Module):
         size_mode: "pad" (reflect) or "resize" inputs to a multiple of the model's factor; the
             output always has the input size.
         reference_attention: joint self-attention over views (False: views are independent).
+        latent: "mode" of the VAE posterior (default, deterministic) or a "sample" from it (the
+            reference code; draws from the global RNG).
         gradient_checkpointing: trade compute for memory in the UNet.
         build_config: how to rebuild the base model (set by the classmethods).
     """
@@ -123,12 +79,16 @@ class DifixNet(nn.Module):
         skip_init: float = 1e-5,
         size_mode: Literal["pad", "resize"] = "pad",
         reference_attention: bool = True,
+        latent: Literal["mode", "sample"] = "mode",
         gradient_checkpointing: bool = False,
         build_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if size_mode not in ("pad", "resize"):
             raise ValueError(f"DifixNet: size_mode must be 'pad' or 'resize', got {size_mode!r}")
+        if latent not in ("mode", "sample"):
+            raise ValueError(f"DifixNet: latent must be 'mode' or 'sample', got {latent!r}")
+        self.latent = latent
         n_train = scheduler.config.num_train_timesteps
         if not 0 <= timestep < n_train:
             raise ValueError(f"DifixNet: timestep {timestep} outside [0, {n_train})")
@@ -191,177 +151,8 @@ class DifixNet(nn.Module):
             "skip_init": float(skip_init),
             "size_mode": size_mode,
             "reference_attention": bool(reference_attention),
+            "latent": latent,
         }
-
-    # ------------------------------------------------------------------ builders
-    @classmethod
-    def from_components(
-        cls,
-        components: dict[str, Any],
-        base: dict[str, Any],
-        prompt: str = DEFAULT_PROMPT,
-        prompt_embeds: Tensor | None = None,
-        **net_kwargs: Any,
-    ) -> DifixNet:
-        """Builds from diffusers components; the text encoder is used once and dropped."""
-        if prompt_embeds is None:
-            if components.get("text_encoder") is None or components.get("tokenizer") is None:
-                raise ValueError("DifixNet: no prompt_embeds and no text encoder/tokenizer to make them")
-            prompt_embeds = encode_prompt(components["text_encoder"], components["tokenizer"], prompt)
-        components.pop("text_encoder", None)  # not kept in memory
-        components.pop("tokenizer", None)
-        return cls(
-            components["unet"],
-            components["vae"],
-            components["scheduler"],
-            prompt_embeds,
-            build_config={"base": base, "prompt": prompt},
-            **net_kwargs,
-        )
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str = "stabilityai/sd-turbo",
-        cache_dir: str | None = None,
-        revision: str | None = None,
-        prompt: str = DEFAULT_PROMPT,
-        prompt_embeds: Tensor | None = None,
-        **net_kwargs: Any,
-    ) -> DifixNet:
-        """Loads an SD-Turbo-architecture model from the hub (or its cache) or a local SD folder.
-
-        Args:
-            name_or_path: hub id or folder with unet/, vae/, scheduler/, text_encoder/, tokenizer/.
-            cache_dir: Hugging Face cache folder (default: $HF_HOME/hub).
-            revision: hub revision.
-            prompt: text prompt, encoded once with the model's CLIP text encoder.
-            prompt_embeds: (1, L, D) precomputed embedding; skips loading the text encoder.
-            **net_kwargs: DifixNet.__init__ options (timestep, unet_lora_rank, ...).
-
-        Raises:
-            PretrainedNotFoundError: offline / not cached / not an SD folder, with what to do.
-        """
-        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-        from huggingface_hub import errors as hf_errors
-
-        kw: dict[str, Any] = {"cache_dir": cache_dir, "revision": revision}
-        load_errors = (OSError, hf_errors.HFValidationError, hf_errors.EntryNotFoundError,
-                       hf_errors.RepositoryNotFoundError, hf_errors.HfHubHTTPError)
-        try:
-            components: dict[str, Any] = {
-                "unet": UNet2DConditionModel.from_pretrained(name_or_path, subfolder="unet", **kw),
-                "vae": AutoencoderKL.from_pretrained(name_or_path, subfolder="vae", **kw),
-                "scheduler": DDPMScheduler.from_pretrained(name_or_path, subfolder="scheduler", **kw),
-            }
-            if prompt_embeds is None:
-                from transformers import CLIPTextModel, CLIPTokenizer
-
-                components["tokenizer"] = CLIPTokenizer.from_pretrained(name_or_path, subfolder="tokenizer", **kw)
-                components["text_encoder"] = CLIPTextModel.from_pretrained(name_or_path, subfolder="text_encoder", **kw)
-        except load_errors as err:
-            raise PretrainedNotFoundError(_offline_message(str(name_or_path), err, cache_dir)) from err
-        base = {"kind": "pretrained", "name_or_path": str(name_or_path), "revision": revision}
-        return cls.from_components(components, base, prompt=prompt, prompt_embeds=prompt_embeds, **net_kwargs)
-
-    @classmethod
-    def from_config(
-        cls,
-        config: str | dict[str, Any] = "tiny",
-        seed: int = 0,
-        prompt: str = DEFAULT_PROMPT,
-        prompt_embeds: Tensor | None = None,
-        **net_kwargs: Any,
-    ) -> DifixNet:
-        """Random-weight model from constructor dicts (no download), reproducible by seed.
-
-        Args:
-            config: "tiny", "sd-turbo" (SD-Turbo's architecture) or a dict like
-                `tiny.TINY_CONFIG`. Without a text encoder config the prompt embedding is a
-                seeded random (1, 77, cross_attention_dim) tensor.
-            seed: weight seed.
-            prompt: prompt for the (random) text encoder.
-            prompt_embeds: precomputed (1, L, D) embedding.
-            **net_kwargs: DifixNet.__init__ options.
-        """
-        if isinstance(config, str):
-            if config not in CONFIGS:
-                raise ValueError(f"DifixNet.from_config: unknown config {config!r}; known: {sorted(CONFIGS)}")
-            config = CONFIGS[config]
-        config = json.loads(json.dumps(config))  # plain, JSON-able copy for build_config
-        components = build_components(config, seed=seed)
-        if prompt_embeds is None and components["text_encoder"] is None:
-            gen = torch.Generator().manual_seed(seed)
-            dim = config["unet"]["cross_attention_dim"]
-            prompt_embeds = torch.randn(1, 77, dim, generator=gen)
-        base = {"kind": "config", "config": config, "seed": int(seed)}
-        return cls.from_components(components, base, prompt=prompt, prompt_embeds=prompt_embeds, **net_kwargs)
-
-    @classmethod
-    def tiny(cls, seed: int = 0, **net_kwargs: Any) -> DifixNet:
-        """The tiny test/demo model (0.8M-param UNet, 1.3M-param VAE, 2-layer CLIP), offline."""
-        return cls.from_config("tiny", seed=seed, **net_kwargs)
-
-    @classmethod
-    def build(
-        cls,
-        build_config: dict[str, Any],
-        prompt_embeds: Tensor | None = None,
-        pretrained: str | None = None,
-        cache_dir: str | None = None,
-        gradient_checkpointing: bool = False,
-    ) -> DifixNet:
-        """Rebuilds the (untrained) net that `build_config` describes.
-
-        Args:
-            build_config: a net's `build_config`.
-            prompt_embeds: cached prompt embedding (skips the text encoder).
-            pretrained: replaces the base model's hub id / folder (e.g. after moving it).
-            cache_dir: Hugging Face cache folder.
-            gradient_checkpointing: runtime option, not part of the config.
-        """
-        base = build_config["base"]
-        net_kwargs = {k: build_config[k] for k in NET_KEYS if k in build_config}
-        net_kwargs["gradient_checkpointing"] = gradient_checkpointing
-        prompt = build_config.get("prompt", DEFAULT_PROMPT)
-        from .prior_loading import is_prior_checkpoint, net_from_prior
-
-        if (base.get("kind") == "prior" and pretrained is None) or is_prior_checkpoint(pretrained):
-            return net_from_prior(pretrained or base["path"], prompt_embeds=prompt_embeds, **net_kwargs)
-        if base.get("kind") == "pretrained" or pretrained is not None:
-            name = pretrained if pretrained is not None else base["name_or_path"]
-            revision = None if pretrained is not None else base.get("revision")
-            return cls.from_pretrained(name, cache_dir=cache_dir, revision=revision, prompt=prompt,
-                                       prompt_embeds=prompt_embeds, **net_kwargs)
-        if base.get("kind") == "config":
-            return cls.from_config(base["config"], seed=base["seed"], prompt=prompt, prompt_embeds=prompt_embeds,
-                                   **net_kwargs)
-        raise ValueError(f"DifixNet.build: cannot rebuild base {base!r}")
-
-    @classmethod
-    def from_checkpoint(
-        cls,
-        path: str | Path,
-        pretrained: str | None = None,
-        cache_dir: str | None = None,
-        gradient_checkpointing: bool = False,
-    ) -> DifixNet:
-        """Loads a DifixModule checkpoint (.ckpt) or an `export_weights` file.
-
-        The base model is rebuilt from the stored build_config (SD-Turbo from the hub/cache/
-        folder, or the seeded constructor config), then the trained weights are loaded.
-
-        Args:
-            path: checkpoint or exported weights (.safetensors / .pt).
-            pretrained: replaces the stored base model name/folder.
-            cache_dir: Hugging Face cache folder.
-            gradient_checkpointing: runtime option.
-        """
-        config, weights = load_difix_weights(path)
-        net = cls.build(config, prompt_embeds=weights.get("prompt_embeds"), pretrained=pretrained,
-                        cache_dir=cache_dir, gradient_checkpointing=gradient_checkpointing)
-        net.load_trainable_state_dict(weights, source=str(path))
-        return net
 
     # ------------------------------------------------------------------ weights
     def trainable_state_dict(self) -> dict[str, Tensor]:
@@ -461,7 +252,8 @@ class DifixNet(nn.Module):
         vae_dtype = next(self.vae.parameters()).dtype
         encoder_frozen = not any(p.requires_grad for p in self.vae.encoder.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and not encoder_frozen), self.skips.capture() as acts:
-            latents = self.vae.encode(x.to(vae_dtype)).latent_dist.mode() * self.vae.config.scaling_factor
+            dist = self.vae.encode(x.to(vae_dtype)).latent_dist
+            latents = (dist.sample() if self.latent == "sample" else dist.mode()) * self.vae.config.scaling_factor
         timesteps = torch.full((b * v,), self.timestep, device=latents.device, dtype=torch.long)
         cond = self.prompt_embeds.expand(b * v, -1, -1)
         extra = {"cross_attention_kwargs": {"num_views": v}} if self.reference_attention else {}
@@ -506,34 +298,3 @@ class DifixNet(nn.Module):
         return x[..., :h, :w]
 
 
-def load_difix_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """Reads build_config and trained weights from a DifixModule .ckpt or an exported file.
-
-    Returns:
-        (build_config, state_dict with DifixNet keys).
-
-    Raises:
-        FileNotFoundError / ValueError naming the file and the problem.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"DifixNet.from_checkpoint: {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if "difix_net_config" not in meta:
-            raise ValueError(f"{path}: safetensors file has no 'difix_net_config' metadata (not a Difix export)")
-        return json.loads(meta["difix_net_config"]), load_file(str(path))
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not our file"
-        raise ValueError(f"{path}: cannot be read as a torch checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(ckpt, dict) or "difix_net_config" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path}: no 'difix_net_config' / 'state_dict' (not a DifixModule checkpoint or export)")
-    state = ckpt["state_dict"]
-    if any(k.startswith("net.") for k in state):  # a LightningModule checkpoint
-        state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
-    return ckpt["difix_net_config"], state

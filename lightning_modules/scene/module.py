@@ -673,17 +673,19 @@ class GaussianSceneModule(pl.LightningModule):
         return {"rgb": rgb.cpu(), "alpha": alpha.cpu(), "name": list(cameras.names), "paths": paths}
 
     def render_path(self, cameras: Cameras, out_dir: str | Path) -> Path:
-        """Renders ``cameras`` in order to ``out_dir``/frames/NNNNN.png and ``out_dir``/video.mp4.
+        """Renders ``cameras`` in order to ``out_dir``/frames/NNNNN.png and ``out_dir``/video.mp4;
+        with a post-render fixer (Difix3D+) also video_fixed.mp4 and video_compare.mp4
+        (``lightning_modules.scene.path_video``).
 
         Returns:
-            The video path.
+            The plain video's path.
         """
-        out = Path(out_dir)
-        paths = []
-        for i in range(len(cameras)):  # one frame at a time: memory stays flat for long paths
-            rgb, _ = self.render_views(cameras[i])
-            paths.append(save_png(rgb[0], out / "frames" / f"{i:05d}.png"))
-        return write_video(paths, out / "video.mp4", self.hparams.predict_fps)
+        from .path_video import render_path
+
+        videos = render_path(
+            self.render_views, cameras, out_dir, fps=self.hparams.predict_fps, fix=self.post_render_fixer,
+            labels=("3DGS", "Difix3D+"), progress=self._trainer is not None and self.trainer.is_global_zero)
+        return videos["video"]
 
 
 def look_at_center(cameras: Cameras | None, scene_scale: float) -> tuple[float, float, float]:
@@ -714,21 +716,4 @@ def save_png(image: Tensor, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     array = (image.detach().permute(1, 2, 0).cpu().numpy() * 255 + 0.5).clip(0, 255).astype("uint8")
     Image.fromarray(array).save(path)
-    return path
-
-
-def write_video(frames: list[Path], path: Path, fps: int) -> Path:
-    """Encodes PNG frames (same size) to an H.264 mp4 (even-padded for yuv420p)."""
-    import imageio.v2 as imageio
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1, quality=8) as writer:
-        for f in frames:
-            a = np.asarray(imageio.imread(f))[..., :3]
-            h, w = a.shape[:2]
-            a = np.pad(a, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-            writer.append_data(a)
-    tmp.replace(path)
     return path

@@ -1,0 +1,84 @@
+"""Opens a trained scene in the browser, with the Difix3D+ post-render fix as a switch.
+
+    python scripts/view.py lightning_logs/difix3d_demo/version_0/checkpoints/last.ckpt --fixer outputs/demo/fixer/last.ckpt
+    python scripts/view.py outputs/scene/point_cloud.ply                     # a 3DGS .ply (no fixer references)
+    python scripts/view.py run.ckpt --module-class lightning_modules.scene.nerf.NerfSceneModule
+
+Then open the printed address (http://127.0.0.1:8080 by default). The page is served on this
+machine only unless ``--host`` names another interface (e.g. 0.0.0.0 for the network).
+References for the fix are the nearest training views of the checkpoint's scene (its
+datamodule is rebuilt from the checkpoint; run from the directory training ran in), or none
+for a .ply.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scene", help="a scene checkpoint (.ckpt) or a Gaussian .ply")
+    p.add_argument("--fixer", default=None,
+                   help="fixer spec (callbacks.fixer_loading): nvidia/difix_ref, nvidia/difix, a folder of either, a "
+                        "reference model_*.pkl, a DifixModule .ckpt, exported weights, or 'tiny'")
+    p.add_argument("--num-refs", type=int, default=1, help="reference views per fixed frame")
+    p.add_argument("--fix", action="store_true", help="start with the fix switched on")
+    p.add_argument("--fix-mode", default="auto", choices=["at rest", "every frame", "auto"])
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (0: a free one)")
+    p.add_argument("--move-resolution", type=int, default=256, help="longer image side while moving")
+    p.add_argument("--rest-resolution", type=int, default=512, help="longer image side at rest")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="fixer autocast dtype on CUDA")
+    p.add_argument("--module-class", default=None, help="dotted class path of a non-Gaussian scene module")
+    p.add_argument("--no-references", action="store_true", help="do not read the training views")
+    return p.parse_args(argv)
+
+
+def build_viewer(args: argparse.Namespace) -> Any:
+    """Loads the scene (and fixer references) and starts serving it; returns the SceneViewer."""
+    import torch
+
+    from callbacks.post_render_fix import NearestViewFix, reference_views_from_checkpoint
+    from callbacks.scene_viewer import SceneViewer
+    from lightning_modules.scene.load_scene import load_scene
+
+    scene = load_scene(args.scene, args.module_class, args.device)
+    refs = None
+    if Path(args.scene).suffix == ".ckpt" and not args.no_references:
+        refs = reference_views_from_checkpoint(args.scene)
+    fix = None
+    if args.fixer is not None:
+        cameras, images = refs if refs is not None else (None, None)
+        fix = NearestViewFix(args.fixer, cameras, images, num_refs=args.num_refs if refs is not None else 0,
+                             dtype=None if args.dtype == "float32" else getattr(torch, args.dtype))
+    initial = refs[0].camera_to_world[0] if refs is not None else None
+    return SceneViewer(scene, fix, host=args.host, port=args.port, move_resolution=args.move_resolution,
+                       rest_resolution=args.rest_resolution, fix_enabled=args.fix and fix is not None,
+                       fix_mode=args.fix_mode, initial_c2w=initial, label=f"difix3d: {Path(args.scene).name}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    viewer = build_viewer(args)
+    print(f"viewer: {viewer.url}  (Ctrl-C to stop)", flush=True)
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        viewer.stop()
+
+
+if __name__ == "__main__":
+    main()

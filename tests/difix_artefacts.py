@@ -1,0 +1,92 @@
+"""Tiny fixer artefacts in the layouts users bring: NVIDIA's published Difix folder and the
+reference training script's model_*.pkl. Written by this test code from a DifixNet with known
+weights, using the key names the reference code writes (peft adapter "vae_skip", skip convs
+`decoder.skip_conv_{1..4}` LoRA-wrapped, alpha 8)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from lightning_modules.difix.net import DifixNet
+from lightning_modules.difix.tiny import TINY_CONFIG, build_components, save_components
+
+RANK = 4
+SCALE = 8.0 / RANK  # peft's default alpha / r
+
+
+def trained_tiny(seed: int = 0) -> DifixNet:
+    """The tiny net with non-trivial decoder LoRA B and skip convs (as after training)."""
+    net = DifixNet.tiny(seed=seed).eval()
+    gen = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "lora_B" in name or name.startswith("skips."):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return net
+
+
+def published_vae_state(net: DifixNet, seed: int = 0) -> dict[str, torch.Tensor]:
+    """net's VAE + skip convs under the published names; each skip conv = base + B @ A * 2."""
+    gen = torch.Generator().manual_seed(seed + 200)
+    out = {}
+    for key, value in net.state_dict().items():
+        if key.startswith("vae."):
+            name = key[4:].replace(".lora_A.default.", ".lora_A.vae_skip.")
+            out[name.replace(".lora_B.default.", ".lora_B.vae_skip.")] = value
+    for j, conv in enumerate(net.skips.convs):
+        w = conv.weight.detach()
+        a = torch.randn(RANK, w.shape[1], 1, 1, generator=gen) * 0.1
+        b = torch.randn(w.shape[0], RANK, 1, 1, generator=gen) * 0.1
+        delta = SCALE * torch.einsum("or,rikl->oikl", b.flatten(1), a)
+        out[f"decoder.skip_conv_{j + 1}.base_layer.weight"] = w - delta
+        out[f"decoder.skip_conv_{j + 1}.lora_A.vae_skip.weight"] = a
+        out[f"decoder.skip_conv_{j + 1}.lora_B.vae_skip.weight"] = b
+    return {k: v.contiguous().clone() for k, v in out.items()}
+
+
+def write_vae(folder: Path, vae_state: dict[str, torch.Tensor]) -> None:
+    save_file(vae_state, str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
+
+
+def write_published_folder(net: DifixNet, folder: Path, multiview: bool) -> Path:
+    """A tiny `nvidia/difix` (multiview=False) or `nvidia/difix_ref` (True) folder holding net's weights."""
+    components = build_components(TINY_CONFIG, seed=0)  # same text encoder / tokenizer as DifixNet.tiny(0)
+    for name in ("scheduler", "text_encoder", "tokenizer"):
+        components[name].save_pretrained(folder / name)
+    (folder / "unet").mkdir(parents=True)
+    net.unet.save_config(str(folder / "unet"))
+    save_file({k[5:]: v.contiguous() for k, v in net.state_dict().items() if k.startswith("unet.")},
+              str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+    (folder / "vae").mkdir()
+    config = {**dict(net.vae.config), "_class_name": "AutoencoderKL", "lora_rank": RANK, "gamma": 1.0,
+              "ignore_skip": False}
+    (folder / "vae" / "config.json").write_text(json.dumps(config, default=list))
+    write_vae(folder, published_vae_state(net))
+    (folder / "vae" / "autoencoder_kl.py").write_text("raise RuntimeError('remote code must never be imported')\n")
+    index = {
+        "_class_name": "DifixPipeline", "_diffusers_version": "0.25.1",
+        "scheduler": ["diffusers", "DDPMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "vae": ["autoencoder_kl", "AutoencoderKL"],
+        "unet": ["mv_unet", "UNet2DConditionModel"] if multiview else ["diffusers", "UNet2DConditionModel"],
+        "safety_checker": [None, None], "feature_extractor": [None, None],
+    }  # fmt: skip
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return folder
+
+
+def write_reference_pkl(net: DifixNet, path: Path, base_folder: Path, unet_dtype: torch.dtype = torch.float32) -> Path:
+    """A reference `model_*.pkl` of net, and the tiny SD-Turbo-layout base folder it trained from."""
+    save_components(build_components(TINY_CONFIG, seed=0), base_folder)
+    vae = published_vae_state(net)
+    targets = sorted({k.split(".lora_A.")[0] for k in vae if ".lora_A." in k})
+    torch.save({
+        "vae_lora_target_modules": targets,
+        "rank_vae": RANK,
+        "state_dict_unet": {k[5:]: v.to(unet_dtype) for k, v in net.state_dict().items() if k.startswith("unet.")},
+        "state_dict_vae": {k: v for k, v in vae.items() if "lora" in k or "skip" in k},
+        "optimizer": {"state": {}, "param_groups": []},
+    }, path)  # fmt: skip
+    return path
