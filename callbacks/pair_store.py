@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from datamodules.json_io import write_json_atomic
+
 __all__ = ["PAIRS_JSON", "commit", "locked", "read_pairs_doc", "replace_folder", "write_json_atomic", "staging_dir"]
 
 PAIRS_JSON = "pairs.json"
@@ -48,23 +50,6 @@ def locked(out_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def write_json_atomic(path: Path, doc: Any) -> str:
-    """Writes JSON through a temp file + ``os.replace``; returns the text written."""
-    text = json.dumps(doc, indent=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "x") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return text
 
 
 def read_pairs_doc(out_dir: Path) -> dict[str, Any]:

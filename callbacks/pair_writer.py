@@ -35,15 +35,15 @@ from tqdm.auto import tqdm
 from callbacks import pair_store
 from callbacks.cycle_scene import MANIFEST, read_cycle_manifest, shift_sideways, write_cycle_scene
 from callbacks.protocols import RendersViews
-from datamodules.cameras import Cameras, pose_distance
+from datamodules.cameras import Cameras, nearest_views
 from datamodules.image_io import load_image, resize_image, save_image
+from datamodules.pair_record import DEFAULT_PROMPT, PairRecord
 
 __all__ = ["PairWriter", "CYCLE_STAGE1_DIR"]
 
 log = logging.getLogger(__name__)
 
 CYCLE_STAGE1_DIR = "cycle_stage1"
-DEFAULT_PROMPT = "remove degradation"
 
 
 @dataclass
@@ -285,15 +285,12 @@ class PairWriter(Callback):
 
     def references(self, views: _Views) -> list[list[int]]:
         """Per view, the pool indices of its ``num_refs`` nearest fitted views (never itself)."""
-        dist = pose_distance(views.cameras.camera_to_world.double(), views.pool_cameras.camera_to_world.double())
-        for row, j in enumerate(views.self_index):
-            if j >= 0:
-                dist[row, j] = float("inf")
         available = len(views.pool_cameras) - (1 if any(j >= 0 for j in views.self_index) else 0)
         if available < 1:
             raise ValueError(f"PairWriter: scene {self.scene_name!r} has no other fitted view to use as a reference")
         k = min(self.num_refs, available)
-        return dist.topk(k, dim=1, largest=False).indices.tolist()
+        return nearest_views(views.cameras.camera_to_world, views.pool_cameras.camera_to_world, k,
+                             exclude=views.self_index).tolist()
 
     # ------------------------------------------------------------------ writing
     @torch.no_grad()
@@ -333,20 +330,20 @@ class PairWriter(Callback):
                     save_image(ref, staged / "ref" / f"{stem}.png")
                     ref_files[key] = f"{final}/ref/{stem}.png"
                 ref_paths.append(ref_files[key])
-            self._items.append({
-                "name": f"{final}/{name}",
-                "image": f"{final}/render/{name}.png",
-                "target_image": f"{final}/target/{name}.png",
-                "ref_image": ref_paths,
-                "prompt": self.prompt,
-                "strategy": self.strategy,
-                "scene": self.scene_name,
-                "source": views.source,
-                "step": step,
-                "fraction": fraction,
-                "view": views.cameras.names[i],
-                "ref_views": [views.pool_names[j] for j in refs[i]],
-            })
+            self._items.append(PairRecord(
+                name=f"{final}/{name}",
+                image=f"{final}/render/{name}.png",
+                target_image=f"{final}/target/{name}.png",
+                ref_image=ref_paths,
+                prompt=self.prompt,
+                strategy=self.strategy,
+                scene=self.scene_name,
+                source=views.source,
+                step=step,
+                fraction=fraction,
+                view=views.cameras.names[i],
+                ref_views=[views.pool_names[j] for j in refs[i]],
+            ).to_json())
             if len(rows) < 3 * self.log_images:
                 rows += [rgb, target, resize_image(views.pool_images[refs[i][0]], (h, w))]
             bar.update(1)

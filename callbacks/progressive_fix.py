@@ -2,7 +2,7 @@
 
 Every `fix_every_n_steps` steps the callback moves a set of novel cameras from the training
 poses toward the target poses, renders them, fixes each render with Difix (nearest training
-views as references) and hands the fixed images to the datamodule as extra training views.
+views as references) and hands the fixed images to the datamodule as fixed training views.
 At test time it gives the scene module a post-render fixer, so `main.py test` reports
 metrics with and without the final fix.
 """
@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from callbacks.fixer_loading import load_fixer, validate_fixer_spec
 from callbacks.protocols import AcceptsPostRenderFix, GrowsTrainingSet, RendersViews
 from datamodules.camera_json import read_cameras_json
-from datamodules.cameras import Cameras, interpolate_path, pose_distance, step_pose_toward
+from datamodules.cameras import Cameras, interpolate_path, nearest_views, pose_distance, step_pose_toward
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class ProgressiveFixCallback(Callback):
             raise TypeError(f"{type(pl_module).__name__} lacks render_views/scene_scale needed by ProgressiveFixCallback")
         data = trainer.datamodule
         if not isinstance(data, GrowsTrainingSet):
-            raise TypeError(f"{type(data).__name__} lacks the extra-view protocol needed by ProgressiveFixCallback")
+            raise TypeError(f"{type(data).__name__} lacks the fixed-view protocol needed by ProgressiveFixCallback")
         # Before step 1: a bad fixer or targets option must not cost the whole reconstruction.
         validate_fixer_spec(self.fixer_spec)
         try:
@@ -209,7 +209,7 @@ class ProgressiveFixCallback(Callback):
 
     @torch.no_grad()
     def run_fix(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Move the novel cameras, render, fix, and replace the datamodule's extra views."""
+        """Move the novel cameras, render, fix, and replace the datamodule's fixed views."""
         data: GrowsTrainingSet = trainer.datamodule
         step = self.step_size * float(pl_module.scene_scale)
         targets = self.target_cameras(data)
@@ -236,7 +236,7 @@ class ProgressiveFixCallback(Callback):
         pl_module.train(was_training)
         masks = [(a > self.alpha_threshold).float() for a in alphas]
         weights = torch.full((len(novel),), self.fixed_view_weight)
-        data.set_extra_views(fixed, novel, weights, masks)
+        data.set_fixed_views(fixed, novel, weights, masks)
 
         self.last_fix_step = trainer.global_step
         self.num_fixes += 1
@@ -299,8 +299,7 @@ def nearest_references(
     if len(train_cameras) == 0:
         raise ValueError("nearest_references: no training views to take references from")
     k = min(max(num_refs, 1), len(train_cameras))
-    dist = pose_distance(cameras.camera_to_world.cpu(), train_cameras.camera_to_world.cpu())
-    idx = dist.topk(k, dim=1, largest=False).indices  # (N, K)
+    idx = nearest_views(cameras.camera_to_world.cpu(), train_cameras.camera_to_world.cpu(), k)  # (N, K)
     # Each distinct reference image is resized once, then gathered per view.
     unique, inverse = idx.unique(return_inverse=True)
     resized = torch.stack([

@@ -1,7 +1,7 @@
 """What ProgressiveFixCallback needs from a scene model and its data (any 3D representation).
 
 A NeRF module can use the callback by offering `render_views` and `scene_scale`; a datamodule
-by offering the real training views, target cameras and a replaceable set of extra views.
+by offering the real training views, target cameras and a replaceable set of fixed (novel) views.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class AcceptsPostRenderFix(Protocol):
 
 @runtime_checkable
 class GrowsTrainingSet(Protocol):
-    """A datamodule whose training set can take extra (fixed) views."""
+    """A datamodule whose training set can take fixed (novel) views."""
 
     train_cameras: Cameras
     train_images: list[Tensor]
@@ -51,6 +51,6 @@ class GrowsTrainingSet(Protocol):
 
     def target_cameras(self, kind: str = "test") -> Cameras: ...
 
-    def set_extra_views(
+    def set_fixed_views(
         self, images: list[Tensor], cameras: Cameras, weights: Tensor, masks: list[Tensor] | None
     ) -> None: ...

@@ -347,6 +347,34 @@ def pose_distance(c2w_a: Tensor, c2w_b: Tensor) -> Tensor:
     return (trans + _rotation_angle(qa, qb)).to(c2w_a.dtype)
 
 
+def nearest_views(query_c2w: Tensor, pool_c2w: Tensor, k: int, exclude: Sequence[int] | None = None) -> Tensor:
+    """The ``k`` pool poses nearest to each query pose (``pose_distance``), nearest first.
+
+    The project's one nearest-reference search (progressive fix, pair curation).
+
+    Args:
+        query_c2w: (N, 4, 4) camera-to-world.
+        pool_c2w: (M, 4, 4) camera-to-world.
+        k: neighbours per query (at most the usable pool size).
+        exclude: per query, a pool index it may not pick (its own view) or -1; None: none.
+
+    Returns:
+        (N, k) int64 pool indices.
+
+    Raises:
+        ValueError: fewer than ``k`` usable pool poses.
+    """
+    dist = pose_distance(query_c2w.double(), pool_c2w.double())
+    if exclude is not None:
+        rows = [i for i, j in enumerate(exclude) if j >= 0]
+        if rows:
+            dist[rows, [exclude[i] for i in rows]] = float("inf")
+    usable = pool_c2w.shape[0] - (1 if exclude is not None and any(j >= 0 for j in exclude) else 0)
+    if k < 1 or k > usable:
+        raise ValueError(f"nearest_views: asked for {k} neighbours but the pool has {usable} usable poses")
+    return dist.topk(k, dim=1, largest=False).indices
+
+
 def step_pose_toward(c2w_from: Tensor, c2w_to: Tensor, step: float) -> tuple[Tensor, Tensor]:
     """Moves each pose ``step`` world units toward its target (Difix3D's progressive update).
 

@@ -32,10 +32,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.degradations import DEGRADATIONS, Degrader, make_generator, procedural_image
 from datamodules.image_io import IMAGE_EXTENSIONS, find_undecodable, list_images, load_image, read_image_size
+from datamodules.pair_record import DEFAULT_PROMPT, PairRecord
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROMPT = "remove degradation"
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "predict": 1}  # synthetic predict = val items
 _CLEAN_STREAM = 7  # separates "which clean image" seeds from "which degradation" seeds
 
@@ -142,35 +142,24 @@ def read_pairs_json(
 
     root = json_path.parent
 
-    def resolve(value: Any, entry: str, key: str) -> Path:
-        if not isinstance(value, str) or not value:
-            raise PairDataError(f"{json_path}: entry {entry}: {key!r} must be a non-empty path string, got {value!r}")
+    def resolve(value: str) -> Path:
         path = Path(value).expanduser()
         return path if path.is_absolute() else root / path
 
     items: list[PairItem] = []
     for entry, key_name, value in entries:
-        if not isinstance(value, dict):
-            raise PairDataError(f"{json_path}: entry {entry} must be an object with 'image', 'target_image', 'ref_image', 'prompt'")
-        required = ["image"] + (["target_image"] if require_target else []) + (["ref_image"] if num_refs > 0 else [])
-        for key in required:
-            if key not in value:
-                raise PairDataError(f"{json_path}: entry {entry}: missing key {key!r} (has {sorted(value)})")
-        image = resolve(value["image"], entry, "image")
-        target = resolve(value["target_image"], entry, "target_image") if "target_image" in value else None
+        try:
+            record = PairRecord.from_json(value, f"{json_path}: entry {entry}", require_target, num_refs > 0, default_prompt)
+        except ValueError as error:
+            raise PairDataError(str(error)) from None
+        image = resolve(record.image)
         refs: list[Path] = []
         if num_refs > 0:
-            raw_refs = value["ref_image"]
-            raw_refs = [raw_refs] if isinstance(raw_refs, str) else raw_refs
-            if not isinstance(raw_refs, list) or not raw_refs:
-                raise PairDataError(f"{json_path}: entry {entry}: 'ref_image' must be a path or a non-empty list of paths, got {value['ref_image']!r}")
-            refs = [resolve(r, entry, "ref_image") for r in raw_refs][:num_refs]
+            refs = [resolve(r) for r in record.ref_image][:num_refs]
             refs += [refs[-1]] * (num_refs - len(refs))
-        prompt = value.get("prompt", default_prompt)
-        if not isinstance(prompt, str):
-            raise PairDataError(f"{json_path}: entry {entry}: 'prompt' must be a string, got {prompt!r}")
-        name = key_name or str(value.get("name") or value.get("id") or image.stem)
-        items.append(PairItem(name=name, entry=entry, image=image, target=target, refs=refs, prompt=prompt))
+        target = resolve(record.target_image) if record.target_image is not None else None
+        name = key_name or record.name or image.stem
+        items.append(PairItem(name=name, entry=entry, image=image, target=target, refs=refs, prompt=record.prompt))
     _deduplicate_names(items)
     return items
 

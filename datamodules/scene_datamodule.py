@@ -1,19 +1,20 @@
 """SceneDataModule: a captured scene as a training set that grows with fixed novel views.
 
 Real views come from any supported format (``read_scene``); Difix3D's progressive-fix
-callback appends rendered-and-fixed novel views with :meth:`SceneDataModule.set_extra_views`.
+callback appends rendered-and-fixed novel views with :meth:`SceneDataModule.set_fixed_views`.
 Each training step draws one view: a real one with probability ``real_view_probability``
-when extra views exist, else always a real one. The draw for step ``i`` is a pure function
+when fixed views exist, else always a real one. The draw for step ``i`` is a pure function
 of ``(seed, i)``, and ``i`` counts the training batches consumed, which is saved in the
-checkpoint with the extra views, so a resumed run draws exactly what the original would
+checkpoint with the fixed views, so a resumed run draws exactly what the original would
 have. Test images never enter the training loader.
 
 Batches (batch size 1, training and evaluation alike)::
 
     {"image": (1, 3, H, W) float [0, 1], "mask": (1, 1, H, W) float (ones unless the view has
      a validity mask), "weight": (1,) float loss weight, "camera": Cameras (len 1),
-     "name": [str], "is_extra": (1,) bool, "index": (1,) int64 (draw counter in training,
-     view index in evaluation)}
+     "name": [str], "is_fixed": (1,) bool, "index": (1,) int64 (draw counter in training,
+     view index in evaluation), "view_index": (1,) int64 (index into the training views;
+     -1 for fixed and evaluation views)}
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from datamodules.cameras import Cameras
 from datamodules.distortion import undistort_image
 from datamodules.image_io import load_image
 from datamodules.scene_data import SceneData, SceneFormatError, env_path
+from datamodules.scene_setup import SceneSetup
 
 __all__ = ["SceneDataModule", "collate_views"]
 
@@ -48,8 +50,9 @@ def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "weight": torch.stack([torch.as_tensor(s["weight"], dtype=torch.float32) for s in samples]),
         "camera": Cameras.cat([s["camera"] for s in samples]),
         "name": [s["name"] for s in samples],
-        "is_extra": torch.tensor([bool(s["is_extra"]) for s in samples]),
+        "is_fixed": torch.tensor([bool(s["is_fixed"]) for s in samples]),
         "index": torch.tensor([int(s["index"]) for s in samples], dtype=torch.int64),
+        "view_index": torch.tensor([int(s.get("view_index", -1)) for s in samples], dtype=torch.int64),
     }
 
 
@@ -71,7 +74,7 @@ class _Views(Dataset):
             "weight": torch.tensor(self.weight),
             "camera": self.cameras[i],
             "name": self.cameras.names[i],
-            "is_extra": False,
+            "is_fixed": False,
             "index": i,
         }
 
@@ -94,7 +97,7 @@ class _TrainDraws(IterableDataset):
 
 
 class SceneDataModule(pl.LightningDataModule):
-    """Real views of a scene plus the extra (fixed novel) views Difix3D adds while training."""
+    """Real views of a scene plus the fixed (novel) views Difix3D adds while training."""
 
     def __init__(
         self,
@@ -141,7 +144,7 @@ class SceneDataModule(pl.LightningDataModule):
             background: RGB in [0, 1] that transparent pixels (Blender RGBA) are composited on.
             normalize: centre/scale the world by the cameras (transform kept in ``scene``).
             align_up: also rotate the mean camera up vector onto +z.
-            real_view_probability: chance of drawing a real view when extra views exist.
+            real_view_probability: chance of drawing a real view when fixed views exist.
             real_view_weight: loss weight of real views (the progressive-fix callback may set it).
             steps_per_epoch: training draws per epoch.
             max_val_views: validate on at most this many test views, evenly spaced (test and
@@ -196,9 +199,9 @@ class SceneDataModule(pl.LightningDataModule):
         self.points: Tensor | None = None
         self.point_colors: Tensor | None = None
         self.scene_scale: float = 1.0
-        self._extra_version = 0  # bumped whenever the extra views change
-        self._draw_versions: dict[int, int] = {}  # draw index -> extra-view version it used
-        self.clear_extra_views()
+        self._fixed_version = 0  # bumped whenever the fixed views change
+        self._draw_versions: dict[int, int] = {}  # draw index -> fixed-view version it used
+        self.clear_fixed_views()
         self._drawn = 0  # draws handed out by the training iterator
         self._consumed: int | None = None  # batches that reached the model (None: not tracked)
 
@@ -326,11 +329,11 @@ class SceneDataModule(pl.LightningDataModule):
             self._heldout = self._load(self._require_scene(), self.heldout_indices)
         return self._heldout
 
-    # ------------------------------------------------------------------ extra views
-    def set_extra_views(
+    # ------------------------------------------------------------------ fixed views
+    def set_fixed_views(
         self, images: list[Tensor], cameras: Cameras, weights: Tensor, masks: list[Tensor] | None = None
     ) -> None:
-        """Replaces the extra (fixed novel) views.
+        """Replaces the fixed (novel) views.
 
         Args:
             images: N tensors (3, H, W) in [0, 1].
@@ -342,33 +345,33 @@ class SceneDataModule(pl.LightningDataModule):
         weights = torch.as_tensor(weights, dtype=torch.float32).reshape(-1)
         if len(cameras) != n or weights.shape[0] != n or (masks is not None and len(masks) != n):
             raise ValueError(
-                f"set_extra_views: {n} images but {len(cameras)} cameras, {weights.shape[0]} weights"
+                f"set_fixed_views: {n} images but {len(cameras)} cameras, {weights.shape[0]} weights"
                 + ("" if masks is None else f", {len(masks)} masks")
             )
         for i, image in enumerate(images):
             if image.dim() != 3 or image.shape[0] != 3:
-                raise ValueError(f"set_extra_views: image {i} must be (3, H, W), got {tuple(image.shape)}")
+                raise ValueError(f"set_fixed_views: image {i} must be (3, H, W), got {tuple(image.shape)}")
             if (int(cameras.width[i]), int(cameras.height[i])) != (image.shape[2], image.shape[1]):
                 raise ValueError(
-                    f"set_extra_views: image {i} is {image.shape[2]}x{image.shape[1]} but its camera says "
+                    f"set_fixed_views: image {i} is {image.shape[2]}x{image.shape[1]} but its camera says "
                     f"{int(cameras.width[i])}x{int(cameras.height[i])}"
                 )
-        self.extra_images = [im.detach().float().cpu().contiguous() for im in images]
-        self.extra_cameras = cameras.to("cpu")
-        self.extra_weights = weights.detach().cpu()
-        self.extra_masks = None if masks is None else [m.detach().float().cpu().reshape(1, *m.shape[-2:]) for m in masks]
-        self._extra_version += 1
+        self.fixed_images = [im.detach().float().cpu().contiguous() for im in images]
+        self.fixed_cameras = cameras.to("cpu")
+        self.fixed_weights = weights.detach().cpu()
+        self.fixed_masks = None if masks is None else [m.detach().float().cpu().reshape(1, *m.shape[-2:]) for m in masks]
+        self._fixed_version += 1
 
-    def clear_extra_views(self) -> None:
-        self.extra_images: list[Tensor] = []
-        self.extra_cameras = Cameras.empty()
-        self.extra_weights = torch.zeros(0)
-        self.extra_masks: list[Tensor] | None = None
-        self._extra_version += 1
+    def clear_fixed_views(self) -> None:
+        self.fixed_images: list[Tensor] = []
+        self.fixed_cameras = Cameras.empty()
+        self.fixed_weights = torch.zeros(0)
+        self.fixed_masks: list[Tensor] | None = None
+        self._fixed_version += 1
 
     @property
-    def num_extra_views(self) -> int:
-        return len(self.extra_images)
+    def num_fixed_views(self) -> int:
+        return len(self.fixed_images)
 
     def target_cameras(self, kind: str = "test") -> Cameras:
         """Cameras (poses and intrinsics, no images) of a split: "test", "train" or "val"."""
@@ -388,24 +391,25 @@ class SceneDataModule(pl.LightningDataModule):
         """The training sample for draw ``index`` (a pure function of seed, index and the views)."""
         if not self.train_images:
             raise RuntimeError("SceneDataModule.setup() must run before drawing training views")
-        self._draw_versions[index] = self._extra_version
+        self._draw_versions[index] = self._fixed_version
         if len(self._draw_versions) > 16:  # only the prefetched few matter
             self._draw_versions.pop(next(iter(self._draw_versions)))
         g = torch.Generator().manual_seed((self.seed % 2**31) * 2**32 + index)
         u = float(torch.rand(1, generator=g))
         r = float(torch.rand(1, generator=g))
-        if self.extra_images and u >= self.real_view_probability:
-            j = min(int(r * len(self.extra_images)), len(self.extra_images) - 1)
-            image = self.extra_images[j]
-            mask = self.extra_masks[j] if self.extra_masks is not None else torch.ones(1, *image.shape[-2:])
+        if self.fixed_images and u >= self.real_view_probability:
+            j = min(int(r * len(self.fixed_images)), len(self.fixed_images) - 1)
+            image = self.fixed_images[j]
+            mask = self.fixed_masks[j] if self.fixed_masks is not None else torch.ones(1, *image.shape[-2:])
             return {
                 "image": image,
                 "mask": mask,
-                "weight": self.extra_weights[j],
-                "camera": self.extra_cameras[j],
-                "name": self.extra_cameras.names[j],
-                "is_extra": True,
+                "weight": self.fixed_weights[j],
+                "camera": self.fixed_cameras[j],
+                "name": self.fixed_cameras.names[j],
+                "is_fixed": True,
                 "index": index,
+                "view_index": -1,
             }
         j = min(int(r * len(self.train_images)), len(self.train_images) - 1)
         image = self.train_images[j]
@@ -416,15 +420,16 @@ class SceneDataModule(pl.LightningDataModule):
             "weight": torch.tensor(float(self.real_view_weight)),
             "camera": self.train_cameras[j],
             "name": self.train_cameras.names[j],
-            "is_extra": False,
+            "is_fixed": False,
             "index": index,
+            "view_index": j,
         }
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Keeps training draws exact across prefetching and checkpoints.
 
         Lightning fetches one batch ahead, so a batch may have been drawn before the
-        progressive-fix callback replaced the extra views (at the previous step's
+        progressive-fix callback replaced the fixed views (at the previous step's
         ``on_train_batch_start``). Such a batch is drawn again here with the current views,
         which is what a run resumed from a checkpoint at that step draws too. The count of
         batches that reached the model is what ``state_dict`` saves.
@@ -433,7 +438,7 @@ class SceneDataModule(pl.LightningDataModule):
         if trainer is None or not trainer.training or not isinstance(batch, dict) or "index" not in batch:
             return batch
         index = int(batch["index"][-1])
-        if self._draw_versions.pop(index, self._extra_version) != self._extra_version:
+        if self._draw_versions.pop(index, self._fixed_version) != self._fixed_version:
             batch = collate_views([self.draw_train_view(index)])
             self._draw_versions.pop(index, None)
         self._consumed = index + 1
@@ -468,29 +473,43 @@ class SceneDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
-        """Extra views (float32, exact) and the draw counter; saved in Lightning checkpoints."""
+        """Fixed views (float32, exact) and the draw counter; saved in Lightning checkpoints."""
         return {
             "draws": self._consumed if self._consumed is not None else self._drawn,
             "real_view_weight": float(self.real_view_weight),
-            "extra_images": list(self.extra_images),
-            "extra_cameras": self.extra_cameras.state_dict(),
-            "extra_weights": self.extra_weights.clone(),
-            "extra_masks": None if self.extra_masks is None else list(self.extra_masks),
+            "fixed_images": list(self.fixed_images),
+            "fixed_cameras": self.fixed_cameras.state_dict(),
+            "fixed_weights": self.fixed_weights.clone(),
+            "fixed_masks": None if self.fixed_masks is None else list(self.fixed_masks),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._drawn = int(state_dict["draws"])
         self._consumed = None
         self.real_view_weight = float(state_dict.get("real_view_weight", self.real_view_weight))
-        if state_dict.get("extra_images"):
-            self.set_extra_views(
-                list(state_dict["extra_images"]),
-                Cameras.from_state_dict(state_dict["extra_cameras"]),
-                state_dict["extra_weights"],
-                state_dict.get("extra_masks"),
+        # Checkpoints written before the rename call the fixed views "extra".
+        key = "fixed" if "fixed_images" in state_dict else "extra"
+        if state_dict.get(f"{key}_images"):
+            self.set_fixed_views(
+                list(state_dict[f"{key}_images"]),
+                Cameras.from_state_dict(state_dict[f"{key}_cameras"]),
+                state_dict[f"{key}_weights"],
+                state_dict.get(f"{key}_masks"),
             )
         else:
-            self.clear_extra_views()
+            self.clear_fixed_views()
+
+    def scene_setup(self) -> SceneSetup:
+        """What a scene module needs from this scene, as one typed object (after setup)."""
+        scene = self._require_scene()
+        return SceneSetup(
+            train_cameras=self.train_cameras,
+            scene_scale=float(self.scene_scale),
+            background=self.background if scene.alpha_background else None,
+            points=scene.points,
+            point_colors=scene.point_colors,
+            transform=scene.transform,
+        )
 
     @property
     def scene_root(self) -> Path:

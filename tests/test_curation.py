@@ -27,6 +27,7 @@ from datamodules.read_scene import read_scene
 from datamodules.scene_data import SceneFormatError
 from datamodules.scene_datamodule import SceneDataModule
 from lightning_modules.scene.module import GaussianSceneModule
+from lightning_modules.scene.strategy import DefaultStrategy
 from scene_writers import make_rig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ def _fit(out: Path, scene: Path, steps: int = 6, fit_dir: Path | None = None, **
     writer = {k: v for k, v in kwargs.items() if not k.startswith("data_")}
     writer.setdefault("scene_name", "proc")
     dm = SceneDataModule(str(scene), **{"test_every": 4, "steps_per_epoch": 1000, **data})
-    model = GaussianSceneModule(sh_degree=0, max_init_points=300, refine_start_iter=10**6,
+    model = GaussianSceneModule(sh_degree=0, max_init_points=300, strategy=DefaultStrategy(refine_start_iter=10**6),
                                 output_dir=str(fit_dir or out.parent / "fit"))
     trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, callbacks=[PairWriter(out_dir=str(out), **writer)],
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -181,7 +182,7 @@ def _cli(config: str, root: Path, *args: str) -> None:
 
 def test_cycle_two_stages_through_the_demo_configs(tmp_path: Path) -> None:
     scene, out = tmp_path / "scene", tmp_path / "pairs"
-    common = ["--trainer.max_steps=6", f"--trainer.callbacks.init_args.out_dir={out}", "--model.init_args.refine_start_iter=1000"]
+    common = ["--trainer.max_steps=6", f"--trainer.callbacks.init_args.out_dir={out}", "--model.init_args.strategy.init_args.refine_start_iter=1000"]
     _cli("configs/demo/curate_cycle_stage1.yaml", tmp_path, *common, f"--data.init_args.path={scene}",
          "--data.init_args.procedural_num_views=8", f"--data.init_args.procedural_size={SIZE}",
          f"--model.init_args.output_dir={tmp_path / 'fit1'}")

@@ -39,7 +39,7 @@ def test_difix3d_demo_config_fixes_and_reports_plain_and_fixed(tmp_path: Path) -
               "--data.init_args.procedural_num_views=8", "--data.init_args.procedural_size=24",
               "--data.init_args.test_every=4", "--data.init_args.train_every=1",
               "--data.init_args.steps_per_epoch=3", "--data.init_args.max_val_views=1",
-              "--model.init_args.max_init_points=300", "--model.init_args.predict_frames=0",
+              "--model.init_args.max_init_points=300", "--model.init_args.predict.frames=0",
               f"--model.init_args.output_dir={out}"]
     run(["fit", *common, "--trainer.max_steps=6"])
     ckpt = logs / "difix3d_demo" / "version_0" / "checkpoints" / "last.ckpt"

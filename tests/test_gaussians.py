@@ -244,7 +244,7 @@ def test_mcmc_strategy_runs_on_cpu_and_adds_gaussians() -> None:
 def test_atomic_writes_get_normal_permissions(tmp_path: Path) -> None:
     import os
 
-    from lightning_modules.scene.metrics import umask_mode, write_json_atomic
+    from datamodules.json_io import umask_mode, write_json_atomic
 
     ply = write_ply(tmp_path / "g.ply", _random_gaussians(3).raw())
     js = write_json_atomic(tmp_path / "m.json", {"a": 1})

@@ -106,7 +106,7 @@ def test_predict_on_the_difix3d_demo_writes_plain_fixed_and_compare_videos(tmp_p
               "--data.init_args.procedural_size=24", "--data.init_args.test_every=4",
               "--data.init_args.train_every=1", "--data.init_args.steps_per_epoch=2",
               "--data.init_args.max_val_views=1", "--model.init_args.max_init_points=200",
-              "--model.init_args.predict_frames=4", f"--model.init_args.output_dir={out}"]
+              "--model.init_args.predict.frames=4", f"--model.init_args.output_dir={out}"]
     with contextlib.redirect_stdout(io.StringIO()):
         cli_main(["fit", *common, "--trainer.max_steps=2"])
         ckpt = logs / "difix3d_demo" / "version_0" / "checkpoints" / "last.ckpt"

@@ -14,7 +14,10 @@ from datamodules.cameras import Cameras, look_at, pose_distance
 from datamodules.procedural import make_procedural_scene
 from datamodules.scene_datamodule import SceneDataModule
 from lightning_modules.scene.losses import photometric_loss
+from lightning_modules.scene.evaluation import EvalSettings
 from lightning_modules.scene.module import GaussianSceneModule
+from lightning_modules.scene.path_video import PathSettings
+from lightning_modules.scene.strategy import DefaultStrategy
 
 
 def ring(n: int, radius: float, height: float = 0.0) -> torch.Tensor:
@@ -60,7 +63,7 @@ class FakeData:
     def target_cameras(self, kind: str = "test") -> Cameras:
         return self.train_cameras
 
-    def set_extra_views(self, images, cameras, weights, masks) -> None:  # pragma: no cover
+    def set_fixed_views(self, images, cameras, weights, masks) -> None:  # pragma: no cover
         raise AssertionError("not used")
 
 
@@ -87,8 +90,9 @@ def scene_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def small_module(tmp_path: Path) -> GaussianSceneModule:
     return GaussianSceneModule(
-        sh_degree=0, refine_start_iter=1000, refine_stop_iter=1000, max_init_points=300,
-        pretrained_metrics=False, num_log_images=1, predict_frames=0, output_dir=str(tmp_path / "out"),
+        sh_degree=0, strategy=DefaultStrategy(refine_start_iter=1000, refine_stop_iter=1000), max_init_points=300,
+        evaluation=EvalSettings(pretrained_metrics=False, num_log_images=1), predict=PathSettings(frames=0),
+        output_dir=str(tmp_path / "out"),
         backend="torch",
     )
 
@@ -105,7 +109,7 @@ def make_trainer(tmp_path: Path, max_steps: int, callbacks: list) -> pl.Trainer:
     )
 
 
-def test_fix_sets_weighted_masked_extra_views_without_reading_test_images(scene_dir: Path, tmp_path: Path) -> None:
+def test_fix_sets_weighted_masked_fixed_views_without_reading_test_images(scene_dir: Path, tmp_path: Path) -> None:
     pl.seed_everything(0)
     data = small_data(scene_dir)
     data.setup("fit")
@@ -120,17 +124,17 @@ def test_fix_sets_weighted_masked_extra_views_without_reading_test_images(scene_
 
     assert cb.num_fixes == 3 and cb.last_fix_step == 8  # steps 2, 5, 8
     n_test = len(data.test_cameras)
-    assert data.num_extra_views == n_test
-    torch.testing.assert_close(data.extra_weights, torch.full((n_test,), 0.3))
+    assert data.num_fixed_views == n_test
+    torch.testing.assert_close(data.fixed_weights, torch.full((n_test,), 0.3))
     assert data.real_view_weight == 1.5
-    for image, mask in zip(data.extra_images, data.extra_masks):
+    for image, mask in zip(data.fixed_images, data.fixed_masks):
         assert torch.isfinite(image).all()
         assert set(mask.unique().tolist()) <= {0.0, 1.0}
     # The masks are the rendered alpha > 0.5 of the novel cameras (one more fix, no training after).
     cb.run_fix(trainer, module)
     with torch.no_grad():
-        _, alpha = module.render_views(data.extra_cameras[[0]])
-    torch.testing.assert_close(data.extra_masks[0], (alpha[0] > 0.5).float())
+        _, alpha = module.render_views(data.fixed_cameras[[0]])
+    torch.testing.assert_close(data.fixed_masks[0], (alpha[0] > 0.5).float())
     assert all(torch.isfinite(p).all() for p in module.parameters())
     # The fix scalars and the render | fixed | reference grid reach TensorBoard.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -147,10 +151,10 @@ def test_fix_sets_weighted_masked_extra_views_without_reading_test_images(scene_
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert set(metrics["mean"]) >= {"psnr", "ssim"} and set(metrics["mean_fixed"]) >= {"psnr", "ssim"}
     assert all("psnr_fixed" in v for v in metrics["per_view"]) and len(metrics["per_view"]) == n_test
-    assert module.post_render_fixer is None  # only during test
+    assert module._post_render_fix is None  # only during test
 
 
-def test_extra_view_loss_uses_weight_and_mask(scene_dir: Path, tmp_path: Path) -> None:
+def test_fixed_view_loss_uses_weight_and_mask(scene_dir: Path, tmp_path: Path) -> None:
     pl.seed_everything(0)
     data = small_data(scene_dir)
     data.setup("fit")
@@ -173,14 +177,14 @@ def test_extra_view_loss_uses_weight_and_mask(scene_dir: Path, tmp_path: Path) -
     assert loss_for(1.0, right_only) < 0.05 * loss_for(1.0, full)
 
 
-def test_resume_restores_novel_cameras_and_extra_views(scene_dir: Path, tmp_path: Path) -> None:
+def test_resume_restores_novel_cameras_and_fixed_views(scene_dir: Path, tmp_path: Path) -> None:
     pl.seed_everything(0)
     ckpt_cb = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
     cb = ProgressiveFixCallback(fixer="tiny", start_step=2, fix_every_n_steps=4, step_size=0.3)
     data = small_data(scene_dir)
     make_trainer(tmp_path, 4, [cb, ckpt_cb]).fit(small_module(tmp_path), datamodule=data)
     ckpt = next((tmp_path / "ckpt").glob("*.ckpt"))
-    saved_c2w, saved_images = cb.novel_c2w.clone(), [im.clone() for im in data.extra_images]
+    saved_c2w, saved_images = cb.novel_c2w.clone(), [im.clone() for im in data.fixed_images]
 
     cb2 = ProgressiveFixCallback(fixer="tiny", start_step=2, fix_every_n_steps=4, step_size=0.3)
     data2 = small_data(scene_dir)
@@ -188,7 +192,7 @@ def test_resume_restores_novel_cameras_and_extra_views(scene_dir: Path, tmp_path
     trainer.fit(small_module(tmp_path), datamodule=data2, ckpt_path=ckpt)
     assert cb2.num_fixes == 1 and cb2.last_fix_step == 2  # no new fix before step 6
     torch.testing.assert_close(cb2.novel_c2w, saved_c2w)
-    assert len(data2.extra_images) == len(saved_images)
-    for a, b in zip(data2.extra_images, saved_images):
+    assert len(data2.fixed_images) == len(saved_images)
+    for a, b in zip(data2.fixed_images, saved_images):
         torch.testing.assert_close(a, b)
     assert trainer.global_step == 5

@@ -34,8 +34,9 @@ def scene_args(tmp_path: Path, logs: Path, out: Path, max_steps: int, every: int
         f"--data.init_args.path={tmp_path / 'scene'}", "--data.init_args.procedural_num_views=8",
         "--data.init_args.procedural_size=24", "--data.init_args.test_every=4",
         "--data.init_args.steps_per_epoch=20", "--data.init_args.max_val_views=1",
-        "--model.init_args.refine_start_iter=10", "--model.init_args.refine_every=10",
-        "--model.init_args.predict_frames=0", f"--model.init_args.output_dir={out}",
+        "--model.init_args.strategy.init_args.refine_start_iter=10",
+        "--model.init_args.strategy.init_args.refine_every=10",
+        "--model.init_args.predict.frames=0", f"--model.init_args.output_dir={out}",
     ]  # fmt: skip
 
 

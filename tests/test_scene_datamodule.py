@@ -1,4 +1,4 @@
-"""SceneDataModule: loading, sampling real vs extra views, evaluation loaders, exact resume."""
+"""SceneDataModule: loading, sampling real vs fixed views, evaluation loaders, exact resume."""
 from __future__ import annotations
 
 import inspect
@@ -31,7 +31,7 @@ def _extras(dm: SceneDataModule, n: int = 3, value: float = 0.25) -> None:
     cams.names = [f"novel_{i}" for i in range(n)]
     images = [torch.full((3, SIZE, SIZE), value + 0.1 * i) for i in range(n)]
     masks = [torch.zeros(1, SIZE, SIZE) for _ in range(n)]
-    dm.set_extra_views(images, cams, torch.full((n,), 0.5), masks)
+    dm.set_fixed_views(images, cams, torch.full((n,), 0.5), masks)
 
 
 def test_signature_is_fully_typed() -> None:
@@ -76,25 +76,25 @@ def test_train_draws_never_include_test_images(scene_dir: Path) -> None:
         assert not (batch["image"] == test_pixels).flatten(1).all(dim=1).any()
         seen.append(batch)
     assert len(seen) == 150
-    extra = torch.cat([b["is_extra"] for b in seen])
+    extra = torch.cat([b["is_fixed"] for b in seen])
     # with probability 0.7 real: ~45 extra draws of 150
     assert 25 <= int(extra.sum()) <= 65
     for b in seen:
-        if b["is_extra"].item():
+        if b["is_fixed"].item():
             assert b["name"][0].startswith("novel_") and b["weight"].item() == 0.5 and b["mask"].sum() == 0
         else:
             assert b["weight"].item() == 1.0 and b["mask"].min() == 1.0
     assert [int(b["index"]) for b in seen] == list(range(150))
-    assert len({b["name"][0] for b in seen if not b["is_extra"].item()}) == 10  # every train view drawn
+    assert len({b["name"][0] for b in seen if not b["is_fixed"].item()}) == 10  # every train view drawn
 
 
 def test_real_view_probability_extremes(scene_dir: Path) -> None:
     dm = _dm(scene_dir, steps_per_epoch=30, real_view_probability=0.0)
-    assert not any(b["is_extra"].item() for b in dm.train_dataloader())  # no extras: always real
+    assert not any(b["is_fixed"].item() for b in dm.train_dataloader())  # no extras: always real
     _extras(dm)
-    assert all(b["is_extra"].item() for b in dm.train_dataloader())
-    dm.clear_extra_views()
-    assert dm.num_extra_views == 0 and not any(b["is_extra"].item() for b in dm.train_dataloader())
+    assert all(b["is_fixed"].item() for b in dm.train_dataloader())
+    dm.clear_fixed_views()
+    assert dm.num_fixed_views == 0 and not any(b["is_fixed"].item() for b in dm.train_dataloader())
     with pytest.raises(ValueError, match="real_view_probability"):
         SceneDataModule(str(scene_dir), real_view_probability=1.5)
 
@@ -112,15 +112,15 @@ def test_draws_are_deterministic_and_state_dict_resumes_exactly(scene_dir: Path)
     continued = [(x["name"][0], float(x["weight"]), float(x["image"].mean())) for x in a.train_dataloader()]
     fresh = _dm(scene_dir, steps_per_epoch=20)
     fresh.load_state_dict(state)
-    assert fresh.num_extra_views == 3 and fresh.real_view_weight == 0.8
+    assert fresh.num_fixed_views == 3 and fresh.real_view_weight == 0.8
     resumed = [(x["name"][0], float(x["weight"]), float(x["image"].mean())) for x in fresh.train_dataloader()]
     assert resumed == continued
-    assert torch.equal(fresh.extra_cameras.world_to_camera, a.extra_cameras.world_to_camera)
+    assert torch.equal(fresh.fixed_cameras.world_to_camera, a.fixed_cameras.world_to_camera)
 
 
 def test_prefetched_batches_are_redrawn_after_a_fix(scene_dir: Path) -> None:
     """A loader that fetches ahead drew batch k before the fix; the transfer hook redraws it
-    with the current extra views and the checkpoint counts only batches the model got."""
+    with the current fixed views and the checkpoint counts only batches the model got."""
     from types import SimpleNamespace
 
     dm = _dm(scene_dir, steps_per_epoch=10, real_view_probability=0.0)
@@ -130,21 +130,21 @@ def test_prefetched_batches_are_redrawn_after_a_fix(scene_dir: Path) -> None:
     prefetched = next(it)  # index 1, drawn before the fix
     assert dm.state_dict()["draws"] == 1
     _extras(dm)
-    assert not prefetched["is_extra"].item()
+    assert not prefetched["is_fixed"].item()
     got = dm.on_before_batch_transfer(prefetched, 0)
-    assert got["is_extra"].item() and int(got["index"]) == 1 and not first["is_extra"].item()
+    assert got["is_fixed"].item() and int(got["index"]) == 1 and not first["is_fixed"].item()
     assert dm.state_dict()["draws"] == 2
     next(it)  # a further prefetch does not move the saved counter
     assert dm.state_dict()["draws"] == 2
 
 
-def test_set_extra_views_validates(scene_dir: Path) -> None:
+def test_set_fixed_views_validates(scene_dir: Path) -> None:
     dm = _dm(scene_dir)
     cams = dm.test_cameras
     with pytest.raises(ValueError, match="2 images but 2 cameras, 3 weights"):
-        dm.set_extra_views([torch.rand(3, SIZE, SIZE)] * 2, cams, torch.ones(3))
+        dm.set_fixed_views([torch.rand(3, SIZE, SIZE)] * 2, cams, torch.ones(3))
     with pytest.raises(ValueError, match=f"image 0 is 8x8 but its camera says {SIZE}x{SIZE}"):
-        dm.set_extra_views([torch.rand(3, 8, 8)] * 2, cams, torch.ones(2))
+        dm.set_fixed_views([torch.rand(3, 8, 8)] * 2, cams, torch.ones(2))
 
 
 def test_evaluation_loaders_iterate_test_views_in_order(scene_dir: Path) -> None:
@@ -153,7 +153,7 @@ def test_evaluation_loaders_iterate_test_views_in_order(scene_dir: Path) -> None
     batches = list(dm.test_dataloader())
     assert [b["name"][0] for b in batches] == dm.test_cameras.names
     assert all(torch.equal(b["image"][0], im) for b, im in zip(batches, dm.test_images))
-    assert [int(b["index"]) for b in batches] == [0, 1, 2, 3] and not any(b["is_extra"].item() for b in batches)
+    assert [int(b["index"]) for b in batches] == [0, 1, 2, 3] and not any(b["is_fixed"].item() for b in batches)
     assert [b["name"][0] for b in dm.val_dataloader()] == [dm.test_cameras.names[0], dm.test_cameras.names[3]]
     assert len(list(dm.predict_dataloader())) == 4
 
@@ -194,7 +194,7 @@ def test_distorted_capture_is_undistorted_with_a_mask(tmp_path: Path) -> None:
 
 def test_lightning_resume_continues_the_draws_exactly(scene_dir: Path, tmp_path: Path) -> None:
     """Fit 8 steps with a fix at step 2 and a mid-epoch checkpoint after it; resuming
-    reproduces steps 3..7 (extra views restored, draw counter continued)."""
+    reproduces steps 3..7 (fixed views restored, draw counter continued)."""
     import lightning.pytorch as pl
 
     class Recorder(pl.LightningModule):
@@ -225,7 +225,7 @@ def test_lightning_resume_continues_the_draws_exactly(scene_dir: Path, tmp_path:
         )
 
     first = Recorder()
-    # probability 0: real views until the fix, extra views after it (step 3 on)
+    # probability 0: real views until the fix, fixed views after it (step 3 on)
     dm = SceneDataModule(str(scene_dir), steps_per_epoch=5, real_view_probability=0.0)
     trainer(8, True).fit(first, datamodule=dm)
     assert len(first.seen) == 8
@@ -235,5 +235,5 @@ def test_lightning_resume_continues_the_draws_exactly(scene_dir: Path, tmp_path:
     second = Recorder()
     dm2 = SceneDataModule(str(scene_dir), steps_per_epoch=5, real_view_probability=0.0)
     trainer(8, False).fit(second, datamodule=dm2, ckpt_path=str(ckpt))
-    assert dm2.num_extra_views == 4
+    assert dm2.num_fixed_views == 4
     assert second.seen == first.seen[3:]

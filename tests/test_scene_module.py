@@ -15,7 +15,10 @@ import lightning.pytorch as pl
 
 from datamodules.cameras import Cameras, fov_to_focal, look_at
 from lightning_modules.scene.gaussians import Gaussians
+from datamodules.scene_setup import SceneSetup
+from lightning_modules.scene.evaluation import EvalSettings
 from lightning_modules.scene.module import GaussianSceneModule
+from lightning_modules.scene.strategy import DefaultStrategy, MCMCStrategy
 from lightning_modules.scene.rasterize import render
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +32,7 @@ def _collate(items: list[dict]) -> dict:
         "weight": torch.stack([i["weight"] for i in items]),
         "camera": Cameras.cat([i["camera"] for i in items]),
         "name": [i["name"] for i in items],
-        "is_extra": torch.zeros(len(items), dtype=torch.bool),
+        "is_fixed": torch.zeros(len(items), dtype=torch.bool),
     }
 
 
@@ -84,6 +87,9 @@ class TinyScene(pl.LightningDataModule):
         self.scene_scale = float((eye - eye.mean(0)).norm(dim=1).max())
         self.transform = torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0], dtype=torch.float64))
 
+    def scene_setup(self) -> SceneSetup:
+        return SceneSetup(self.train_cameras, self.scene_scale, None, self.points, self.point_colors, self.transform)
+
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_StepViews(self), batch_size=1, collate_fn=_collate)
 
@@ -94,9 +100,17 @@ class TinyScene(pl.LightningDataModule):
         return self.val_dataloader()
 
 
-def _module(**kw) -> GaussianSceneModule:
-    defaults = dict(sh_degree=1, sh_degree_interval=10, init_type="points", refine_start_iter=1000,
-                    pretrained_metrics=False, num_log_images=1)
+STRATEGY_KEYS = {"refine_start_iter", "refine_every", "reset_every", "grow_grad2d", "cap_max", "min_opacity"}
+
+
+def _module(strategy: str = "default", pretrained_metrics: bool = False, **kw) -> GaussianSceneModule:
+    strategy_kw = {"refine_start_iter": 1000, **{k: kw.pop(k) for k in list(kw) if k in STRATEGY_KEYS}}
+    if strategy == "mcmc":
+        strategy_kw.pop("reset_every", None)
+        strategy_kw.pop("grow_grad2d", None)
+    cls = MCMCStrategy if strategy == "mcmc" else DefaultStrategy
+    defaults = dict(sh_degree=1, sh_degree_interval=10, init_type="points", strategy=cls(**strategy_kw),
+                    evaluation=EvalSettings(pretrained_metrics=pretrained_metrics, num_log_images=1))
     defaults.update(kw)
     return GaussianSceneModule(**defaults)
 
@@ -112,13 +126,7 @@ def _trainer(tmp_path: Path, max_steps: int, **kw) -> pl.Trainer:
 def _attach(module: GaussianSceneModule, dm: TinyScene) -> TinyScene:
     """Sets the module up without a Trainer loop (for direct tensor checks)."""
     dm.setup("fit")
-
-    class _T:  # the attributes configure_model reads
-        datamodule = dm
-
-    module._trainer = _T()  # type: ignore[assignment]
-    module.configure_model()
-    module._trainer = None
+    module.setup_scene(dm.scene_setup())
     return dm
 
 
@@ -208,7 +216,7 @@ def _fit_ckpt(tmp_path: Path, max_steps: int, ckpt_path: str | None = None, **kw
 def test_resume_matches_uninterrupted_run(tmp_path: Path, strategy: str) -> None:
     kw = {"strategy": strategy, "random_background": True}
     if strategy == "mcmc":
-        kw.update(init_opacity=0.5, mcmc_min_opacity=0.2)  # relocation actually fires
+        kw.update(init_opacity=0.5, min_opacity=0.2)  # relocation actually fires
     full, _ = _fit_ckpt(tmp_path / "full", 14, **kw)
     half, trainer = _fit_ckpt(tmp_path / "half", 7, **kw)
     ckpt = tmp_path / "half.ckpt"
@@ -263,9 +271,9 @@ def test_cli_demo_config_fit_test_predict(tmp_path: Path, monkeypatch: pytest.Mo
         "--data.init_args.test_every=4",
         "--data.init_args.steps_per_epoch=5",
         "--data.init_args.max_val_views=1",
-        "--model.init_args.refine_start_iter=2",
-        "--model.init_args.refine_every=2",
-        "--model.init_args.predict_frames=3",
+        "--model.init_args.strategy.init_args.refine_start_iter=2",
+        "--model.init_args.strategy.init_args.refine_every=2",
+        "--model.init_args.predict.frames=3",
     ]
     cli_main(["fit", *common, "--trainer.max_steps=6"])
     run = tmp_path / "logs" / "scene_demo" / "version_0"

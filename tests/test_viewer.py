@@ -95,7 +95,7 @@ def fit_demo(tmp_path: Path, extra: list[str], version: int) -> Path:
             f"--data.init_args.path={tmp_path / 'scene'}", "--data.init_args.procedural_num_views=8",
             "--data.init_args.procedural_size=24", "--data.init_args.test_every=4", "--data.init_args.train_every=1",
             "--data.init_args.steps_per_epoch=3", "--data.init_args.max_val_views=1",
-            "--model.init_args.max_init_points=200", "--model.init_args.predict_frames=0",
+            "--model.init_args.max_init_points=200", "--model.init_args.predict.frames=0",
             f"--model.init_args.output_dir={tmp_path / f'out{version}'}", *extra]
     with contextlib.redirect_stdout(io.StringIO()):
         cli_main(args)

@@ -20,6 +20,8 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from datamodules.image_io import save_image
+
 from .image_fixer import ImageFixer
 from .net import DEFAULT_PROMPT, DifixNet
 from .prior_loading import net_from_prior
@@ -271,7 +273,7 @@ class DifixModule(pl.LightningModule):
                 # back to the render's native size when the datamodule resized it
                 size = tuple(int(s) for s in sizes[i])
                 img = F.interpolate(img[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-            written.append(str(write_png_atomic(img, out_dir / safe_relative_name(name, ".png"))))
+            written.append(str(save_image(img, out_dir / safe_relative_name(name, ".png"))))
         return written
 
     # ------------------------------------------------------------------ checkpoints
@@ -320,15 +322,3 @@ def safe_relative_name(name: str, suffix: str) -> Path:
     if rel.is_absolute() or ".." in rel.parts or not rel.parts:
         rel = Path(Path(name).name or "image")
     return rel.with_name(rel.name + suffix) if rel.suffix.lower() != suffix else rel
-
-
-def write_png_atomic(image: Tensor, path: Path) -> Path:
-    """Writes (3, H, W) [0, 1] as an 8-bit PNG via a temporary file + os.replace."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path

@@ -1,4 +1,5 @@
-"""Gaussian scene: parameters, .ply I/O, the rasterizer front, densification, the LightningModule.
+"""Scene representations: the shared scene layer (SceneModule: evaluation, predict videos, the
+post-render fix hook), Gaussians (parameters, .ply, rasterizer front, strategies) and the NeRF.
 
 Import-light: ``render`` is imported eagerly (torch + gsplat's pure-torch helpers only); the
 other names resolve on first use (PEP 562), so importing this package never pulls Lightning.
@@ -22,7 +23,13 @@ _EXPORTS: dict[str, str] = {
     "photometric_loss": "lightning_modules.scene.losses",
     "ssim_map": "lightning_modules.scene.losses",
     "ImageMetrics": "lightning_modules.scene.metrics",
+    "EvalSettings": "lightning_modules.scene.evaluation",
+    "SceneEvaluator": "lightning_modules.scene.evaluation",
+    "PathSettings": "lightning_modules.scene.path_video",
+    "render_path": "lightning_modules.scene.path_video",
+    "SceneModule": "lightning_modules.scene.base",
     "GaussianSceneModule": "lightning_modules.scene.module",
+    "NerfSceneModule": "lightning_modules.scene.nerf.module",
 }
 
 __all__ = ["render", *_EXPORTS]

@@ -7,10 +7,7 @@ from a random backbone.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ImageMetrics", "lpips_backbone_path", "write_json_atomic", "LPIPS_BACKBONE_FILES"]
+__all__ = ["ImageMetrics", "lpips_backbone_path", "summarise", "LPIPS_BACKBONE_FILES"]
 
 LPIPS_BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
 
@@ -28,29 +25,6 @@ def lpips_backbone_path(net: str) -> Path:
     if net not in LPIPS_BACKBONE_FILES:
         raise ValueError(f"lpips_net must be one of {sorted(LPIPS_BACKBONE_FILES)}, got {net!r}")
     return Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE_FILES[net]
-
-
-def umask_mode() -> int:
-    """0o666 minus the process umask: the mode ``open()`` would give a new file."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
-    """Writes JSON through a temp file + os.replace, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.chmod(tmp, umask_mode())  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 class ImageMetrics(nn.Module):

@@ -171,3 +171,8 @@ class MCMCStrategy(_GsplatMCMC):
         gate = torch.sigmoid(100.0 * ((1.0 - opacities) - 0.995))
         noise = torch.randn_like(params["means"]) * gate[:, None] * scaler
         params["means"].add_(torch.einsum("nij,nj->ni", covars, noise))
+
+
+# Strategy objects are hyperparameters of the scene modules, so checkpoints hold them; allow
+# them in weights-only loading (Lightning's default when resuming).
+torch.serialization.add_safe_globals([DefaultStrategy, MCMCStrategy])

@@ -1,0 +1,264 @@
+"""SceneModule: the contract every scene representation (Gaussians, NeRF) shares.
+
+A subclass holds only its representation: it builds it from a ``SceneSetup``
+(``init_representation``), renders (``render_views``) and trains (``training_step``).
+Everything else is written once here:
+
+* the scene facts (``scene_scale``, background, the data transform, training cameras)
+  arrive as one ``SceneSetup`` from the datamodule (``configure_model``) or from a caller
+  (``setup_scene``), and ride in checkpoints;
+* validation/test through ``SceneEvaluator`` (metrics.json with "mean" / "mean_fixed",
+  FID, image grids);
+* the Difix3D+ post-render fix arrives through ``set_post_render_fix`` (the
+  ``PostRenderFixable`` protocol in callbacks/protocols.py) and is applied to test renders;
+* ``predict`` renders the camera path video (``path_video``) and the predict views.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from datamodules.cameras import Cameras
+from datamodules.image_io import save_image
+from datamodules.json_io import write_json_atomic
+from datamodules.scene_setup import ProvidesSceneSetup, SceneSetup
+
+from .evaluation import EvalSettings, SceneEvaluator
+from .path_video import PathSettings, path_cameras, render_path
+
+__all__ = ["SceneModule"]
+
+PostRenderFix = Callable[[Tensor, Cameras], Tensor]
+
+
+class SceneModule(pl.LightningModule):
+    """Base of the scene LightningModules (not used on its own).
+
+    Args:
+        render_background: RGB renders are composited on; None: the scene's background for
+            RGBA scenes (``SceneSetup.background``, e.g. white for NeRF-synthetic), else black.
+        evaluation: how validation/test views are scored.
+        predict: the camera path ``predict`` renders.
+        output_dir: where metrics.json (test), metrics_val.json (validation), exports and
+            predictions go (None: the trainer's log_dir). With `--ckpt_path` the value given
+            to this run wins over the checkpoint's (RUNTIME_OPTIONS).
+        rng_seed: seed of the per-step random draws.
+    """
+
+    # Options that do not change the trained scene: with `--ckpt_path` the command line's
+    # value wins over the checkpoint's (main.py's DifixCLI).
+    RUNTIME_OPTIONS: ClassVar[frozenset[str]] = frozenset({"output_dir", "evaluation", "predict", "render_background"})
+
+    def __init__(
+        self,
+        render_background: tuple[float, float, float] | None = None,
+        evaluation: EvalSettings | None = None,
+        predict: PathSettings | None = None,
+        output_dir: str | None = None,
+        rng_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if render_background is not None and len(render_background) != 3:
+            raise ValueError(f"render_background must be 3 values (RGB), got {render_background}")
+        self.render_background = render_background
+        self.background: tuple[float, float, float] = tuple(render_background or (0.0, 0.0, 0.0))  # type: ignore[assignment]
+        self.eval_settings = evaluation or EvalSettings()
+        self.path_settings = predict or PathSettings()
+        self.output_dir = output_dir
+        self.rng_seed = rng_seed
+        self.scene_scale: float = 1.0
+        self.data_transform: Tensor | None = None  # normalised = T @ original (for exports)
+        self.train_cameras: Cameras | None = None
+        self.evaluator = SceneEvaluator(self.eval_settings)  # plain object: stays out of checkpoints
+        self._post_render_fix: PostRenderFix | None = None
+        self._ckpt_step = 0
+
+    # ------------------------------------------------------------------ what subclasses provide
+    def init_representation(self, setup: SceneSetup) -> None:
+        """Builds the representation from the scene (called when it has not been built yet)."""
+        raise NotImplementedError
+
+    @property
+    def is_initialised(self) -> bool:
+        """Whether the representation exists (built, or sized by a checkpoint)."""
+        raise NotImplementedError
+
+    def render_views(self, cameras: Cameras) -> tuple[Tensor, Tensor]:
+        """Renders without grad: rgb (N, 3, H, W) in [0, 1], alpha (N, 1, H, W); chunked."""
+        raise NotImplementedError
+
+    representation_name = "scene"
+    """What the plain renders are called in comparison videos ("3DGS", "Nerfacto")."""
+
+    def eval_extras(self) -> dict[str, float]:
+        """Extra numbers for metrics.json and the logs (e.g. {"num_gaussians": n})."""
+        return {}
+
+    # ------------------------------------------------------------------ scene setup
+    def setup_scene(self, setup: SceneSetup) -> None:
+        """Takes the scene facts and builds the representation unless it exists."""
+        self.scene_scale = float(setup.scene_scale)
+        self.train_cameras = setup.train_cameras.to("cpu")
+        if setup.transform is not None:
+            self.data_transform = torch.as_tensor(setup.transform, dtype=torch.float64).cpu()
+        if self.render_background is None:
+            self.background = tuple(float(c) for c in (setup.background or (0.0, 0.0, 0.0)))  # type: ignore[assignment]
+        if not self.is_initialised:
+            self.init_representation(setup)
+
+    def configure_model(self) -> None:
+        """Takes the datamodule's ``SceneSetup`` (runs before a checkpoint restores state)."""
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if isinstance(dm, ProvidesSceneSetup):
+            self.setup_scene(dm.scene_setup())
+
+    def require_ready(self) -> None:
+        if not self.is_initialised:
+            raise RuntimeError(
+                f"{type(self).__name__} has no scene yet: give it a datamodule with scene_setup() "
+                "(SceneDataModule), call setup_scene(SceneSetup(...)), or load a checkpoint (--ckpt_path)"
+            )
+
+    def set_post_render_fix(self, fix: PostRenderFix | None) -> None:
+        """Installs the Difix3D+ post-render fix for test renders (None removes it)."""
+        self._post_render_fix = fix
+
+    def background_tensor(self, n: int) -> Tensor:
+        """(n, 3) background colours on the module's device."""
+        return torch.tensor(self.background, dtype=torch.float32, device=self.device).expand(n, 3).contiguous()
+
+    def step_seed(self, step: int) -> int:
+        """Seed of step ``step``'s random draws: a resumed run draws exactly the same."""
+        return (self.rng_seed * 1_000_003 + step * 7919) % (2**62)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["scene"] = {
+            "scene_scale": self.scene_scale,
+            "data_transform": self.data_transform,
+            "background": list(self.background),
+            "train_cameras": None if self.train_cameras is None else self.train_cameras.state_dict(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # "gaussian_scene": checkpoints written before the scene layer was shared.
+        extra = checkpoint.get("scene") or checkpoint.get("gaussian_scene")
+        if extra is None:
+            raise KeyError(f"checkpoint has no 'scene' entry: it was not written by a {type(self).__name__}")
+        self.scene_scale = float(extra["scene_scale"])
+        self._ckpt_step = int(checkpoint.get("global_step", 0))
+        if extra.get("background") is not None:
+            self.background = tuple(float(c) for c in extra["background"])  # type: ignore[assignment]
+        if extra.get("data_transform") is not None:
+            self.data_transform = torch.as_tensor(extra["data_transform"], dtype=torch.float64)
+        if extra.get("train_cameras") is not None:
+            self.train_cameras = Cameras.from_state_dict(extra["train_cameras"])
+
+    @property
+    def trained_steps(self) -> int:
+        """Training steps behind the current state (test/predict: the checkpoint's step)."""
+        return max(int(self.global_step), self._ckpt_step)
+
+    @property
+    def output_path(self) -> Path:
+        """``output_dir`` or the trainer's log folder (where metrics/exports/predictions go)."""
+        if self.output_dir is not None:
+            return Path(self.output_dir)
+        if self._trainer is not None and self.trainer.log_dir is not None:
+            return Path(self.trainer.log_dir)
+        return Path(".")
+
+    # ------------------------------------------------------------------ evaluation
+    def on_validation_epoch_start(self) -> None:
+        self.require_ready()
+        self.evaluator.start("val", self.device, with_fix=False)
+
+    def on_test_epoch_start(self) -> None:
+        self.require_ready()
+        self.evaluator.start("test", self.device, with_fix=self._post_render_fix is not None)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    @torch.no_grad()
+    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+        cameras: Cameras = batch["camera"].to(self.device)
+        image = batch["image"].to(self.device)
+        rgb, _ = self.render_views(cameras)
+        fixed = None
+        if stage == "test" and self._post_render_fix is not None:
+            fixed = self._post_render_fix(rgb, cameras).clamp(0, 1)
+        names = list(batch.get("name", cameras.names))
+        if self.evaluator.update(rgb, image, names, fixed) and not self.trainer.sanity_checking:
+            panels = [rgb] if fixed is None else [rgb, fixed]
+            tag = "render_fixed_gt" if fixed is not None else "render_gt"
+            for i, name in enumerate(names):
+                self.log_image(f"{stage}/{tag}/{name}", torch.cat([p[i] for p in panels] + [image[i]], dim=-1))
+
+    def log_image(self, tag: str, image: Tensor) -> None:
+        """Adds a (3, H, W) image to every logger that takes images (TensorBoard)."""
+        for logger in self.loggers:
+            exp = getattr(logger, "experiment", None)
+            if hasattr(exp, "add_image"):
+                exp.add_image(tag, image.detach().cpu(), self.global_step)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_eval("test")
+
+    def _finish_eval(self, stage: str) -> None:
+        records = self.evaluator.records
+        if not records or self.trainer.sanity_checking:
+            return
+        mean, mean_fixed = self.evaluator.summary()
+        extras = self.eval_extras()
+        for k, v in mean.items():
+            self.log(f"{stage}/{k}", v, batch_size=len(records))
+        for k, v in mean_fixed.items():
+            self.log(f"{stage}/{k}_fixed", v, batch_size=len(records))
+        for k, v in extras.items():
+            self.log(f"{stage}/{k}", float(v), batch_size=len(records))
+        if self.trainer.is_global_zero:
+            payload = {"stage": stage, "mean": mean, **({"mean_fixed": mean_fixed} if mean_fixed else {}),
+                       "per_view": records, **extras, "step": self.trained_steps}
+            # Validation during fit and a later `test` may share a folder: never overwrite each other.
+            name = "metrics.json" if stage == "test" else f"metrics_{stage}.json"
+            write_json_atomic(self.output_path / name, payload)
+
+    # ------------------------------------------------------------------ predict
+    def predict_cameras(self) -> Cameras | None:
+        """The camera path ``predict`` renders (see ``PathSettings``)."""
+        return path_cameras(self.path_settings, self.train_cameras)
+
+    def on_predict_start(self) -> None:
+        """Renders the camera path under ``output_path``/predict/path: frames + video.mp4, and with
+        a post-render fix also video_fixed.mp4 and video_compare.mp4."""
+        self.require_ready()
+        cameras = self.predict_cameras()
+        if cameras is not None and self.trainer.is_global_zero:
+            # With a post-render fix (ProgressiveFixCallback during predict) also the Difix3D+
+            # and side-by-side videos.
+            render_path(self.render_views, cameras, self.output_path / "predict" / "path", fps=self.path_settings.fps,
+                        fix=self._post_render_fix, labels=(self.representation_name, "Difix3D+"))
+
+    @torch.no_grad()
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Renders the datamodule's predict views to ``predict/views/<name>.png``.
+
+        Returns:
+            {"rgb": (B, 3, H, W), "alpha": (B, 1, H, W), "name": [str], "paths": [Path]}.
+        """
+        cameras: Cameras = batch["camera"].to(self.device)
+        rgb, alpha = self.render_views(cameras)
+        out = self.output_path / "predict" / "views"
+        paths = [save_image(rgb[i], out / f"{name}.png") for i, name in enumerate(cameras.names)]
+        return {"rgb": rgb.cpu(), "alpha": alpha.cpu(), "name": list(cameras.names), "paths": paths}

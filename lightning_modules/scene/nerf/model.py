@@ -1,0 +1,149 @@
+"""NerfModel: the nerfacto-style NeRF as a plain ``nn.Module`` (field + proposal sampling).
+
+Rays are expressed in "box units": positions relative to ``center`` divided by the box
+half-size, so the same defaults serve any scene scale. ``unbounded`` scenes are contracted
+(mip-NeRF 360) and sampled from ``near`` to ``far`` with nerfacto's piecewise spacing;
+bounded ones (objects on a background, e.g. NeRF-synthetic) are sampled uniformly inside
+the box only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .field import NerfField, ProposalField
+from .rendering import composite, render_weights
+from .sampling import anneal_weights, contract, ray_aabb, sample_pdf, spacing_to_distance
+
+__all__ = ["NerfModel", "SamplingSettings", "RayOutputs"]
+
+
+@dataclass
+class SamplingSettings:
+    """Ray sampling (defaults: nerfstudio's nerfacto).
+
+    Attributes:
+        num_proposal_samples: samples per ray of each proposal level (nerfacto: 256, 96).
+        num_nerf_samples: final samples per ray (nerfacto: 48).
+        near_plane: near distance in box units (nerfacto: 0.05).
+        far_plane: far distance in box units (nerfacto: 1000).
+        anneal_slope: proposal weight annealing slope (nerfacto: 10).
+        anneal_steps: steps over which the annealing power rises to 1 (nerfacto: 1000).
+    """
+
+    num_proposal_samples: tuple[int, ...] = (256, 96)
+    num_nerf_samples: int = 48
+    near_plane: float = 0.05
+    far_plane: float = 1000.0
+    anneal_slope: float = 10.0
+    anneal_steps: int = 1000
+
+
+@dataclass
+class RayOutputs:
+    """What ``NerfModel.forward`` returns for R rays.
+
+    Attributes:
+        rgb: (R, 3) composited colour.
+        acc: (R, 1) accumulated opacity.
+        weights: (R, S) final sample weights.
+        spacing: (R, S + 1) final bin edges in spacing units.
+        proposals: per proposal level, (spacing edges, weights).
+    """
+
+    rgb: Tensor
+    acc: Tensor
+    weights: Tensor
+    spacing: Tensor
+    proposals: list[tuple[Tensor, Tensor]]
+
+
+class NerfModel(nn.Module):
+    """Field, proposal fields and their sampling.
+
+    Args:
+        field: the colour/density field.
+        proposals: one density field per proposal level.
+        sampling: sample counts and ranges (one proposal field per entry of
+            ``sampling.num_proposal_samples``).
+        unbounded: contract space beyond the box (scenes), else sample inside the box only.
+    """
+
+    def __init__(self, field: NerfField, proposals: list[ProposalField], sampling: SamplingSettings, unbounded: bool) -> None:
+        super().__init__()
+        if len(proposals) != len(sampling.num_proposal_samples):
+            raise ValueError(f"NerfModel: {len(proposals)} proposal fields for {len(sampling.num_proposal_samples)} levels")
+        self.field = field
+        self.proposals = nn.ModuleList(proposals)
+        self.sampling = sampling
+        self.unbounded = unbounded
+
+    def _ranges(self, origins: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self.unbounded:
+            near = torch.full_like(origins[:, :1], self.sampling.near_plane)
+            return near, torch.full_like(near, self.sampling.far_plane), torch.ones_like(near[:, 0], dtype=torch.bool)
+        return ray_aabb(origins, dirs, 1.0, self.sampling.near_plane)
+
+    def _points(self, origins: Tensor, dirs: Tensor, t: Tensor) -> Tensor:
+        """Grid positions (R * S, 3) of the bin midpoints of edges t (R, S + 1)."""
+        mid = (t[:, 1:] + t[:, :-1]) / 2
+        return contract(origins[:, None, :] + dirs[:, None, :] * mid[..., None], self.unbounded).reshape(-1, 3)
+
+    def forward(self, origins: Tensor, dirs: Tensor, codes: Tensor, background: Tensor, step: int,
+                generator: torch.Generator | None) -> RayOutputs:
+        """Renders rays; in a bounded scene only the rays that hit the box are evaluated.
+
+        Args:
+            origins: (R, 3) in box units; dirs: (R, 3) unit directions.
+            codes: (R, A) appearance codes.
+            background: (3,) colour behind the scene.
+            step: training step (proposal annealing); large values switch annealing off.
+            generator: CPU RNG of the sample jitter; None renders deterministically (evaluation).
+
+        Returns:
+            ``RayOutputs`` (rays that miss the box: background colour, zero weights).
+        """
+        r = origins.shape[0]
+        near, far, hit = self._ranges(origins, dirs)
+        # Draw the jitter for all rays, so a ray's samples do not depend on which others hit.
+        n0 = self.sampling.num_proposal_samples[0] if self.proposals else self.sampling.num_nerf_samples
+        jitter = None
+        if generator is not None:
+            counts = len(self.proposals) + 1
+            jitter = torch.rand(r, counts, generator=generator).to(origins)
+        if bool(hit.all()):
+            return self._render(origins, dirs, codes, background, near, far, n0, step, jitter)
+        idx = hit.nonzero(as_tuple=True)[0]
+        sub = self._render(origins[idx], dirs[idx], codes[idx], background, near[idx], far[idx], n0, step,
+                           None if jitter is None else jitter[idx])
+        rgb = background.to(origins).expand(r, 3).clone()
+        rgb = rgb.index_put((idx,), sub.rgb)  # out of place: keeps autograd simple
+        acc = origins.new_zeros(r, 1).index_put((idx,), sub.acc)
+        return RayOutputs(rgb, acc, sub.weights, sub.spacing, sub.proposals)
+
+    def _render(self, origins: Tensor, dirs: Tensor, codes: Tensor, background: Tensor, near: Tensor, far: Tensor,
+                n0: int, step: int, jitter: Tensor | None) -> RayOutputs:
+        r = origins.shape[0]
+        s = torch.linspace(0.0, 1.0, n0 + 1, device=origins.device, dtype=origins.dtype).expand(r, n0 + 1)
+        if jitter is not None:  # nerfacto's single jitter: one uniform offset per ray within the bins
+            mid = (s[:, 1:] + s[:, :-1]) / 2
+            upper, lower = torch.cat([mid, s[:, -1:]], -1), torch.cat([s[:, :1], mid], -1)
+            s = lower + (upper - lower) * jitter[:, :1]
+        proposals: list[tuple[Tensor, Tensor]] = []
+        counts = list(self.sampling.num_proposal_samples[1:]) + [self.sampling.num_nerf_samples]
+        for level, (prop, n_next) in enumerate(zip(self.proposals, counts)):
+            t = spacing_to_distance(s, near, far, self.unbounded)
+            sigma = prop(self._points(origins, dirs, t)).reshape(r, -1)
+            w, _ = render_weights(sigma, t)
+            proposals.append((s, w))
+            annealed = anneal_weights(w.detach(), step, self.sampling.anneal_slope, self.sampling.anneal_steps)
+            s = sample_pdf(s, annealed, n_next, None if jitter is None else jitter[:, level + 1 : level + 2])
+        t = spacing_to_distance(s, near, far, self.unbounded)
+        n = t.shape[1] - 1
+        view_dirs = dirs[:, None, :].expand(r, n, 3).reshape(-1, 3)
+        sigma, rgb = self.field(self._points(origins, dirs, t), view_dirs, codes.repeat_interleave(n, dim=0))
+        w, _ = render_weights(sigma.reshape(r, n), t)
+        color, acc = composite(w, rgb.reshape(r, n, 3), background)
+        return RayOutputs(color, acc, w, s, proposals)
