@@ -235,6 +235,10 @@ class DifixBuilders:
         net_kwargs = {k: build_config[k] for k in NET_KEYS if k in build_config}
         net_kwargs["gradient_checkpointing"] = gradient_checkpointing
         prompt = build_config.get("prompt", DEFAULT_PROMPT)
+        from .prior_loading import is_prior_checkpoint, net_from_prior
+
+        if (base.get("kind") == "prior" and pretrained is None) or is_prior_checkpoint(pretrained):
+            return net_from_prior(pretrained or base["path"], prompt_embeds=prompt_embeds, **net_kwargs)
         if base.get("kind") == "reference_checkpoint":
             return cls.from_reference_checkpoint(base["path"], base=pretrained or base["base"], cache_dir=cache_dir,
                                                  prompt=prompt, prompt_embeds=prompt_embeds, **net_kwargs)

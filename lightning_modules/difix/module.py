@@ -24,6 +24,7 @@ from datamodules.image_io import save_image
 
 from .image_fixer import ImageFixer
 from .net import DEFAULT_PROMPT, DifixNet
+from .prior_loading import net_from_prior
 
 
 class DifixModule(pl.LightningModule):
@@ -38,8 +39,9 @@ class DifixModule(pl.LightningModule):
         pretrained: what fine-tuning starts from: "stabilityai/sd-turbo" (the paper: untrained
             skips and LoRA), a published Difix ("nvidia/difix_ref", "nvidia/difix": its trained
             UNet, decoder LoRA and skip convs; vae_lora_rank must stay 4), a local folder of
-            either, or a reference `model_*.pkl`; None builds the tiny random-weight model of
-            `tiny.py` (tests, CPU demo).
+            either, a reference `model_*.pkl`, or a `DifixPriorModule` checkpoint (.ckpt: the
+            offline prior of the CPU demo, in SD-Turbo's place; its prompt embedding is kept);
+            None builds the tiny random-weight model of `tiny.py` (tests).
         tiny_seed: weight seed of the tiny model.
         cache_dir: Hugging Face cache folder (default $HF_HOME/hub).
         prompt: text prompt, encoded once.
@@ -153,6 +155,8 @@ class DifixModule(pl.LightningModule):
                                  cross_batch=h.gram_cross_batch)
         if h.pretrained is None:
             self.net = DifixNet.tiny(seed=h.tiny_seed, prompt=h.prompt, **self.net_kwargs())
+        elif str(h.pretrained).endswith(".ckpt"):  # the offline prior (prior.py) in SD-Turbo's place
+            self.net = net_from_prior(h.pretrained, **self.net_kwargs())
         else:
             self.net = DifixNet.from_pretrained(h.pretrained, cache_dir=h.cache_dir, prompt=h.prompt,
                                                 **self.net_kwargs())

@@ -1,0 +1,35 @@
+"""MixedPairDataModule: several training sources, a share of clean pairs, validation from the primary."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from datamodules.mixed_pairs import MixedPairDataModule
+from datamodules.pairs import PairDataModule
+
+
+def _synthetic(num_train: int, num_val: int, seed: int, num_refs: int = 1) -> PairDataModule:
+    return PairDataModule(source="synthetic", resolution=32, crop_size=32, num_refs=num_refs, num_train=num_train,
+                          num_val=num_val, degradations=("noise",), degradation_strength=3.0, seed=seed)
+
+
+def test_trains_on_all_sources_with_clean_share_and_validates_on_primary() -> None:
+    dm = MixedPairDataModule(primary=_synthetic(6, 3, 0), extra=[_synthetic(10, 5, 1)], clean_fraction=0.5,
+                             batch_size=4, seed=0)
+    dm.setup("fit")
+    train = dm.train_dataloader().dataset
+    assert len(train) == 16
+    items = [train[i] for i in range(len(train))]
+    clean = [bool(torch.equal(it["image"], it["target"])) for it in items]  # same tensor copied: exact
+    assert 0 < sum(clean) < len(clean)  # some clean pairs, not all
+    assert clean == [bool(c) for c in train.clean]  # the seeded choice, every epoch the same
+    assert len(dm.val_dataloader().dataset) == 3  # the primary's held-out items only
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 3, 32, 32) and batch["refs"].shape == (4, 1, 3, 32, 32)
+
+
+def test_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="clean_fraction"):
+        MixedPairDataModule(primary=_synthetic(2, 1, 0), clean_fraction=1.5)
+    with pytest.raises(ValueError, match="num_refs"):
+        MixedPairDataModule(primary=_synthetic(2, 1, 0), extra=[_synthetic(2, 1, 0, num_refs=2)])
