@@ -15,426 +15,48 @@ Batches (contract): {"image": (B, 3, H, W) degraded, "target": (B, 3, H, W),
 "refs": (B, K, 3, H, W), "prompt": list[str], "name": list[str]}, all images in [0, 1].
 Predict batches add "orig_size" (B, 2) = native (H, W) of each render and carry "target"
 only when the source has one.
+
+The pairs JSON reading and validation live in `datamodules.pairs_json`, the datasets in
+`datamodules.pair_datasets`; their public names are re-exported here.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import torch
-import torch.nn.functional as F
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.degradations import DEGRADATIONS, Degrader, make_generator, procedural_image
-from datamodules.image_io import IMAGE_EXTENSIONS, find_undecodable, list_images, load_image, read_image_size
-from datamodules.pair_record import DEFAULT_PROMPT, PairRecord
+from datamodules.degradations import DEGRADATIONS, Degrader
+from datamodules.image_io import IMAGE_EXTENSIONS, find_undecodable, list_images, read_image_size
+from datamodules.pair_datasets import PairDataset, SyntheticPairDataset
+from datamodules.pair_record import DEFAULT_PROMPT
+from datamodules.pairs_json import (
+    PairDataError,
+    PairItem,
+    SizeArg,
+    _as_hw,
+    _check_batchable,
+    output_size,
+    read_pairs_json,
+    validate_items,
+)
+
+__all__ = [
+    "PairDataError",
+    "PairDataModule",
+    "PairDataset",
+    "PairItem",
+    "SizeArg",
+    "SyntheticPairDataset",
+    "output_size",
+    "read_pairs_json",
+    "validate_items",
+]
 
 log = logging.getLogger(__name__)
-
-_SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "predict": 1}  # synthetic predict = val items
-_CLEAN_STREAM = 7  # separates "which clean image" seeds from "which degradation" seeds
-
-SizeArg = int | tuple[int, int] | None
-
-
-class PairDataError(ValueError):
-    """Bad pair data; the message names the JSON file (or folder), the entry and the file."""
-
-
-@dataclass
-class PairItem:
-    """One entry of a pairs source, paths already resolved.
-
-    Attributes:
-        name: output name (dict key, item "name"/"id", or image stem).
-        entry: where it came from, for messages: "train['id']" or "test[3]".
-        image: degraded render.
-        target: clean image, None for predict-only folders.
-        refs: exactly K reference paths (shorter lists padded by repeating the last).
-        prompt: text prompt.
-        size_wh: (width, height) of the image, filled by validation.
-    """
-
-    name: str
-    entry: str
-    image: Path
-    target: Path | None
-    refs: list[Path]
-    prompt: str
-    size_wh: tuple[int, int] | None = field(default=None)
-
-
-def _as_hw(size: int | tuple[int, int] | list[int], what: str) -> tuple[int, int]:
-    if isinstance(size, int):
-        hw = (size, size)
-    else:
-        hw = tuple(int(s) for s in size)
-        if len(hw) != 2:
-            raise ValueError(f"{what} must be an int or (height, width), got {size}")
-    if min(hw) <= 0:
-        raise ValueError(f"{what} must be positive, got {size}")
-    return hw  # type: ignore[return-value]
-
-
-def output_size(size_wh: tuple[int, int], resolution: SizeArg) -> tuple[int, int]:
-    """(height, width) after resizing an image of `size_wh` = (width, height).
-
-    resolution: None keeps the native size; (H, W) resizes exactly; an int resizes the
-    shorter side to it, keeping the aspect ratio (torchvision's Resize(int) convention).
-    """
-    width, height = size_wh
-    if resolution is None:
-        return height, width
-    if isinstance(resolution, int):
-        scale = resolution / min(height, width)
-        return max(1, round(height * scale)), max(1, round(width * scale))
-    return _as_hw(resolution, "resolution")
-
-
-def read_pairs_json(
-    json_path: str | os.PathLike,
-    split: str,
-    num_refs: int,
-    require_target: bool = True,
-    default_prompt: str = DEFAULT_PROMPT,
-) -> list[PairItem]:
-    """Reads one split of a pairs JSON (list or dict-keyed layout) into PairItems.
-
-    Args:
-        json_path: the JSON file.
-        split: "train", "val", "test".
-        num_refs: references per item K; items with fewer repeat their last one, extra
-            ones are dropped. K = 0 ignores "ref_image".
-        require_target: "target_image" must be present.
-        default_prompt: used when an item has no "prompt".
-
-    Returns:
-        The items, in file order.
-
-    Raises:
-        PairDataError: unreadable JSON, missing/empty split, missing key, bad value; the
-            message names the file, split and entry.
-    """
-    json_path = Path(json_path)
-    if not json_path.is_file():
-        raise PairDataError(f"{json_path}: pairs JSON file not found")
-    try:
-        data = json.loads(json_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise PairDataError(f"{json_path}: not a readable JSON file ({error})") from error
-    if not isinstance(data, dict) or split not in data:
-        found = list(data) if isinstance(data, dict) else type(data).__name__
-        raise PairDataError(f"{json_path}: no {split!r} split (top level has {found}); expected {{\"train\": ..., \"test\": ...}}")
-    raw = data[split]
-    if isinstance(raw, dict):
-        entries = [(f"{split}[{key!r}]", str(key), value) for key, value in raw.items()]
-    elif isinstance(raw, list):
-        entries = [(f"{split}[{i}]", None, value) for i, value in enumerate(raw)]
-    else:
-        raise PairDataError(f"{json_path}: split {split!r} must be a list or a dict of items, got {type(raw).__name__}")
-    if not entries:
-        raise PairDataError(f"{json_path}: split {split!r} is empty")
-
-    root = json_path.parent
-
-    def resolve(value: str) -> Path:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else root / path
-
-    items: list[PairItem] = []
-    for entry, key_name, value in entries:
-        try:
-            record = PairRecord.from_json(value, f"{json_path}: entry {entry}", require_target, num_refs > 0, default_prompt)
-        except ValueError as error:
-            raise PairDataError(str(error)) from None
-        image = resolve(record.image)
-        refs: list[Path] = []
-        if num_refs > 0:
-            refs = [resolve(r) for r in record.ref_image][:num_refs]
-            refs += [refs[-1]] * (num_refs - len(refs))
-        target = resolve(record.target_image) if record.target_image is not None else None
-        name = key_name or record.name or image.stem
-        items.append(PairItem(name=name, entry=entry, image=image, target=target, refs=refs, prompt=record.prompt))
-    _deduplicate_names(items)
-    return items
-
-
-def _deduplicate_names(items: list[PairItem]) -> None:
-    """Appends the position to names that repeat, so output files never collide."""
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item.name] = counts.get(item.name, 0) + 1
-    for index, item in enumerate(items):
-        if counts[item.name] > 1:
-            item.name = f"{item.name}_{index:05d}"
-
-
-def validate_items(items: list[PairItem], origin: Path, resolution: SizeArg, crop_hw: tuple[int, int] | None) -> None:
-    """Checks every file of every item from its header (no decoding) and fills size_wh.
-
-    Checks: the file exists and is an image; target has the image's size; references have
-    it too unless `resolution` is set (then they are resized); `crop_hw` fits the resized
-    image.
-
-    Raises:
-        PairDataError: naming `origin`, the entry and the file.
-    """
-    for item in items:
-        def size_of(path: Path, role: str) -> tuple[int, int]:
-            try:
-                return read_image_size(path)
-            except FileNotFoundError:
-                raise PairDataError(f"{origin}: entry {item.entry}: {role} file not found: {path}") from None
-            except ValueError as error:
-                raise PairDataError(f"{origin}: entry {item.entry}: {role} is not a readable image: {path} ({error.__cause__ or error})") from None
-
-        image_wh = size_of(item.image, "image")
-        if item.target is not None:
-            target_wh = size_of(item.target, "target_image")
-            if target_wh != image_wh:
-                raise PairDataError(
-                    f"{origin}: entry {item.entry}: size mismatch: image {item.image} is {image_wh[0]}x{image_wh[1]} "
-                    f"but target_image {item.target} is {target_wh[0]}x{target_wh[1]} (pixels must align)"
-                )
-        for ref in dict.fromkeys(item.refs):
-            ref_wh = size_of(ref, "ref_image")
-            if resolution is None and ref_wh != image_wh:
-                raise PairDataError(
-                    f"{origin}: entry {item.entry}: size mismatch: image {item.image} is {image_wh[0]}x{image_wh[1]} "
-                    f"but ref_image {ref} is {ref_wh[0]}x{ref_wh[1]}; set `resolution` to resize all views"
-                )
-        item.size_wh = image_wh
-        if crop_hw is not None:
-            out_h, out_w = output_size(image_wh, resolution)
-            if crop_hw[0] > out_h or crop_hw[1] > out_w:
-                raise PairDataError(
-                    f"{origin}: entry {item.entry}: crop_size {crop_hw[0]}x{crop_hw[1]} (HxW) is larger than "
-                    f"image {item.image} ({out_h}x{out_w} after resolution={resolution})"
-                )
-
-
-def _check_batchable(items: list[PairItem], origin: Path, resolution: SizeArg, crop_hw: tuple[int, int] | None, batch_size: int, split: str) -> None:
-    """Batches need one size: fail early (not in collate) when items would differ."""
-    if batch_size <= 1 or crop_hw is not None or (resolution is not None and not isinstance(resolution, int)):
-        return
-    first = items[0]
-    first_hw = output_size(first.size_wh, resolution)
-    for item in items[1:]:
-        hw = output_size(item.size_wh, resolution)
-        if hw != first_hw:
-            raise PairDataError(
-                f"{origin}: {split} batch_size {batch_size} needs one image size, but entry {first.entry} "
-                f"({first.image}) gives {first_hw} and entry {item.entry} ({item.image}) gives {hw} (HxW); "
-                "set resolution=(H, W) or crop_size, or use batch size 1"
-            )
-
-
-def _crop_box(height: int, width: int, crop_hw: tuple[int, int] | None, generator: torch.Generator | None) -> tuple[int, int, int, int]:
-    """(top, left, h, w): random when a generator is given, else centred."""
-    if crop_hw is None:
-        return 0, 0, height, width
-    ch, cw = crop_hw
-    if generator is None:
-        return (height - ch) // 2, (width - cw) // 2, ch, cw
-    top = int(torch.randint(0, height - ch + 1, (1,), generator=generator))
-    left = int(torch.randint(0, width - cw + 1, (1,), generator=generator))
-    return top, left, ch, cw
-
-
-def _train_generator(seed: int, split: str, index: int) -> torch.Generator:
-    # Fresh randomness each time an item is drawn, reproducible under seed_everything:
-    # one draw from torch's global RNG (per-worker seeded by Lightning) salts the seed.
-    salt = int(torch.randint(0, 2**62, (1,)))
-    return make_generator(seed, _SPLIT_CODES[split], index, salt)
-
-
-class PairDataset(Dataset):
-    """Pairs read from files (a pairs JSON split, or a predict folder).
-
-    Args:
-        items: validated PairItems (size_wh filled).
-        origin: JSON file or folder, for error messages.
-        split: "train" (random crops) or "val"/"test"/"predict" (centre crops).
-        resolution: see `output_size`.
-        crop_hw: (H, W) crop, or None.
-        background: RGB to composite RGBA files over, or None to drop alpha.
-        seed: base seed for training crops.
-    """
-
-    def __init__(
-        self,
-        items: list[PairItem],
-        origin: Path,
-        split: str,
-        resolution: SizeArg = None,
-        crop_hw: tuple[int, int] | None = None,
-        background: tuple[float, float, float] | None = None,
-        seed: int = 0,
-    ) -> None:
-        self.items = items
-        self.origin = origin
-        self.split = split
-        self.resolution = resolution
-        self.crop_hw = crop_hw
-        self.background = background
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def _load(self, item: PairItem, path: Path, size_hw: tuple[int, int]) -> torch.Tensor:
-        try:
-            return load_image(path, size=(size_hw[1], size_hw[0]), background=self.background)
-        except (FileNotFoundError, ValueError) as error:
-            raise PairDataError(f"{self.origin}: entry {item.entry}: {error}") from error
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.items[index]
-        size_wh = item.size_wh or read_image_size(item.image)
-        out_hw = output_size(size_wh, self.resolution)
-        image = self._load(item, item.image, out_hw)
-        views = [image]
-        if item.target is not None:
-            views.append(self._load(item, item.target, out_hw))
-        # References are resized to the image's output size (validation guarantees they
-        # already match when no resolution is set).
-        views += [self._load(item, ref, out_hw) for ref in item.refs]
-        stack = torch.stack(views)  # (V, 3, H, W)
-
-        generator = _train_generator(self.seed, "train", index) if self.split == "train" else None
-        if self.split != "predict":
-            top, left, ch, cw = _crop_box(*out_hw, self.crop_hw, generator)
-            stack = stack[..., top : top + ch, left : left + cw]
-        n_refs = len(item.refs)
-        out: dict[str, Any] = {
-            "image": stack[0].contiguous(),
-            "refs": stack[len(stack) - n_refs :].contiguous() if n_refs else stack.new_zeros(0, *stack.shape[1:]),
-            "prompt": item.prompt,
-            "name": item.name,
-        }
-        if item.target is not None:
-            out["target"] = stack[1].contiguous()
-        if self.split == "predict":
-            out["orig_size"] = torch.tensor([size_wh[1], size_wh[0]], dtype=torch.long)
-        return out
-
-
-class SyntheticPairDataset(Dataset):
-    """Pairs manufactured from clean images: target crop, shifted-crop references, degraded input.
-
-    Clean frames are procedural (`procedural_image`, seeded by split and index, so each
-    index is one fixed clean image) or files (cycled by index). The target is a crop of
-    the frame; each reference is the crop at a small random offset (|dy|, |dx| <=
-    max_ref_shift, like a nearby camera; the frame border is replicated where needed);
-    the input is `degrader(target)`. Training draws crops, shifts and degradations afresh
-    each time; other splits seed them by index (identical every epoch and run).
-
-    Args:
-        length: number of items.
-        split: "train", "val", "test" or "predict" (= the val items).
-        out_hw: (H, W) of every output view.
-        num_refs: K references.
-        degrader: the degradation sampler.
-        clean_files: clean images, or None for procedural frames.
-        resolution: resize applied to clean files (see `output_size`).
-        max_ref_shift: largest reference offset in pixels.
-        background: RGB to composite RGBA clean files over.
-        prompt: prompt of every item.
-        seed: base seed.
-        frame_hw: (H, W) of procedural frames (>= out_hw; default out_hw); the crop moves
-            within it, plus a max_ref_shift margin on every side.
-    """
-
-    def __init__(
-        self,
-        length: int,
-        split: str,
-        out_hw: tuple[int, int],
-        num_refs: int,
-        degrader: Degrader,
-        clean_files: list[Path] | None = None,
-        resolution: SizeArg = None,
-        max_ref_shift: int = 6,
-        background: tuple[float, float, float] | None = None,
-        prompt: str = DEFAULT_PROMPT,
-        seed: int = 0,
-        frame_hw: tuple[int, int] | None = None,
-    ) -> None:
-        self.length = length
-        self.split = split
-        self.out_hw = out_hw
-        self.frame_hw = (max(frame_hw[0], out_hw[0]), max(frame_hw[1], out_hw[1])) if frame_hw else out_hw
-        self.num_refs = num_refs
-        self.degrader = degrader
-        self.clean_files = clean_files
-        self.resolution = resolution
-        self.max_ref_shift = max_ref_shift
-        self.background = background
-        self.prompt = prompt
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return self.length
-
-    def clean_frame(self, index: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-        """The padded clean frame of item `index` and its target-offset range.
-
-        Returns:
-            frame (3, Hp, Wp); (y_lo, y_hi, x_lo, x_hi) inclusive range of the target crop's
-            top-left corner that stays on real (unpadded) pixels.
-        """
-        m = self.max_ref_shift
-        h, w = self.out_hw
-        code = _SPLIT_CODES[self.split]
-        if self.clean_files is None:
-            generator = make_generator(self.seed, code, _CLEAN_STREAM, index)
-            hf, wf = self.frame_hw
-            frame = procedural_image(hf + 2 * m, wf + 2 * m, generator)
-            return frame, (0, hf - h + 2 * m, 0, wf - w + 2 * m)
-        path = self.clean_files[index % len(self.clean_files)]
-        hf, wf = output_size(read_image_size(path), self.resolution)
-        frame = load_image(path, size=(wf, hf), background=self.background)
-        if h > hf or w > wf:
-            raise PairDataError(f"{path}: clean image is {hf}x{wf} (HxW after resolution={self.resolution}), smaller than the {h}x{w} crop")
-        frame = F.pad(frame[None], (m, m, m, m), mode="replicate")[0] if m else frame
-        return frame, (m, m + hf - h, m, m + wf - w)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < self.length:
-            raise IndexError(index)
-        frame, (y_lo, y_hi, x_lo, x_hi) = self.clean_frame(index)
-        if self.split == "train":
-            generator = _train_generator(self.seed, "train", index)
-            top = int(torch.randint(y_lo, y_hi + 1, (1,), generator=generator))
-            left = int(torch.randint(x_lo, x_hi + 1, (1,), generator=generator))
-        else:
-            generator = make_generator(self.seed, _SPLIT_CODES[self.split], index)
-            top, left = (y_lo + y_hi) // 2, (x_lo + x_hi) // 2
-        h, w = self.out_hw
-        target = frame[:, top : top + h, left : left + w]
-
-        refs = []
-        m = self.max_ref_shift
-        for _ in range(self.num_refs):
-            dy, dx = (torch.randint(-m, m + 1, (2,), generator=generator) if m else torch.zeros(2, dtype=torch.long)).tolist()
-            if m and dy == 0 and dx == 0:
-                dx = 1  # a reference is another view: never the target itself
-            ry = min(max(top + dy, 0), frame.shape[1] - h)
-            rx = min(max(left + dx, 0), frame.shape[2] - w)
-            refs.append(frame[:, ry : ry + h, rx : rx + w])
-        refs_t = torch.stack(refs) if refs else target.new_zeros(0, 3, h, w)
-        return {
-            "image": self.degrader(target, generator).contiguous(),
-            "target": target.contiguous(),
-            "refs": refs_t.contiguous(),
-            "prompt": self.prompt,
-            "name": f"{self.split}_{index:05d}",
-        }
 
 
 class PairDataModule(LightningDataModule):

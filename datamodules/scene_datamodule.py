@@ -15,88 +15,31 @@ Batches (batch size 1, training and evaluation alike)::
      "name": [str], "is_fixed": (1,) bool, "index": (1,) int64 (draw counter in training,
      view index in evaluation), "view_index": (1,) int64 (index into the training views;
      -1 for fixed and evaluation views)}
+
+Image loading, the held-out views and the datasets live in ``datamodules.scene_views``.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 from typing import Any, Literal
-from collections.abc import Iterator
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader
 
 from datamodules.cameras import Cameras
-from datamodules.distortion import undistort_image
-from datamodules.image_io import load_image
 from datamodules.scene_data import SceneData, SceneFormatError, env_path
 from datamodules.scene_setup import SceneSetup
+from datamodules.scene_views import HeldoutViewsMixin, _TrainDraws, _Views, check_min_image_size, collate_views
 
 __all__ = ["SceneDataModule", "collate_views"]
 
 log = logging.getLogger(__name__)
 
 
-def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stacks per-view samples into a batch; Cameras are concatenated, names listed.
-
-    All views in one batch must share an image size.
-    """
-    return {
-        "image": torch.stack([s["image"] for s in samples]),
-        "mask": torch.stack([s["mask"] for s in samples]),
-        "weight": torch.stack([torch.as_tensor(s["weight"], dtype=torch.float32) for s in samples]),
-        "camera": Cameras.cat([s["camera"] for s in samples]),
-        "name": [s["name"] for s in samples],
-        "is_fixed": torch.tensor([bool(s["is_fixed"]) for s in samples]),
-        "index": torch.tensor([int(s["index"]) for s in samples], dtype=torch.int64),
-        "view_index": torch.tensor([int(s.get("view_index", -1)) for s in samples], dtype=torch.int64),
-    }
-
-
-class _Views(Dataset):
-    """Fixed list of views in order (evaluation)."""
-
-    def __init__(self, images: list[Tensor], cameras: Cameras, masks: list[Tensor] | None, weight: float) -> None:
-        self.images, self.cameras, self.masks, self.weight = images, cameras, masks, weight
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        image = self.images[i]
-        mask = self.masks[i] if self.masks is not None else torch.ones(1, *image.shape[-2:])
-        return {
-            "image": image,
-            "mask": mask,
-            "weight": torch.tensor(self.weight),
-            "camera": self.cameras[i],
-            "name": self.cameras.names[i],
-            "is_fixed": False,
-            "index": i,
-        }
-
-
-class _TrainDraws(IterableDataset):
-    """``steps_per_epoch`` draws per epoch, continuing the datamodule's draw counter."""
-
-    def __init__(self, data: SceneDataModule) -> None:
-        self.data = data
-
-    def __len__(self) -> int:
-        return self.data.steps_per_epoch
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        start = self.data._drawn
-        for k in range(self.data.steps_per_epoch):
-            sample = self.data.draw_train_view(start + k)
-            self.data._drawn = start + k + 1
-            yield sample
-
-
-class SceneDataModule(pl.LightningDataModule):
+class SceneDataModule(HeldoutViewsMixin, pl.LightningDataModule):
     """Real views of a scene plus the fixed (novel) views Difix3D adds while training."""
 
     def __init__(
@@ -267,67 +210,6 @@ class SceneDataModule(pl.LightningDataModule):
             sorted({(int(w), int(h)) for w, h in zip(scene.cameras.width, scene.cameras.height)})[:4],
             "no" if scene.points is None else len(scene.points), self.scene_scale,
         )
-
-    def _load(self, scene: SceneData, indices: list[int]) -> tuple[list[Tensor], list[Tensor] | None]:
-        images, masks = [], []
-        for i in indices:
-            w, h = int(scene.cameras.width[i]), int(scene.cameras.height[i])
-            image = load_image(scene.image_paths[i], size=(w, h), background=self.background)
-            mask = torch.ones(1, h, w)
-            if scene.distortion is not None and bool((scene.distortion[i] != 0).any()):
-                image, mask = undistort_image(image, scene.cameras.K[i], scene.distortion[i])
-            images.append(image.contiguous())
-            masks.append(mask)
-        has_mask = any(bool((m < 1).any()) for m in masks)
-        return images, (masks if has_mask else None)
-
-    # ------------------------------------------------------------------ held-out views
-    @property
-    def heldout_indices(self) -> list[int]:
-        """Scene image indices not used for fitting, in scene order: test (and val) views,
-        training views dropped by ``train_every`` / ``max_train_views`` / ``train_group``."""
-        scene = self._require_scene()
-        fitted = set(scene.split["train"])
-        return [i for i in range(len(scene)) if i not in fitted]
-
-    @property
-    def heldout_cameras(self) -> Cameras:
-        """Cameras of ``heldout_indices`` (normalised world, load size)."""
-        idx = self.heldout_indices
-        return self._require_scene().cameras[idx] if idx else Cameras.empty()
-
-    @property
-    def heldout_images(self) -> list[Tensor]:
-        """Images (3, H, W) in [0, 1] of ``heldout_indices``, loaded (and cached) on first use."""
-        return self._load_heldout()[0]
-
-    @property
-    def heldout_masks(self) -> list[Tensor] | None:
-        """Validity masks (1, H, W) of the held-out images (undistorted captures), or None."""
-        return self._load_heldout()[1]
-
-    @property
-    def train_image_paths(self) -> list[Path]:
-        """Source files of the training views (same order as ``train_images``)."""
-        scene = self._require_scene()
-        return [scene.image_paths[i] for i in scene.split["train"]]
-
-    @property
-    def heldout_image_paths(self) -> list[Path]:
-        """Source files of the held-out views (same order as ``heldout_images``)."""
-        scene = self._require_scene()
-        return [scene.image_paths[i] for i in self.heldout_indices]
-
-    def _require_scene(self) -> SceneData:
-        if self.scene is None:
-            self.setup()
-        assert self.scene is not None
-        return self.scene
-
-    def _load_heldout(self) -> tuple[list[Tensor], list[Tensor] | None]:
-        if self._heldout is None:
-            self._heldout = self._load(self._require_scene(), self.heldout_indices)
-        return self._heldout
 
     # ------------------------------------------------------------------ fixed views
     def set_fixed_views(
@@ -519,20 +401,3 @@ class SceneDataModule(pl.LightningDataModule):
     def transform(self) -> Tensor | None:
         """(4, 4) float64 ``normalised_world = transform @ original_world`` (None before setup)."""
         return None if self.scene is None else self.scene.transform
-
-
-# Evaluation SSIM (torchmetrics, 11x11 Gaussian window) fails on smaller images.
-MIN_IMAGE_SIZE = 11
-
-
-def check_min_image_size(scene: Any, downscale: int) -> None:
-    """Rejects images too small to evaluate (e.g. from a large ``downscale``) before training."""
-    w, h = scene.cameras.width, scene.cameras.height
-    small = torch.nonzero((w < MIN_IMAGE_SIZE) | (h < MIN_IMAGE_SIZE)).flatten().tolist()
-    if small:
-        i = small[0]
-        raise SceneFormatError(
-            f"{scene.root}: downscale {downscale} leaves {len(small)} image(s) smaller than {MIN_IMAGE_SIZE}x"
-            f"{MIN_IMAGE_SIZE} pixels (e.g. {scene.image_paths[i]} at {int(w[i])}x{int(h[i])}), too small to "
-            "evaluate (SSIM): use a smaller downscale"
-        )
