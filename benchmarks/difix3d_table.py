@@ -58,26 +58,55 @@ def fit_and_test(config: str, overrides: list[str], name: str, progressive: bool
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--out", default="outputs/difix3d_table.json")
-    args, rest = parser.parse_known_args()
-    overrides = [a for a in rest if a != "--"]
-
-    plain = fit_and_test(args.config, overrides, "table_3dgs", progressive=False)
-    prog = fit_and_test(args.config, overrides, "table_difix3d", progressive=True)
-    table = {plain[False]["base"]: plain[False], "Difix3D": prog[False], "Difix3D+": prog[True]}
-
+def print_table(table: dict[str, dict]) -> None:
     header = f"{'Method':<10} " + " ".join(f"{m.upper():>7}" for m in METRICS) + f" {'fit s':>7} {'test s':>7} {'#fix':>5}"
     print(header)
     print("-" * len(header))
     for name, row in table.items():
         vals = " ".join(f"{row['metrics'][m]:>7.4f}" if m in row["metrics"] else f"{'n/a':>7}" for m in METRICS)
         print(f"{name:<10} {vals} {row['fit_s']:>7.1f} {row['test_s']:>7.1f} {row['fixes']:>5}")
+
+
+def merge_rows(out: Path, config: str, rows: dict[str, dict]) -> dict[str, dict]:
+    """Adds `rows` to the table already in `out` (written by a --rows run of the same config)."""
+    table: dict[str, dict] = {}
+    if out.exists():
+        old = json.loads(out.read_text())
+        if old.get("config") != config:
+            raise SystemExit(f"{out}: holds a table for {old.get('config')!r}, not {config!r}; "
+                             "pass another --out or delete it")
+        table = old["rows"]
+    table.update(rows)
+    order = ["3DGS", "Nerfacto", "Difix3D", "Difix3D+"]
+    return {name: table[name] for name in sorted(table, key=lambda n: order.index(n) if n in order else len(order))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--out", default="outputs/difix3d_table.json")
+    parser.add_argument("--rows", choices=["all", "plain", "progressive"], default="all",
+                        help="fit only the plain row, or only Difix3D / Difix3D+, and merge them into "
+                             "--out (two processes can then fit the rows side by side; make demo does)")
+    args, rest = parser.parse_known_args()
+    overrides = [a for a in rest if a != "--"]
     out = Path(args.out)
+
+    rows: dict[str, dict] = {}
+    if args.rows in ("all", "plain"):
+        plain = fit_and_test(args.config, overrides, "table_3dgs", progressive=False)
+        rows[plain[False]["base"]] = plain[False]
+    if args.rows in ("all", "progressive"):
+        prog = fit_and_test(args.config, overrides, "table_difix3d", progressive=True)
+        rows.update({"Difix3D": prog[False], "Difix3D+": prog[True]})
+    for row in rows.values():
+        row["overrides"] = overrides
+    table = rows if args.rows == "all" else merge_rows(out, args.config, rows)
+    print_table(table)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"config": args.config, "overrides": overrides, "rows": table}, indent=1))
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # atomic: a killed run keeps the old table
+    tmp.write_text(json.dumps({"config": args.config, "rows": table}, indent=1))
+    tmp.replace(out)
     print(f"written {out}")
 
 

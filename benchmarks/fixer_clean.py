@@ -1,6 +1,6 @@
 """Does the fixer leave clean content alone? PSNR / SSIM of fixer(clean image) vs the clean image.
 
-    python benchmarks/fixer_clean.py --fixer outputs/demo/fixer/last.ckpt
+    python benchmarks/fixer_clean.py --fixer outputs/demo/fixer/best.ckpt
     python benchmarks/fixer_clean.py --prior outputs/demo/prior/last.ckpt    # the prior's autoencoder
 
 Clean images come from scenes the fixer never trained on: ray-cast views of procedural scenes

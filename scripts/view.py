@@ -1,6 +1,6 @@
 """Opens a trained scene in the browser, with the Difix3D+ post-render fix as a switch.
 
-    python scripts/view.py lightning_logs/difix3d_demo/version_0/checkpoints/last.ckpt --fixer outputs/demo/fixer/last.ckpt
+    python scripts/view.py lightning_logs/difix3d_demo/version_0/checkpoints/last.ckpt --fixer outputs/demo/fixer/best.ckpt
     python scripts/view.py outputs/scene/point_cloud.ply                     # a 3DGS .ply (no fixer references)
     python scripts/view.py run.ckpt --module-class lightning_modules.scene.nerf.NerfSceneModule
 

@@ -11,6 +11,7 @@ from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 from datamodules.pairs import PairDataModule
 from lightning_modules.difix.module import DifixModule
@@ -174,6 +175,24 @@ def test_gram_warmup_and_reference_slot_losses() -> None:
     torch.testing.assert_close(fixed_only, torch.nn.functional.mse_loss(pred, target), rtol=1e-5, atol=1e-7)
     module.hparams.loss_on_references = True
     assert not torch.allclose(module.compute_losses(batch)["loss_l2"], fixed_only)
+
+
+def test_ssim_term_matches_torchmetrics_and_has_gradients() -> None:
+    module = DifixModule(**TINY, w_l2=0.0, w_lpips=0.0, w_gram=0.0, w_ssim=1.0, loss_on_references=False)
+    module.configure_model()
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(1, 3, 32, 32, generator=g)
+    batch = {"image": torch.rand(1, 3, 32, 32, generator=g), "target": target, "refs": target[:, None].clone()}
+    losses = module.compute_losses(batch)
+    with torch.no_grad():
+        pred = module.net(batch["image"], batch["refs"]).clamp(0, 1)
+    expected = 1 - structural_similarity_index_measure(pred, target, data_range=1.0)
+    torch.testing.assert_close(losses["loss_ssim"], expected, **CROSS_PATH)
+    torch.testing.assert_close(losses["loss"], losses["loss_ssim"])
+    losses["loss"].backward()
+    grads = [p.grad for p in module.net.parameters() if p.requires_grad and p.grad is not None]
+    assert grads and any(bool(g.abs().sum() > 0) for g in grads)
+    assert DifixModule(**TINY).hparams.w_ssim == 0.0  # the paper's loss unless asked
 
 
 @pytest.mark.slow

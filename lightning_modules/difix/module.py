@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
+from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from datamodules.image_io import save_image
@@ -56,6 +57,9 @@ class DifixModule(pl.LightningModule):
         w_l2: weight of the L2 loss.
         w_lpips: weight of LPIPS (VGG).
         w_gram: weight of the Gram loss (0.5 paper, 1.0 reference README).
+        w_ssim: weight of 1 - SSIM (torchmetrics; not in the paper, 0 by default). Offline the
+            LPIPS / Gram backbones are random, so L2 alone is left and it rewards blur; SSIM is
+            a structure term that needs no pretrained network (the CPU demo's stand-in).
         gram_warmup_steps: Gram loss off before this global step.
         gram_crop_size: random square crop for the Gram loss (None: whole image).
         gram_cross_batch: the reference code's Gram over the whole batch at once (cross-image
@@ -99,6 +103,7 @@ class DifixModule(pl.LightningModule):
         w_l2: float = 1.0,
         w_lpips: float = 1.0,
         w_gram: float = 0.5,
+        w_ssim: float = 0.0,
         gram_warmup_steps: int = 2000,
         gram_crop_size: int | None = 400,
         gram_cross_batch: bool = False,
@@ -172,7 +177,7 @@ class DifixModule(pl.LightningModule):
         """Loss terms for a pair batch.
 
         Returns:
-            dict with "loss", "loss_l2", "loss_lpips", "loss_gram" scalars.
+            dict with "loss", "loss_l2", "loss_lpips", "loss_gram", "loss_ssim" scalars.
         """
         net = self._require_net()
         h = self.hparams
@@ -189,8 +194,11 @@ class DifixModule(pl.LightningModule):
         loss_lpips = self.lpips(pred, target) if h.w_lpips > 0 else zero
         gram_on = self.gram is not None and self.global_step >= h.gram_warmup_steps
         loss_gram = self.gram(pred, target) if gram_on else zero
-        loss = h.w_l2 * loss_l2 + h.w_lpips * loss_lpips + h.w_gram * loss_gram
-        return {"loss": loss, "loss_l2": loss_l2, "loss_lpips": loss_lpips, "loss_gram": loss_gram}
+        # 1 - SSIM on predictions clamped to the image range (SSIM's constants assume [0, 1]).
+        loss_ssim = 1 - ssim(pred.clamp(0, 1), target, data_range=1.0) if h.w_ssim > 0 else zero
+        loss = h.w_l2 * loss_l2 + h.w_lpips * loss_lpips + h.w_gram * loss_gram + h.w_ssim * loss_ssim
+        return {"loss": loss, "loss_l2": loss_l2, "loss_lpips": loss_lpips, "loss_gram": loss_gram,
+                "loss_ssim": loss_ssim}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         losses = self.compute_losses(batch)

@@ -179,7 +179,9 @@ class DifixPriorModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         h = self.hparams
         params = [p for p in self._net().parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=h.lr, weight_decay=h.weight_decay)
+        # fused: one kernel for all ~400 small tensors instead of a Python loop over them
+        # (about 20 ms of a 0.3 s CPU step for the tiny net).
+        optimizer = torch.optim.AdamW(params, lr=h.lr, weight_decay=h.weight_decay, fused=True)
         total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
         if total is None:
             return optimizer
