@@ -16,12 +16,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import importlib  # noqa: E402
 import sys  # noqa: E402
+import warnings  # noqa: E402
 from typing import Any  # noqa: E402
 
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_warn  # noqa: E402
 
 from callbacks.finite_guard import FiniteGuard  # noqa: E402
+
+# Scene modules optimise manually; Lightning then warns at every periodic checkpoint that it
+# holds the state after the step. That is the state a resume needs: its global_step counts
+# that step, and tests/test_run_safety.py resumes a killed run to the uninterrupted result.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization and every_n_train_steps")
 
 
 class CheckpointOptionError(ValueError):
