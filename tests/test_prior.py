@@ -52,7 +52,7 @@ def test_corpus_rejects_bad_settings() -> None:
         PriorCorpusDataModule(scene_seeds=[1, 2], heldout_scene_seeds=[2])
 
 
-def test_prior_trains_through_main_and_starts_difix(tmp_path: Path) -> None:
+def test_prior_trains_through_main_and_starts_difix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from main import cli_main
 
     out = tmp_path / "prior"
@@ -88,3 +88,19 @@ def test_prior_trains_through_main_and_starts_difix(tmp_path: Path) -> None:
         expected = net.eval()(x, refs)
         exported = module.export_weights(tmp_path / "fixer.pt")
         torch.testing.assert_close(DifixNet.from_checkpoint(exported).eval()(x, refs), expected, **CROSS_PATH)
+
+    # ... from any working directory (the prior's path is stored absolute), and a missing prior
+    # is named with the way out.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    relative = DifixModule(pretrained="../prior/last.ckpt", pretrained_backbone=False, w_lpips=0.0, w_gram=0.0)
+    relative.configure_model()
+    assert relative.net.build_config["base"]["path"] == str(ckpt.resolve())
+    moved = tmp_path / "moved.ckpt"
+    ckpt.rename(moved)
+    with pytest.raises(FileNotFoundError, match="pretrained"):
+        DifixNet.from_checkpoint(exported)
+    with torch.no_grad():
+        torch.testing.assert_close(DifixNet.from_checkpoint(exported, pretrained=str(moved)).eval()(x, refs),
+                                   expected, **CROSS_PATH)

@@ -238,7 +238,13 @@ class DifixBuilders:
         from .prior_loading import is_prior_checkpoint, net_from_prior
 
         if (base.get("kind") == "prior" and pretrained is None) or is_prior_checkpoint(pretrained):
-            return net_from_prior(pretrained or base["path"], prompt_embeds=prompt_embeds, **net_kwargs)
+            prior = pretrained or base["path"]
+            if not Path(prior).expanduser().is_file():
+                raise FileNotFoundError(
+                    f"this fixer was fine-tuned from the Difix prior {prior}, which holds its frozen "
+                    "VAE weights, and that file is gone: restore it, or pass its new path as "
+                    "`pretrained` (DifixNet.from_checkpoint(..., pretrained=...))")
+            return net_from_prior(prior, prompt_embeds=prompt_embeds, **net_kwargs)
         if base.get("kind") == "reference_checkpoint":
             return cls.from_reference_checkpoint(base["path"], base=pretrained or base["base"], cache_dir=cache_dir,
                                                  prompt=prompt, prompt_embeds=prompt_embeds, **net_kwargs)

@@ -79,7 +79,11 @@ def net_from_prior(path: str | Path, prompt_embeds: Tensor | None = None, **net_
     components["vae"].load_state_dict(_sub_state(state, "vae."))
     components["unet"].load_state_dict(_sub_state(state, "unet."))
     embeds = prompt_embeds if prompt_embeds is not None else state["prompt_embeds"]
-    base = {"kind": "prior", "path": str(path), "config": info["config"], "seed": int(info["seed"])}
+    # Absolute: a fixer checkpoint keeps only its trained weights and rebuilds the frozen ones
+    # from this file, so it must load from any working directory (a relative path failed as
+    # soon as the fixer was used from another folder).
+    base = {"kind": "prior", "path": str(Path(path).expanduser().resolve()), "config": info["config"],
+            "seed": int(info["seed"])}
     net = DifixNet.from_components(components, base, prompt=info.get("prompt", "remove degradation"),
                                    prompt_embeds=embeds, **net_kwargs)
     net.skips.load_state_dict(_sub_state(state, "skips."))
