@@ -214,7 +214,6 @@ class ProgressiveFixCallback(Callback):
         step = self.step_size * float(pl_module.scene_scale)
         targets = self.target_cameras(data)
         novel, moved = self.advance_novel_cameras(data.train_cameras, targets, step)
-        data.real_view_weight = self.real_view_weight
 
         m = len(novel)
         renders, alphas, fixed, refs = ([None] * m for _ in range(4))
@@ -236,7 +235,7 @@ class ProgressiveFixCallback(Callback):
         pl_module.train(was_training)
         masks = [(a > self.alpha_threshold).float() for a in alphas]
         weights = torch.full((len(novel),), self.fixed_view_weight)
-        data.set_fixed_views(fixed, novel, weights, masks)
+        data.set_fixed_views(fixed, novel, weights, masks, real_view_weight=self.real_view_weight)
 
         self.last_fix_step = trainer.global_step
         self.num_fixes += 1

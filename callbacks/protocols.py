@@ -47,10 +47,14 @@ class GrowsTrainingSet(Protocol):
 
     train_cameras: Cameras
     train_images: list[Tensor]
-    real_view_weight: float
 
     def target_cameras(self, kind: str = "test") -> Cameras: ...
 
     def set_fixed_views(
-        self, images: list[Tensor], cameras: Cameras, weights: Tensor, masks: list[Tensor] | None
+        self,
+        images: list[Tensor],
+        cameras: Cameras,
+        weights: Tensor,
+        masks: list[Tensor] | None,
+        real_view_weight: float | None = None,
     ) -> None: ...

@@ -88,7 +88,7 @@ class SceneDataModule(HeldoutViewsMixin, pl.LightningDataModule):
             normalize: centre/scale the world by the cameras (transform kept in ``scene``).
             align_up: also rotate the mean camera up vector onto +z.
             real_view_probability: chance of drawing a real view when fixed views exist.
-            real_view_weight: loss weight of real views (the progressive-fix callback may set it).
+            real_view_weight: loss weight of real views until `set_fixed_views` sets another.
             steps_per_epoch: training draws per epoch.
             max_val_views: validate on at most this many test views, evenly spaced (test and
                 predict always use all of them).
@@ -213,7 +213,12 @@ class SceneDataModule(HeldoutViewsMixin, pl.LightningDataModule):
 
     # ------------------------------------------------------------------ fixed views
     def set_fixed_views(
-        self, images: list[Tensor], cameras: Cameras, weights: Tensor, masks: list[Tensor] | None = None
+        self,
+        images: list[Tensor],
+        cameras: Cameras,
+        weights: Tensor,
+        masks: list[Tensor] | None = None,
+        real_view_weight: float | None = None,
     ) -> None:
         """Replaces the fixed (novel) views.
 
@@ -222,7 +227,11 @@ class SceneDataModule(HeldoutViewsMixin, pl.LightningDataModule):
             cameras: N cameras in the normalised world.
             weights: (N,) loss weights.
             masks: N tensors (1, H, W) or None (all ones).
+            real_view_weight: loss weight of the real views from now on (Difix3D raises it
+                once fixed views join: paper 1.5); None keeps the current one.
         """
+        if real_view_weight is not None and not real_view_weight > 0:
+            raise ValueError(f"set_fixed_views: real_view_weight must be > 0, got {real_view_weight}")
         n = len(images)
         weights = torch.as_tensor(weights, dtype=torch.float32).reshape(-1)
         if len(cameras) != n or weights.shape[0] != n or (masks is not None and len(masks) != n):
@@ -242,6 +251,8 @@ class SceneDataModule(HeldoutViewsMixin, pl.LightningDataModule):
         self.fixed_cameras = cameras.to("cpu")
         self.fixed_weights = weights.detach().cpu()
         self.fixed_masks = None if masks is None else [m.detach().float().cpu().reshape(1, *m.shape[-2:]) for m in masks]
+        if real_view_weight is not None:
+            self.real_view_weight = float(real_view_weight)
         self._fixed_version += 1
 
     def clear_fixed_views(self) -> None:

@@ -58,12 +58,11 @@ class FakeData:
         self.train_cameras = train
         # Image i is filled with value i / 10 so references can be identified by value.
         self.train_images = [torch.full((3, 16, 16), i / 10) for i in range(len(train))]
-        self.real_view_weight = 1.0
 
     def target_cameras(self, kind: str = "test") -> Cameras:
         return self.train_cameras
 
-    def set_fixed_views(self, images, cameras, weights, masks) -> None:  # pragma: no cover
+    def set_fixed_views(self, images, cameras, weights, masks, real_view_weight=None) -> None:  # pragma: no cover
         raise AssertionError("not used")
 
 

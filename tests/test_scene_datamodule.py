@@ -26,12 +26,12 @@ def _dm(path: Path, **kwargs: object) -> SceneDataModule:
     return dm
 
 
-def _extras(dm: SceneDataModule, n: int = 3, value: float = 0.25) -> None:
+def _extras(dm: SceneDataModule, n: int = 3, value: float = 0.25, real_view_weight: float | None = None) -> None:
     cams = dm.test_cameras[[0] * n]
     cams.names = [f"novel_{i}" for i in range(n)]
     images = [torch.full((3, SIZE, SIZE), value + 0.1 * i) for i in range(n)]
     masks = [torch.zeros(1, SIZE, SIZE) for _ in range(n)]
-    dm.set_fixed_views(images, cams, torch.full((n,), 0.5), masks)
+    dm.set_fixed_views(images, cams, torch.full((n,), 0.5), masks, real_view_weight=real_view_weight)
 
 
 def test_signature_is_fully_typed() -> None:
@@ -106,8 +106,7 @@ def test_draws_are_deterministic_and_state_dict_resumes_exactly(scene_dir: Path)
     a, b = _dm(scene_dir, steps_per_epoch=20), _dm(scene_dir, steps_per_epoch=20)
     assert names(a) == names(b)
     assert names(a) != names(_dm(scene_dir, steps_per_epoch=20, seed=1))
-    _extras(a)
-    a.real_view_weight = 0.8
+    _extras(a, real_view_weight=0.8)
     state = a.state_dict()
     continued = [(x["name"][0], float(x["weight"]), float(x["image"].mean())) for x in a.train_dataloader()]
     fresh = _dm(scene_dir, steps_per_epoch=20)
