@@ -16,7 +16,8 @@ Batches (batch size 1, training and evaluation alike)::
      view index in evaluation), "view_index": (1,) int64 (index into the training views;
      -1 for fixed and evaluation views)}
 
-Image loading, the held-out views and the datasets live in ``datamodules.scene_views``.
+Image loading, the held-out views and the datasets live in ``datamodules.scene_views``; the
+fixed views in ``datamodules.fixed_views``.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from datamodules.cameras import Cameras
+from datamodules.fixed_views import FixedViewsMixin
 from datamodules.scene_data import SceneData, SceneFormatError, env_path
 from datamodules.scene_setup import SceneSetup
 from datamodules.scene_views import HeldoutViewsMixin, _TrainDraws, _Views, check_min_image_size, collate_views
@@ -39,7 +41,7 @@ __all__ = ["SceneDataModule", "collate_views"]
 log = logging.getLogger(__name__)
 
 
-class SceneDataModule(HeldoutViewsMixin, pl.LightningDataModule):
+class SceneDataModule(FixedViewsMixin, HeldoutViewsMixin, pl.LightningDataModule):
     """Real views of a scene plus the fixed (novel) views Difix3D adds while training."""
 
     def __init__(
@@ -210,61 +212,6 @@ class SceneDataModule(HeldoutViewsMixin, pl.LightningDataModule):
             sorted({(int(w), int(h)) for w, h in zip(scene.cameras.width, scene.cameras.height)})[:4],
             "no" if scene.points is None else len(scene.points), self.scene_scale,
         )
-
-    # ------------------------------------------------------------------ fixed views
-    def set_fixed_views(
-        self,
-        images: list[Tensor],
-        cameras: Cameras,
-        weights: Tensor,
-        masks: list[Tensor] | None = None,
-        real_view_weight: float | None = None,
-    ) -> None:
-        """Replaces the fixed (novel) views.
-
-        Args:
-            images: N tensors (3, H, W) in [0, 1].
-            cameras: N cameras in the normalised world.
-            weights: (N,) loss weights.
-            masks: N tensors (1, H, W) or None (all ones).
-            real_view_weight: loss weight of the real views from now on (Difix3D raises it
-                once fixed views join: paper 1.5); None keeps the current one.
-        """
-        if real_view_weight is not None and not real_view_weight > 0:
-            raise ValueError(f"set_fixed_views: real_view_weight must be > 0, got {real_view_weight}")
-        n = len(images)
-        weights = torch.as_tensor(weights, dtype=torch.float32).reshape(-1)
-        if len(cameras) != n or weights.shape[0] != n or (masks is not None and len(masks) != n):
-            raise ValueError(
-                f"set_fixed_views: {n} images but {len(cameras)} cameras, {weights.shape[0]} weights"
-                + ("" if masks is None else f", {len(masks)} masks")
-            )
-        for i, image in enumerate(images):
-            if image.dim() != 3 or image.shape[0] != 3:
-                raise ValueError(f"set_fixed_views: image {i} must be (3, H, W), got {tuple(image.shape)}")
-            if (int(cameras.width[i]), int(cameras.height[i])) != (image.shape[2], image.shape[1]):
-                raise ValueError(
-                    f"set_fixed_views: image {i} is {image.shape[2]}x{image.shape[1]} but its camera says "
-                    f"{int(cameras.width[i])}x{int(cameras.height[i])}"
-                )
-        self.fixed_images = [im.detach().float().cpu().contiguous() for im in images]
-        self.fixed_cameras = cameras.to("cpu")
-        self.fixed_weights = weights.detach().cpu()
-        self.fixed_masks = None if masks is None else [m.detach().float().cpu().reshape(1, *m.shape[-2:]) for m in masks]
-        if real_view_weight is not None:
-            self.real_view_weight = float(real_view_weight)
-        self._fixed_version += 1
-
-    def clear_fixed_views(self) -> None:
-        self.fixed_images: list[Tensor] = []
-        self.fixed_cameras = Cameras.empty()
-        self.fixed_weights = torch.zeros(0)
-        self.fixed_masks: list[Tensor] | None = None
-        self._fixed_version += 1
-
-    @property
-    def num_fixed_views(self) -> int:
-        return len(self.fixed_images)
 
     def target_cameras(self, kind: str = "test") -> Cameras:
         """Cameras (poses and intrinsics, no images) of a split: "test", "train" or "val"."""
