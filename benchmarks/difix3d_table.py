@@ -22,6 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from callbacks.progressive_fix import ProgressiveFixCallback  # noqa: E402
+from datamodules.json_io import write_json_atomic  # noqa: E402
 from lightning_modules.scene.nerf.module import NerfSceneModule  # noqa: E402
 from main import cli_main  # noqa: E402
 
@@ -103,10 +104,7 @@ def main() -> None:
         row["overrides"] = overrides
     table = rows if args.rows == "all" else merge_rows(out, args.config, rows)
     print_table(table)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # atomic: a killed run keeps the old table
-    tmp.write_text(json.dumps({"config": args.config, "rows": table}, indent=1))
-    tmp.replace(out)
+    write_json_atomic(out, {"config": args.config, "rows": table})  # a killed run keeps the old table
     print(f"written {out}")
 
 

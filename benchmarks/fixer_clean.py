@@ -13,7 +13,6 @@ line per set and writes JSON (`--out`). A fixer that fixes without damaging shou
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch  # noqa: E402
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure  # noqa: E402
 
 from datamodules.image_io import load_image  # noqa: E402
+from datamodules.json_io import write_json_atomic  # noqa: E402
 from datamodules.prior_corpus import package_data_images, pyramid, render_scene_views  # noqa: E402
 
 
@@ -93,11 +93,7 @@ def main() -> None:
                 results.setdefault(model_name, {})[set_name] = row
                 print(f"{model_name:<18} {set_name:<12} n={row['n']:<3} PSNR {row['psnr']:6.2f} dB  SSIM {row['ssim']:.4f}")
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        os.replace(tmp, out)
+        write_json_atomic(args.out, results)
 
 
 if __name__ == "__main__":

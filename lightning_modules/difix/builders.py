@@ -239,12 +239,13 @@ class DifixBuilders:
 
         if (base.get("kind") == "prior" and pretrained is None) or is_prior_checkpoint(pretrained):
             prior = pretrained or base["path"]
-            if not Path(prior).expanduser().is_file():
+            try:
+                return net_from_prior(prior, prompt_embeds=prompt_embeds, **net_kwargs)
+            except FileNotFoundError as err:  # net_from_prior checks the file; say why it is needed
                 raise FileNotFoundError(
                     f"this fixer was fine-tuned from the Difix prior {prior}, which holds its frozen "
                     "VAE weights, and that file is gone: restore it, or pass its new path as "
-                    "`pretrained` (DifixNet.from_checkpoint(..., pretrained=...))")
-            return net_from_prior(prior, prompt_embeds=prompt_embeds, **net_kwargs)
+                    "`pretrained` (DifixNet.from_checkpoint(..., pretrained=...))") from err
         if base.get("kind") == "reference_checkpoint":
             return cls.from_reference_checkpoint(base["path"], base=pretrained or base["base"], cache_dir=cache_dir,
                                                  prompt=prompt, prompt_embeds=prompt_embeds, **net_kwargs)
