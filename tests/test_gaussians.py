@@ -54,9 +54,14 @@ def test_from_points_follows_simple_trainer_init(seed: int) -> None:
 
 def test_knn_rms_distance_matches_brute_force(seed: int) -> None:
     pts = torch.randn(300, 3)
+    pts[1] = pts[0]  # a duplicate: its nearest other point is at distance 0
     d = torch.cdist(pts, pts).square()
     ref = torch.sort(d, dim=1).values[:, 1:4].mean(1).sqrt()
-    assert torch.allclose(knn_rms_distance(pts, chunk=64), ref, atol=1e-5)
+    out = knn_rms_distance(pts)
+    assert out.dtype == pts.dtype and out.shape == (300,)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    # Two coincident points: k drops to 1 and the zero distance is floored, so its log is finite.
+    torch.testing.assert_close(knn_rms_distance(pts[:2]), torch.full((2,), 1e-7))
 
 
 def test_load_state_dict_adopts_checkpoint_size() -> None:

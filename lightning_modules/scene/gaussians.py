@@ -44,32 +44,33 @@ def num_sh_bases(sh_degree: int) -> int:
     return (sh_degree + 1) ** 2
 
 
-def knn_rms_distance(points: Tensor, k: int = 3, chunk: int = 2048) -> Tensor:
+def knn_rms_distance(points: Tensor, k: int = 3) -> Tensor:
     """Root-mean-square distance from each point to its ``k`` nearest other points.
 
     The same statistic as gsplat's simple_trainer initial scales (sklearn k=4 with self,
-    ``sqrt(mean(dist[:, 1:] ** 2))``), computed in chunks so memory stays O(chunk * P).
+    ``sqrt(mean(dist[:, 1:] ** 2))``). A k-d tree (scipy's, O(P log P)) rather than all pairs:
+    the chunked ``cdist`` it replaced took 45 s for 80k points on 2 cores and grew as P^2
+    (real COLMAP clouds hold 100k-1M points); the tree does 1M points in about 2.4 s.
 
     Args:
-        points: (P, 3).
+        points: (P, 3), on any device (the tree runs on the CPU).
         k: neighbours (excluding the point itself).
-        chunk: query rows per block.
 
     Returns:
-        (P,) distances (>= 1e-7 so that their log is finite even for duplicate points).
+        (P,) distances on ``points``' device (>= 1e-7 so that their log is finite even for
+        duplicate points).
     """
+    from scipy.spatial import cKDTree
+
     p = points.shape[0]
     if p < 2:
         return torch.ones(p, dtype=points.dtype, device=points.device)
     k = min(k, p - 1)
-    out = []
-    for start in range(0, p, chunk):
-        q = points[start : start + chunk]
-        d2 = torch.cdist(q, points).square()
-        # +1 neighbour because each point is its own nearest neighbour at distance 0.
-        nearest = torch.topk(d2, k + 1, dim=1, largest=False).values[:, 1:]
-        out.append(nearest.mean(dim=1).sqrt())
-    return torch.cat(out).clamp_min(1e-7)
+    xyz = points.detach().cpu().double().numpy()
+    # k + 1: each point is its own nearest neighbour at distance 0.
+    dist, _ = cKDTree(xyz).query(xyz, k=k + 1, workers=-1)
+    rms = torch.from_numpy(dist[:, 1:]).square().mean(dim=1).sqrt()
+    return rms.to(dtype=points.dtype, device=points.device).clamp_min(1e-7)
 
 
 class Gaussians(nn.Module):
