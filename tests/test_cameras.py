@@ -229,3 +229,14 @@ def test_interpolate_path_endpoints_and_keys() -> None:
     assert torch.allclose(path[:, 3], torch.tensor([0.0, 0, 0, 1], dtype=path.dtype).expand(31, 4))
     assert interpolate_path(keys[:1], 3).shape == (3, 4, 4)
     assert interpolate_path(keys.float(), 5).dtype == torch.float32
+
+
+def test_common_size_names_the_caller_and_the_sizes() -> None:
+    K = torch.tensor([[10.0, 0, 4], [0, 10.0, 3], [0, 0, 1]])
+    c2w = _random_c2w(3)
+    assert Cameras.from_c2w(c2w, K, 8, 6).common_size("render") == (8, 6)
+    mixed = Cameras.from_c2w(c2w, K, torch.tensor([8, 8, 16]), torch.tensor([6, 6, 12]))
+    with pytest.raises(ValueError, match=r"render_path: .*\[\(8, 6\), \(16, 12\)\]"):
+        mixed.common_size("render_path")
+    with pytest.raises(ValueError, match="render: no cameras"):
+        mixed[[]].common_size("render")

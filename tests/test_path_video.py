@@ -82,7 +82,7 @@ def test_without_fix_only_the_plain_video_and_failures_leave_nothing_half_writte
         render_path(scene.render_views, orbit_cameras(3), tmp_path, fix=broken, progress=False)
     assert out["video"].read_bytes() == before  # the earlier video is not replaced by a partial one
     assert not (tmp_path / "video_fixed.mp4").exists() and not list(tmp_path.glob(".*tmp*"))
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="render_path: no cameras"):
         render_path(scene.render_views, Cameras.empty(), tmp_path)
 
 

@@ -199,11 +199,7 @@ class GaussianSceneModule(SceneModule):
 
     def _render(self, cameras: Cameras, sh_degree: int, backgrounds: Tensor | None) -> tuple[Tensor, Tensor, dict]:
         """Renders same-size cameras: (C, 3, H, W) colours, (C, 1, H, W) alphas, gsplat info."""
-        if len(cameras) == 0:
-            raise ValueError("render: no cameras")
-        w, h = int(cameras.width[0]), int(cameras.height[0])
-        if bool((cameras.width != w).any()) or bool((cameras.height != h).any()):
-            raise ValueError("render: cameras of one call must share one image size")
+        w, h = cameras.common_size("render")
         a = self.gaussians.activated()
         colors, alphas, info = render(
             a["means"], a["quats"], a["scales"], a["opacities"], a["colors"],

@@ -176,10 +176,7 @@ def render_path(
     Raises:
         ValueError: an empty path or cameras of different sizes.
     """
-    if len(cameras) == 0:
-        raise ValueError("render_path: the camera path is empty")
-    if bool((cameras.width != cameras.width[0]).any()) or bool((cameras.height != cameras.height[0]).any()):
-        raise ValueError("render_path: all cameras of a path must share one image size")
+    cameras.common_size("render_path")  # a video has one frame size
     out = Path(out_dir)
     names = ["video"] + (["video_fixed", "video_compare"] if fix is not None else [])
     streams: dict[str, VideoStream] = {}

@@ -185,9 +185,7 @@ class NerfSceneModule(SceneModule):
             rgb: (N, 3, H, W) in [0, 1]; alpha: (N, 1, H, W).
         """
         cameras = cameras.to(self.device)
-        w, h = int(cameras.width[0]), int(cameras.height[0])
-        if bool((cameras.width != w).any()) or bool((cameras.height != h).any()):
-            raise ValueError("render_views: cameras of one call must share one image size")
+        w, h = cameras.common_size("render_views")
         bg = self.background_tensor(1)[0]
         rgbs, alphas = [], []
         for c in range(len(cameras)):
