@@ -195,3 +195,17 @@ def test_resume_restores_novel_cameras_and_fixed_views(scene_dir: Path, tmp_path
     for a, b in zip(data2.fixed_images, saved_images):
         torch.testing.assert_close(a, b)
     assert trainer.global_step == 5
+
+
+def test_predict_writes_the_fixed_views_beside_the_plain_ones(scene_dir: Path, tmp_path: Path) -> None:
+    data = small_data(scene_dir)
+    module = small_module(tmp_path)
+    make_trainer(tmp_path, 2, []).fit(module, datamodule=data)
+    module.set_post_render_fix(lambda rgb, cameras: 1 - rgb)  # a stand-in fixer, easy to check
+    batches = make_trainer(tmp_path, 2, []).predict(module, datamodule=data)
+    names = [n for b in batches for n in b["name"]]
+    assert names
+    views, fixed = tmp_path / "out" / "predict" / "views", tmp_path / "out" / "predict" / "views_fixed"
+    assert sorted(p.stem for p in fixed.glob("*.png")) == sorted(names) == sorted(p.stem for p in views.glob("*.png"))
+    for b in batches:
+        torch.testing.assert_close(b["rgb_fixed"], 1 - b["rgb"])

@@ -252,13 +252,21 @@ class SceneModule(pl.LightningModule):
 
     @torch.no_grad()
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        """Renders the datamodule's predict views to ``predict/views/<name>.png``.
+        """Renders the datamodule's predict views to ``predict/views/<name>.png`` and, with a
+        post-render fix, their Difix3D+ versions to ``predict/views_fixed/<name>.png``.
 
         Returns:
-            {"rgb": (B, 3, H, W), "alpha": (B, 1, H, W), "name": [str], "paths": [Path]}.
+            {"rgb": (B, 3, H, W), "alpha": (B, 1, H, W), "name": [str], "paths": [Path]}, plus
+            "rgb_fixed" (B, 3, H, W) and "paths_fixed" with a post-render fix.
         """
         cameras: Cameras = batch["camera"].to(self.device)
         rgb, alpha = self.render_views(cameras)
-        out = self.output_path / "predict" / "views"
-        paths = [save_image(rgb[i], out / f"{name}.png") for i, name in enumerate(cameras.names)]
-        return {"rgb": rgb.cpu(), "alpha": alpha.cpu(), "name": list(cameras.names), "paths": paths}
+        out = self.output_path / "predict"
+        paths = [save_image(rgb[i], out / "views" / f"{name}.png") for i, name in enumerate(cameras.names)]
+        result = {"rgb": rgb.cpu(), "alpha": alpha.cpu(), "name": list(cameras.names), "paths": paths}
+        if self._post_render_fix is not None:
+            fixed = self._post_render_fix(rgb, cameras).clamp(0, 1)
+            result["rgb_fixed"] = fixed.cpu()
+            result["paths_fixed"] = [save_image(fixed[i], out / "views_fixed" / f"{name}.png")
+                                     for i, name in enumerate(cameras.names)]
+        return result
