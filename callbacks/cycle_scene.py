@@ -20,7 +20,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from datamodules.blender import OPENGL_TO_OPENCV

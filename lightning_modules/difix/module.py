@@ -7,7 +7,6 @@ embedding) plus `difix_net_config`, which is all `DifixNet.from_checkpoint` need
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
