@@ -18,11 +18,10 @@ from datamodules.scene_data import (
     SceneData,
     SceneFormatError,
     SplitSpec,
-    downscaled_size,
     finish_scene,
     resolve_image_path,
-    sizes_from_files,
 )
+from datamodules.scene_intrinsics import downscaled_size, sizes_from_files
 
 __all__ = ["read_blender", "OPENGL_TO_OPENCV"]
 

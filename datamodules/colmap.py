@@ -34,8 +34,8 @@ from datamodules.scene_data import (
     SplitSpec,
     finish_scene,
     image_folder_for_downscale,
-    intrinsics_at_load_size,
 )
+from datamodules.scene_intrinsics import intrinsics_at_load_size
 
 __all__ = [
     "ColmapCamera",

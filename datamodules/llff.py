@@ -20,8 +20,8 @@ from datamodules.scene_data import (
     SplitSpec,
     finish_scene,
     image_folder_for_downscale,
-    intrinsics_at_load_size,
 )
+from datamodules.scene_intrinsics import intrinsics_at_load_size
 
 __all__ = ["read_llff", "llff_to_opencv_c2w", "opencv_to_llff_c2w", "frustum_points"]
 

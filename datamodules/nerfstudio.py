@@ -26,9 +26,9 @@ from datamodules.scene_data import (
     SceneFormatError,
     SplitSpec,
     finish_scene,
-    intrinsics_at_load_size,
     resolve_image_path,
 )
+from datamodules.scene_intrinsics import intrinsics_at_load_size
 
 __all__ = ["read_nerfstudio", "DISTORTION_KEYS"]
 
