@@ -10,6 +10,8 @@ import io
 import json
 from pathlib import Path
 
+import torch
+
 from main import cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +28,11 @@ def test_difix_demo_config_fits_and_checkpoints(tmp_path: Path) -> None:
          "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={logs}",
          "--data.init_args.num_train=3", "--data.init_args.num_val=2", "--data.init_args.resolution=32",
          "--data.init_args.crop_size=32"])
-    assert list(logs.rglob("last.ckpt"))
+    # last.ckpt is the final step's, even when val/psnr did not improve there (best.ckpt).
+    (last,) = logs.rglob("last.ckpt")
+    (best,) = logs.rglob("best.ckpt")
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 3
+    assert torch.load(best, map_location="cpu", weights_only=False)["global_step"] <= 3
     assert list(logs.rglob("events.out.tfevents.*"))
 
 
