@@ -23,7 +23,7 @@ _EXPORTS = {
     "save_components": ".tiny",
     "LPIPSLoss": ".losses",
     "GramLoss": ".losses",
-    "load_vgg16": ".losses",
+    "load_vgg16": ".backbones",
 }
 
 __all__ = list(_EXPORTS)

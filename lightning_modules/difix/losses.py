@@ -6,20 +6,19 @@ frozen, always in eval mode (LPIPS has dropout in its linear heads that a parent
 from torchvision / the lpips package, so checkpoints of the fixer do not carry ~60 MB of
 VGG and load fine without them.
 
-Offline use: the pretrained backbones are read from torchvision's cache,
-`$TORCH_HOME/hub/checkpoints/<file>` (default `~/.cache/torch/hub/checkpoints`). When the
-file is missing, construction raises `FileNotFoundError` naming the file, the URL it comes
-from and where to put it, instead of torchvision's bare `URLError` from a failed download.
+Offline use: the pretrained backbones come from torchvision's cache (``backbones.py``); a
+missing file is a `FileNotFoundError` naming it, the URL it comes from and where to put it.
 """
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn as nn
+
+from .backbones import RANDOM_BACKBONE_SEED, load_vgg16, require_backbone_file, warn_random_backbone
 
 # torchvision vgg16.features indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
 VGG16_GRAM_LAYERS: tuple[int, ...] = (3, 8, 15, 22, 29)
@@ -27,114 +26,6 @@ VGG16_GRAM_LAYERS: tuple[int, ...] = (3, 8, 15, 22, 29)
 GRAM_LAYER_WEIGHTS: tuple[float, ...] = (1 / 2.6, 1 / 4.8, 1 / 3.7, 1 / 5.6, 10 / 1.5)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-RANDOM_BACKBONE_SEED = 0
-
-
-def _backbone_weights(net: str) -> Any:
-    """The torchvision weights enum the lpips package (and GramLoss) load for `net`."""
-    from torchvision.models import AlexNet_Weights, SqueezeNet1_1_Weights, VGG16_Weights
-
-    table = {
-        "vgg": VGG16_Weights.IMAGENET1K_V1,
-        "vgg16": VGG16_Weights.IMAGENET1K_V1,
-        "alex": AlexNet_Weights.IMAGENET1K_V1,
-        "squeeze": SqueezeNet1_1_Weights.IMAGENET1K_V1,
-    }
-    if net not in table:
-        raise ValueError(f"unknown backbone {net!r}; choose one of 'vgg', 'alex', 'squeeze'")
-    return table[net]
-
-
-def torchvision_cache_path(net: str = "vgg") -> Path:
-    """Where torchvision looks for the pretrained backbone file of `net`.
-
-    `torch.hub.get_dir()` reads $TORCH_HOME at call time, so this follows the environment.
-    """
-    url = _backbone_weights(net).url
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-
-
-def require_backbone_file(net: str = "vgg") -> Path:
-    """Returns the cached backbone file for `net`, or raises an error that says what to do.
-
-    Raises:
-        FileNotFoundError: the file is not in torchvision's cache. The message names the
-            exact path, the download URL and the pretrained_backbone=False escape hatch.
-    """
-    path = torchvision_cache_path(net)
-    if not path.is_file():
-        url = _backbone_weights(net).url
-        raise FileNotFoundError(
-            f"Pretrained {net} backbone weights not found: {path} does not exist, and "
-            f"downloading is off (offline machine). Download {url} on a machine with "
-            f"internet and place it at exactly {path} (torchvision's cache, "
-            f"$TORCH_HOME/hub/checkpoints; set TORCH_HOME to move it), e.g.\n"
-            f"    mkdir -p {path.parent} && curl -L -o {path} {url}\n"
-            "or pass pretrained_backbone=False (random weights: for plumbing tests only, "
-            "the values are not real perceptual distances)."
-        )
-    return path
-
-
-def _warn_random_backbone(what: str) -> None:
-    warnings.warn(
-        f"{what}: using a randomly initialised backbone (seed {RANDOM_BACKBONE_SEED}); "
-        "its values are NOT real perceptual distances. Use it for tests and offline "
-        "plumbing only; never report them as LPIPS/Gram numbers.",
-        UserWarning,
-        stacklevel=3,
-    )
-
-
-def load_vgg16(pretrained: bool, download: bool = False) -> nn.Sequential:
-    """torchvision's VGG16 `features` (conv part only), frozen and in eval mode.
-
-    Only the convolutional `features` are built (the 102M-parameter classifier is never
-    allocated); the layer indices match `torchvision.models.vgg16().features`.
-
-    Args:
-        pretrained: load ImageNet weights (IMAGENET1K_V1) from torchvision's cache;
-            False builds random weights under a fixed seed (and warns).
-        download: when the cached file is missing, let torchvision download it instead of
-            raising. Off by default: the project must run offline.
-
-    Returns:
-        nn.Sequential of 31 modules (conv/relu/maxpool), requires_grad False, eval mode.
-
-    Raises:
-        FileNotFoundError: pretrained weights are not cached and download is False; the
-            message names `$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth` and the URL.
-        RuntimeError: the cached file is unreadable (message names it).
-    """
-    from torchvision.models import vgg as tv_vgg
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_BACKBONE_SEED)
-        features = tv_vgg.make_layers(tv_vgg.cfgs["D"], batch_norm=False)
-        for module in features.modules():
-            if isinstance(module, nn.Conv2d):  # torchvision VGG's own init
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
-
-    if pretrained:
-        if download and not torchvision_cache_path("vgg").is_file():
-            state = _backbone_weights("vgg").get_state_dict(progress=False, check_hash=True)
-            path = torchvision_cache_path("vgg")
-        else:
-            path = require_backbone_file("vgg")
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as error:  # corrupt/truncated download
-                raise RuntimeError(f"{path}: cannot read VGG16 weights ({error}); delete it and download again") from error
-        prefix = "features."
-        features_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        try:
-            features.load_state_dict(features_state)
-        except RuntimeError as error:
-            raise RuntimeError(f"{path}: not torchvision VGG16 weights ({error})") from error
-    else:
-        _warn_random_backbone("load_vgg16(pretrained=False)")
-    return features.eval().requires_grad_(False)
 
 
 class FrozenLoss(nn.Module):
@@ -212,7 +103,7 @@ class LPIPSLoss(FrozenLoss):
         if pretrained_backbone and not download:
             require_backbone_file(net)
         if not pretrained_backbone:
-            _warn_random_backbone(f"LPIPSLoss(net={net!r}, pretrained_backbone=False)")
+            warn_random_backbone(f"LPIPSLoss(net={net!r}, pretrained_backbone=False)")
         with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
             # lpips 0.1.4 calls torchvision with the deprecated `pretrained=` argument.
             warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
@@ -291,7 +182,7 @@ class GramLoss(FrozenLoss):
             warnings.simplefilter("ignore")  # GramLoss warns once below, with its own name
             vgg = load_vgg16(pretrained_backbone, download=download)
         if not pretrained_backbone:
-            _warn_random_backbone("GramLoss(pretrained_backbone=False)")
+            warn_random_backbone("GramLoss(pretrained_backbone=False)")
         self.vgg = vgg[: VGG16_GRAM_LAYERS[-1] + 1]  # nothing after relu5_3 is needed
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
