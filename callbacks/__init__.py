@@ -15,6 +15,7 @@ _EXPORTS: dict[str, str] = {
     "ViewerCallback": "callbacks.viewer",
     "SceneViewer": "callbacks.scene_viewer",
     "NearestViewFix": "callbacks.post_render_fix",
+    "BestAndLastCheckpoint": "callbacks.checkpoints",
 }
 
 __all__ = list(_EXPORTS)

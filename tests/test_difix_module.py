@@ -45,6 +45,19 @@ def test_construction_loads_nothing() -> None:
     assert module.net is None and module.lpips is None
 
 
+def test_cosine_lr_decays_to_a_tenth_over_max_steps(tmp_path: Path) -> None:
+    module = DifixModule(**TINY, w_lpips=0.0, w_gram=0.0, lr_schedule="cosine")
+    trainer = _trainer(tmp_path, max_steps=4, limit_val_batches=0)
+    trainer.fit(module, datamodule=_synthetic(num_train=4, batch_size=1))
+    (scheduler,) = trainer.lr_scheduler_configs
+    assert scheduler.interval == "step"
+    torch.testing.assert_close(trainer.optimizers[0].param_groups[0]["lr"], 1e-4)  # lr / 10 at max_steps
+    with pytest.raises(ValueError, match="max_steps"):
+        _trainer(tmp_path, max_epochs=1, limit_val_batches=0).fit(
+            DifixModule(**TINY, w_lpips=0.0, w_gram=0.0, lr_schedule="cosine"), datamodule=_synthetic())
+    assert DifixModule(**TINY).hparams.lr_schedule == "constant"  # the paper's
+
+
 def test_fit_logs_metrics_grid_and_saves_lean_checkpoint(tmp_path: Path) -> None:
     seed_everything(0)
     module = DifixModule(**TINY, gram_warmup_steps=1, gram_crop_size=16)

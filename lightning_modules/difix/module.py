@@ -72,6 +72,9 @@ class DifixModule(pl.LightningModule):
             demo model needs them to open faster).
         betas: AdamW betas.
         weight_decay: AdamW weight decay.
+        lr_schedule: "constant" (the paper) or "cosine": decay to lr / 10 over
+            ``trainer.max_steps`` (the CPU demo: its batch-1 updates otherwise leave the last
+            weights noisy, e.g. a random colour cast).
         num_log_images: samples in the validation image grid.
         predict_output_dir: folder the predict step writes fixed PNGs to.
         predict_resize_to: (height, width) the predict step runs the fixer at (e.g. [576, 1024]
@@ -112,6 +115,7 @@ class DifixModule(pl.LightningModule):
         skip_lr_scale: float = 1.0,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 1e-2,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
         num_log_images: int = 4,
         predict_output_dir: str = "outputs/difix_predict",
         predict_resize_to: tuple[int, int] | None = None,
@@ -206,7 +210,7 @@ class DifixModule(pl.LightningModule):
         self.log_dict({f"train/{k}": v.detach() for k, v in losses.items() if k != "loss"}, batch_size=bs)
         return losses["loss"]
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
         net = self._require_net()
         h = self.hparams
         skip_ids = {id(p) for p in net.skips.parameters()}
@@ -214,7 +218,14 @@ class DifixModule(pl.LightningModule):
             {"params": [p for p in net.trainable_parameters() if id(p) not in skip_ids], "lr": h.lr},
             {"params": [p for p in net.skips.parameters() if p.requires_grad], "lr": h.lr * h.skip_lr_scale},
         ]
-        return torch.optim.AdamW(groups, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+        if h.lr_schedule == "constant":
+            return optimizer
+        total = self.trainer.max_steps
+        if total is None or total <= 0:
+            raise ValueError("DifixModule(lr_schedule='cosine') needs trainer.max_steps (the length of the decay)")
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=h.lr * 0.1)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # ------------------------------------------------------------------ validation / test
     def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
