@@ -257,6 +257,3 @@ class Cameras:
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Cameras:
         return cls(state["world_to_camera"], state["K"], state["width"], state["height"], list(state["names"]))
-
-
-# ====================================================================== pose math
