@@ -25,6 +25,7 @@ from datamodules.image_io import save_image
 from .image_fixer import ImageFixer
 from .net import DEFAULT_PROMPT, DifixNet
 from .prior_loading import net_from_prior
+from .schedules import cosine_to_tenth
 
 
 class DifixModule(pl.LightningModule):
@@ -224,8 +225,7 @@ class DifixModule(pl.LightningModule):
         total = self.trainer.max_steps
         if total is None or total <= 0:
             raise ValueError("DifixModule(lr_schedule='cosine') needs trainer.max_steps (the length of the decay)")
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=h.lr * 0.1)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return cosine_to_tenth(optimizer, total, h.lr)
 
     # ------------------------------------------------------------------ validation / test
     def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:

@@ -31,6 +31,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from .net import DEFAULT_PROMPT, DifixNet
+from .schedules import cosine_to_tenth
 from .tiny import CONFIGS
 
 PRIOR_KEY = "difix_prior"
@@ -185,8 +186,7 @@ class DifixPriorModule(pl.LightningModule):
         total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
         if total is None:
             return optimizer
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=h.lr * 0.1)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return cosine_to_tenth(optimizer, total, h.lr)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
