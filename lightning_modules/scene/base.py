@@ -127,6 +127,12 @@ class SceneModule(pl.LightningModule):
         """Installs the Difix3D+ post-render fix for test renders (None removes it)."""
         self._post_render_fix = fix
 
+    def _fixed_render(self, rgb: Tensor, cameras: Cameras) -> Tensor | None:
+        """(N, 3, H, W) Difix3D+ renders in [0, 1], or None without a post-render fix."""
+        if self._post_render_fix is None:
+            return None
+        return self._post_render_fix(rgb, cameras).clamp(0, 1)
+
     def background_tensor(self, n: int) -> Tensor:
         """(n, 3) background colours on the module's device."""
         return torch.tensor(self.background, dtype=torch.float32, device=self.device).expand(n, 3).contiguous()
@@ -192,9 +198,7 @@ class SceneModule(pl.LightningModule):
         cameras: Cameras = batch["camera"].to(self.device)
         image = batch["image"].to(self.device)
         rgb, _ = self.render_views(cameras)
-        fixed = None
-        if stage == "test" and self._post_render_fix is not None:
-            fixed = self._post_render_fix(rgb, cameras).clamp(0, 1)
+        fixed = self._fixed_render(rgb, cameras) if stage == "test" else None
         names = list(batch.get("name", cameras.names))
         if self.evaluator.update(rgb, image, names, fixed) and not self.trainer.sanity_checking:
             panels = [rgb] if fixed is None else [rgb, fixed]
@@ -264,8 +268,8 @@ class SceneModule(pl.LightningModule):
         out = self.output_path / "predict"
         paths = [save_image(rgb[i], out / "views" / f"{name}.png") for i, name in enumerate(cameras.names)]
         result = {"rgb": rgb.cpu(), "alpha": alpha.cpu(), "name": list(cameras.names), "paths": paths}
-        if self._post_render_fix is not None:
-            fixed = self._post_render_fix(rgb, cameras).clamp(0, 1)
+        fixed = self._fixed_render(rgb, cameras)
+        if fixed is not None:
             result["rgb_fixed"] = fixed.cpu()
             result["paths_fixed"] = [save_image(fixed[i], out / "views_fixed" / f"{name}.png")
                                      for i, name in enumerate(cameras.names)]
