@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from scene_writers import Rig
 
 # Offline by construction: never let a test reach for the model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -30,3 +34,11 @@ def seed() -> int:
 
     torch.manual_seed(0)
     return 0
+
+
+@pytest.fixture(scope="module")
+def rig() -> Rig:
+    """The small synthetic capture (tests/scene_writers.py) every reader test writes in each format."""
+    from scene_writers import make_rig
+
+    return make_rig()

@@ -1,4 +1,4 @@
-"""Scene readers: conventions, splits, normalisation, distortion, bad input, shared scenes."""
+"""Scene readers: conventions, splits, normalisation, distortion, shared scenes (bad input: test_reader_errors.py)."""
 from __future__ import annotations
 
 import json
@@ -17,15 +17,9 @@ from datamodules.colmap import (
 )
 from datamodules.distortion import distort_normalized, undistort_image, undistort_points
 from datamodules.image_io import save_image
-from datamodules.point_ply import PlyFormatError, read_point_ply, write_point_ply
-from datamodules.read_scene import detect_format, read_scene
+from datamodules.read_scene import read_scene
 from datamodules.scene_data import SceneFormatError
 from scene_writers import Rig, make_rig, write_blender, write_colmap, write_llff, write_nerfstudio
-
-
-@pytest.fixture(scope="module")
-def rig() -> Rig:
-    return make_rig()
 
 
 def _same_cameras(a: Cameras, b: Cameras, atol: float = 1e-4) -> None:
@@ -214,108 +208,6 @@ def test_colmap_distorted_models_are_undistorted_or_refused(rig: Rig, tmp_path: 
         read_scene(write_colmap(rig, tmp_path / "fe", model="OPENCV_FISHEYE", params=[f, f, cx, cy, 0.1, 0, 0, 0]))
 
 
-# ---------------------------------------------------------------------------- bad input
-def test_colmap_bad_input(rig: Rig, tmp_path: Path) -> None:
-    root = write_colmap(rig, tmp_path / "c")
-    model = root / "sparse" / "0"
-    data = (model / "images.bin").read_bytes()
-    (model / "images.bin").write_bytes(data[:-30])
-    with pytest.raises(SceneFormatError, match=rf"images\.bin: file truncated at byte {len(data) - 30}"):
-        read_scene(root)
-    (model / "images.bin").write_bytes(data)
-    cams = (model / "cameras.bin").read_bytes()
-    bad = bytearray(cams)
-    bad[8 + 4 : 8 + 8] = (99).to_bytes(4, "little")  # model id of the first camera
-    (model / "cameras.bin").write_bytes(bytes(bad))
-    with pytest.raises(SceneFormatError, match=r"cameras\.bin.*unknown camera model id 99"):
-        read_scene(root)
-    (model / "cameras.bin").write_bytes(cams)
-    (root / "images" / "img_03.png").unlink()
-    with pytest.raises(SceneFormatError, match=r"images\.bin.*img_03\.png.*missing"):
-        read_scene(root)
-
-    txt = write_colmap(rig, tmp_path / "t", binary=False)
-    cam_txt = txt / "sparse" / "0" / "cameras.txt"
-    cam_txt.write_text(cam_txt.read_text().replace("PINHOLE", "FANCY_LENS", 1))
-    with pytest.raises(SceneFormatError, match=r"cameras\.txt: line \d+: unknown camera model 'FANCY_LENS'"):
-        read_scene(txt)
-    nan = write_colmap(make_rig(), tmp_path / "n", binary=False)
-    img_txt = nan / "sparse" / "0" / "images.txt"
-    lines = img_txt.read_text().splitlines()
-    first = next(i for i, line in enumerate(lines) if line and not line.startswith("#"))
-    parts = lines[first].split()
-    parts[5] = "nan"
-    lines[first] = " ".join(parts)
-    img_txt.write_text("\n".join(lines) + "\n")
-    with pytest.raises(SceneFormatError, match=r"images\.txt: pose of image 'img_00\.png' is not finite"):
-        read_scene(nan)
-
-
-def test_other_formats_bad_input(rig: Rig, tmp_path: Path) -> None:
-    ll = write_llff(rig, tmp_path / "l")
-    (ll / "images" / "IMG_0002.png").unlink()
-    with pytest.raises(SceneFormatError, match=r"poses_bounds\.npy: 6 poses but 5 images"):
-        read_scene(ll)
-    ll2 = write_llff(rig, tmp_path / "l2")
-    arr = np.load(ll2 / "poses_bounds.npy")
-    arr[2, 3] = np.inf
-    np.save(ll2 / "poses_bounds.npy", arr)
-    with pytest.raises(SceneFormatError, match=r"poses_bounds\.npy: row 2 .*IMG_0002.*non-finite"):
-        read_scene(ll2)
-
-    ns = write_nerfstudio(rig, tmp_path / "n")
-    doc = json.loads((ns / "transforms.json").read_text())
-    doc["frames"][1]["transform_matrix"][0][3] = float("nan")
-    (ns / "transforms.json").write_text(json.dumps(doc))
-    with pytest.raises(SceneFormatError, match=r"transforms\.json: frame 1: transform_matrix is not finite"):
-        read_scene(ns)
-    doc["frames"][1]["transform_matrix"][0][3] = 0.0
-    doc["camera_model"] = "PINHOLE"
-    doc["k1"] = 0.1
-    (ns / "transforms.json").write_text(json.dumps(doc))
-    with pytest.raises(SceneFormatError, match=r"PINHOLE but distortion parameters are non-zero"):
-        read_scene(ns)
-    doc["camera_model"] = "OPENCV_FISHEYE"
-    (ns / "transforms.json").write_text(json.dumps(doc))
-    with pytest.raises(SceneFormatError, match=r"transforms\.json: frame 0: camera_model 'OPENCV_FISHEYE' is not supported"):
-        read_scene(ns)
-    doc["camera_model"] = "OPENCV"
-    (ns / "transforms.json").write_text(json.dumps(doc))
-    assert read_scene(ns).distortion[0, 0] == pytest.approx(0.1)  # OPENCV + k1: undistorted on load
-    (ns / "images" / "frame_004.png").unlink()
-    with pytest.raises(SceneFormatError, match=r"transforms\.json: image 'images/frame_004\.png' is missing"):
-        read_scene(ns)
-    with pytest.raises(SceneFormatError, match=r"transforms\.json: transforms file is missing"):
-        read_scene(tmp_path / "l", format="nerfstudio")
-
-    bl = write_blender(rig, tmp_path / "b")
-    (bl / "transforms_train.json").unlink()
-    with pytest.raises(SceneFormatError, match=r"transforms_train\.json: transforms file is missing"):
-        read_scene(bl, format="blender")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(SceneFormatError, match="cannot tell the scene format"):
-        detect_format(empty)
-    with pytest.raises(SceneFormatError, match="scene folder not found"):
-        read_scene(tmp_path / "absent")
-
-
-def test_point_ply_round_trip_and_errors(tmp_path: Path) -> None:
-    pts = torch.randn(50, 3)
-    cols = torch.rand(50, 3)
-    write_point_ply(tmp_path / "p.ply", pts, cols)
-    p, c = read_point_ply(tmp_path / "p.ply")
-    assert torch.allclose(p, pts) and torch.allclose(c, cols, atol=1 / 255)
-    ascii_ply = "ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nproperty float y\nproperty float z\nproperty uint8 red\nproperty uint8 green\nproperty uint8 blue\nend_header\n0 1 2 255 0 0\n3 4 5 0 0 255\n"
-    (tmp_path / "a.ply").write_text(ascii_ply)
-    p, c = read_point_ply(tmp_path / "a.ply")
-    assert p.tolist() == [[0, 1, 2], [3, 4, 5]] and c.tolist() == [[1, 0, 0], [0, 0, 1]]
-    data = (tmp_path / "p.ply").read_bytes()
-    (tmp_path / "t.ply").write_bytes(data[:-10])
-    with pytest.raises(PlyFormatError, match=r"t\.ply: truncated"):
-        read_point_ply(tmp_path / "t.ply")
-
-
 # ---------------------------------------------------------------------------- shared scenes
 def test_shared_scenes(shared_data: Path) -> None:
     lego = read_scene(shared_data / "lego_blender_400")
@@ -381,21 +273,3 @@ def test_llff_without_sfm_points_seeds_points_in_the_frustums() -> None:
         assert (cam[:, 2] >= bounds[i, 0] - 1e-9).all() and (cam[:, 2] <= bounds[i, 1] + 1e-9).all()
         assert (uv[:, 0] >= 0).all() and (uv[:, 0] <= 64).all() and (uv[:, 1] >= 0).all() and (uv[:, 1] <= 48).all()
     assert not math.isclose(float(pts[:500, 2].std()), 0.0)
-
-
-# ---------------------------------------------------------------------------- bad downscale
-@pytest.mark.parametrize("fmt", ["colmap", "blender", "nerfstudio", "llff"])
-def test_negative_downscale_fails_in_every_reader(rig: Rig, tmp_path: Path, fmt: str) -> None:
-    writer = {"colmap": write_colmap, "blender": write_blender, "nerfstudio": write_nerfstudio, "llff": write_llff}[fmt]
-    root = writer(rig, tmp_path / fmt)
-    with pytest.raises(SceneFormatError, match="downscale must be an integer >= 1"):
-        read_scene(root, downscale=-2)
-
-
-def test_downscale_too_small_to_evaluate_names_downscale(rig: Rig, tmp_path: Path) -> None:
-    from datamodules.scene_datamodule import SceneDataModule
-
-    root = write_nerfstudio(rig, tmp_path / "ns")
-    dm = SceneDataModule(str(root), downscale=8)  # 40x30 -> 5x4 pixels
-    with pytest.raises(SceneFormatError, match=r"downscale 8 leaves 6 image\(s\) smaller than 11x11"):
-        dm.setup("fit")
