@@ -11,9 +11,8 @@
 #      layout: 3DGS / Difix3D (progressive fix) / Difix3D+ (+ post-render fix).
 # Two jobs run side by side, one core each: step 1 in the background beside step 0, then the
 # table's 3DGS row (it needs no fixer) beside step 2, then the fixer's clean-image check
-# beside the Difix3D rows. The tiny models' steps are bound by per-op overhead,
-# so a second thread gains nothing (prior: 0.43 s/step with 1 or 2 threads on idle cores) while
-# a second job doubles the throughput.
+# beside the Difix3D rows. A second thread gains the tiny models nothing (prior: 0.43 s/step
+# with 1 or 2 threads on idle cores) while a second job doubles the throughput.
 # Usage: scripts/demo.sh [python]   (make demo runs it with .venv/bin/python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +23,13 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 start=$(date +%s)
 say() { printf '\n=== [%ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
+# wait_or_fail PID LOG WHAT: waits for a background job; if it failed, shows its log's end and stops.
+wait_or_fail() {
+  wait "$1" && return 0
+  tail -n 40 "$2"
+  say "FAILED: $3 (full log: $2)"
+  exit 1
+}
 mkdir -p "$OUT"
 rm -f "$OUT/table.json"  # rows are merged into it: never mix in an earlier run's rows
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
@@ -71,11 +77,7 @@ else
 fi
 
 say "waiting for curation"
-if ! wait "$side"; then
-  tail -n 40 "$SIDE_LOG"
-  say "FAILED: curation (full log: $SIDE_LOG)"
-  exit 1
-fi
+wait_or_fail "$side" "$SIDE_LOG" curation
 grep '^===' "$SIDE_LOG" || true
 
 PLAIN_LOG=$OUT/table_3dgs.log
@@ -90,14 +92,14 @@ say "fine-tune the tiny fixer from the prior on the curated pairs"
 
 # The rows merge into one table.json: the 3DGS row must be in before the others start.
 say "waiting for the 3DGS row"
-wait "$plain" || { tail -n 40 "$PLAIN_LOG"; say "FAILED: the 3DGS row (full log: $PLAIN_LOG)"; exit 1; }
+wait_or_fail "$plain" "$PLAIN_LOG" "the 3DGS row"
 
 say "fixer on clean images of unseen scenes (in the background) | Difix3D / Difix3D+ rows"
 "$PY" benchmarks/fixer_clean.py --fixer "$OUT/fixer/best.ckpt" --out "$OUT/fixer_clean.json" \
   > "$OUT/fixer_clean.log" 2>&1 &
 clean=$!
 "$PY" "${TABLE[@]}" --rows progressive "${TABLE_ARGS[@]}"
-wait "$clean" || { cat "$OUT/fixer_clean.log"; say "FAILED: benchmarks/fixer_clean.py"; exit 1; }
+wait_or_fail "$clean" "$OUT/fixer_clean.log" benchmarks/fixer_clean.py
 
 say "prior reconstruction (held-out 64x64 images) and fixer on clean unseen images"
 "$PY" - "$PRIOR/quality.json" "$OUT/fixer_clean.json" <<'EOF'
