@@ -5,9 +5,13 @@
     python benchmarks/difix3d_table.py --config configs/scene.yaml -- --trainer.max_steps=30000
 
 The config must hold a ProgressiveFixCallback. The first row ("3DGS" for a Gaussian scene
-module, "Nerfacto" for a NeRF) fits the same config with the callback removed; "Difix3D" fits with it and is tested on plain renders; "Difix3D+" tests
-the same model with the post-render fix. Same seed and steps for both fits. Everything
-after `--` is passed to the CLI (overrides). Prints the table and writes it as JSON.
+module, "Nerfacto" for a NeRF) fits the same config with the callback removed; "Difix3D" fits
+with it and is tested on plain renders; "Difix3D+" tests the same model with the post-render
+fix. `--rows control` adds "No-op fix": the progressive schedule with the fixer spec
+"identity", so the novel views go into training as the model's own renders. Difix3D minus
+that row is what the fixer contributes; the control minus the first row is what the schedule
+alone gives (extra views, their weights). Same seed and steps for every fit. Everything after
+`--` is passed to the CLI (overrides). Prints the table and writes it as JSON.
 """
 from __future__ import annotations
 
@@ -29,8 +33,11 @@ from main import cli_main  # noqa: E402
 METRICS = ("psnr", "ssim", "lpips", "fid")
 
 
-def fit_and_test(config: str, overrides: list[str], name: str, progressive: bool) -> dict:
-    """Fits one row's scene and tests it (twice for the progressive row: plain and fixed)."""
+CONTROL = "No-op fix"
+
+
+def fit_and_test(config: str, overrides: list[str], name: str, progressive: bool, post_fix: bool = True) -> dict:
+    """Fits one row's scene and tests it (twice for the progressive row with `post_fix`: plain and fixed)."""
     cli = cli_main(["--config", config, f"--trainer.logger.init_args.name={name}", *overrides], run=False)
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     fixers = [c for c in trainer.callbacks if isinstance(c, ProgressiveFixCallback)]
@@ -42,7 +49,7 @@ def fit_and_test(config: str, overrides: list[str], name: str, progressive: bool
     trainer.fit(model, datamodule=data)
     fit_s = time.perf_counter() - t0
     rows = {}
-    post = [False, True] if progressive else [False]
+    post = [False, True] if progressive and post_fix else [False]
     for fix in post:
         for cb in fixers:
             cb.post_render_fix = fix
@@ -78,7 +85,7 @@ def merge_rows(out: Path, config: str, rows: dict[str, dict]) -> dict[str, dict]
                              "pass another --out or delete it")
         table = old["rows"]
     table.update(rows)
-    order = ["3DGS", "Nerfacto", "Difix3D", "Difix3D+"]
+    order = ["3DGS", "Nerfacto", CONTROL, "Difix3D", "Difix3D+"]
     return {name: table[name] for name in sorted(table, key=lambda n: order.index(n) if n in order else len(order))}
 
 
@@ -86,9 +93,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
     parser.add_argument("--out", default="outputs/difix3d_table.json")
-    parser.add_argument("--rows", choices=["all", "plain", "progressive"], default="all",
-                        help="fit only the plain row, or only Difix3D / Difix3D+, and merge them into "
-                             "--out (two processes can then fit the rows side by side; make demo does)")
+    parser.add_argument("--rows", choices=["all", "plain", "progressive", "control"], default="all",
+                        help="fit only the plain row, only Difix3D / Difix3D+, or only the no-op-fix "
+                             "control, and merge them into --out (two processes can then fit the rows "
+                             "side by side; make demo does)")
     args, rest = parser.parse_known_args()
     overrides = [a for a in rest if a != "--"]
     out = Path(args.out)
@@ -100,6 +108,10 @@ def main() -> None:
     if args.rows in ("all", "progressive"):
         prog = fit_and_test(args.config, overrides, "table_difix3d", progressive=True)
         rows.update({"Difix3D": prog[False], "Difix3D+": prog[True]})
+    if args.rows == "control":  # last override wins: the fixer becomes the identity
+        control = fit_and_test(args.config, [*overrides, "--trainer.callbacks.fixer=identity"], "table_noop_fix",
+                               progressive=True, post_fix=False)
+        rows[CONTROL] = control[False]
     for row in rows.values():
         row["overrides"] = overrides
     table = rows if args.rows == "all" else merge_rows(out, args.config, rows)

@@ -5,7 +5,10 @@ One spec string, everywhere a fixer is named (ProgressiveFixCallback, scripts/fi
       local folder of either; "stabilityai/sd-turbo" or its folder (untrained Difix);
     - a reference training checkpoint `model_*.pkl` (its base: stabilityai/sd-turbo);
     - a DifixModule checkpoint (`.ckpt`) or exported weights (`.safetensors`, `.pt`, `.pth`);
-    - "tiny" or "tiny:SEED": an untrained tiny DifixNet, for tests of the plumbing.
+    - "tiny" or "tiny:SEED": an untrained tiny DifixNet, for tests of the plumbing;
+    - "identity": no fixer at all (renders pass through unchanged), the ablation control. With
+      it the progressive schedule still adds its novel views to training, as its own renders,
+      so a Difix3D row fitted with it measures what the schedule gives without Difix.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from torch import nn
 WEIGHT_SUFFIXES = (".ckpt", ".safetensors", ".pt", ".pth")
 REFERENCE_SUFFIX = ".pkl"
 REFERENCE_BASE = "stabilityai/sd-turbo"  # what the reference training script fine-tunes
+IDENTITY = "identity"
 _TINY = re.compile(r"^tiny(:-?\d+)?$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -38,10 +42,12 @@ def load_fixer(spec: str, resize_to: tuple[int, int] | None = None,
         lightning_modules.difix.PretrainedNotFoundError: a hub id that is not cached (offline),
             with what to download where.
     """
-    from lightning_modules.difix.image_fixer import ImageFixer
+    from lightning_modules.difix.image_fixer import IdentityFixer, ImageFixer
     from lightning_modules.difix.net import DifixNet
 
     validate_fixer_spec(spec)
+    if spec == IDENTITY:
+        return IdentityFixer()
     if _TINY.match(spec):
         net = DifixNet.tiny(seed=int(spec.split(":", 1)[1]) if ":" in spec else 0)
     else:
@@ -64,7 +70,7 @@ def validate_fixer_spec(spec: str) -> None:
 
     Cheap enough for `on_fit_start`: a typo must fail before step 1, not when the first fix is
     due (step 30,000 in the paper config). Accepts a weights file / `.pkl` that exists, a model
-    folder, a hub id that is cached or may be downloaded (HF_HUB_OFFLINE off), "tiny[:SEED]".
+    folder, a hub id that is cached or may be downloaded (HF_HUB_OFFLINE off), "tiny[:SEED]", "identity".
 
     Raises:
         FileNotFoundError: a weights file or local folder that does not exist or is not a model.
@@ -73,6 +79,8 @@ def validate_fixer_spec(spec: str) -> None:
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"fixer spec must be a non-empty string, got {spec!r}")
+    if spec == IDENTITY:
+        return
     if spec == "tiny" or spec.startswith("tiny:"):
         if not _TINY.match(spec):
             raise ValueError(f"fixer {spec!r}: expected 'tiny' or 'tiny:SEED' with an integer SEED")

@@ -7,10 +7,12 @@
 #      (strategies: sparse reconstruction and model underfitting);
 #   2. fine-tune the tiny Difix fixer from the prior on them (val = pairs from the unseen test
 #      scene) and check it leaves clean images of unseen scenes alone;
-#   3. reconstruct a held-out scene from sparse views three ways and print the paper's Table 2
-#      layout: 3DGS / Difix3D (progressive fix) / Difix3D+ (+ post-render fix).
+#   3. reconstruct a held-out scene from sparse views and print the paper's Table 2 layout:
+#      3DGS / Difix3D (progressive fix) / Difix3D+ (+ post-render fix), plus the control
+#      "No-op fix" (the progressive schedule with renders fed back unfixed): Difix3D minus it
+#      is what the fixer itself contributes.
 # Two jobs run side by side, one core each: step 1 in the background beside step 0, then the
-# table's 3DGS row (it needs no fixer) beside step 2, then the fixer's clean-image check
+# table's 3DGS and No-op fix rows (they need no fixer) beside step 2, then the fixer's clean-image check
 # beside the Difix3D rows. A second thread gains the tiny models nothing (prior: 0.43 s/step
 # with 1 or 2 threads on idle cores) while a second job doubles the throughput.
 # Usage: scripts/demo.sh [python]   (make demo runs it with .venv/bin/python)
@@ -81,8 +83,9 @@ wait_or_fail "$side" "$SIDE_LOG" curation
 grep '^===' "$SIDE_LOG" || true
 
 PLAIN_LOG=$OUT/table_3dgs.log
-say "in the background: table row 3DGS, the held-out sparse-view scene without Difix (log: $PLAIN_LOG)"
-"$PY" "${TABLE[@]}" --rows plain "${TABLE_ARGS[@]}" --trainer.enable_progress_bar=false > "$PLAIN_LOG" 2>&1 &
+say "in the background: table rows 3DGS (the held-out sparse-view scene without Difix) and No-op fix (the progressive schedule with an identity fixer: the control) (log: $PLAIN_LOG)"
+{ "$PY" "${TABLE[@]}" --rows plain "${TABLE_ARGS[@]}" --trainer.enable_progress_bar=false &&
+  "$PY" "${TABLE[@]}" --rows control "${TABLE_ARGS[@]}" --trainer.enable_progress_bar=false; } > "$PLAIN_LOG" 2>&1 &
 plain=$!
 
 say "fine-tune the tiny fixer from the prior on the curated pairs"
@@ -90,9 +93,9 @@ say "fine-tune the tiny fixer from the prior on the curated pairs"
   --model.init_args.pretrained="$PRIOR/last.ckpt" \
   --trainer.logger.init_args.save_dir="$LOGS"
 
-# The rows merge into one table.json: the 3DGS row must be in before the others start.
-say "waiting for the 3DGS row"
-wait_or_fail "$plain" "$PLAIN_LOG" "the 3DGS row"
+# The rows merge into one table.json: the 3DGS and control rows must be in before the others start.
+say "waiting for the 3DGS and No-op fix rows"
+wait_or_fail "$plain" "$PLAIN_LOG" "the 3DGS / No-op fix rows"
 
 say "fixer on clean images of unseen scenes (in the background) | Difix3D / Difix3D+ rows"
 "$PY" benchmarks/fixer_clean.py --fixer "$OUT/fixer/best.ckpt" --out "$OUT/fixer_clean.json" \

@@ -28,6 +28,9 @@ def test_rows_merge_in_paper_order_and_refuse_another_config(tmp_path: Path) -> 
     out.write_text(json.dumps({"config": "a.yaml", "rows": merged}))
     merged = table.merge_rows(out, "a.yaml", {"3DGS": _row(1.0)})
     assert list(merged) == ["3DGS", "Difix3D", "Difix3D+"]
+    out.write_text(json.dumps({"config": "a.yaml", "rows": merged}))
+    merged = table.merge_rows(out, "a.yaml", {table.CONTROL: _row(1.5)})
+    assert list(merged) == ["3DGS", table.CONTROL, "Difix3D", "Difix3D+"]
     assert merged["Difix3D+"]["metrics"]["psnr"] == 3.0
     with pytest.raises(SystemExit, match="a.yaml"):
         table.merge_rows(out, "b.yaml", {"3DGS": _row(1.0)})

@@ -153,6 +153,22 @@ def test_fix_sets_weighted_masked_fixed_views_without_reading_test_images(scene_
     assert module._post_render_fix is None  # only during test
 
 
+def test_identity_fixer_feeds_back_the_renders_unchanged(scene_dir: Path, tmp_path: Path) -> None:
+    """The ablation control ("identity"): the novel views go into training as the model's own renders."""
+    pl.seed_everything(0)
+    data = small_data(scene_dir)
+    cb = ProgressiveFixCallback(fixer="identity", start_step=2, fix_every_n_steps=100, step_size=0.3)
+    module = small_module(tmp_path)
+    trainer = make_trainer(tmp_path, 3, [cb])
+    trainer.fit(module, datamodule=data)
+    assert cb.num_fixes == 1 and data.num_fixed_views == len(data.test_cameras)
+    cb.run_fix(trainer, module)  # a fix after training: the renders of the current model
+    with torch.no_grad():
+        rgb, _ = module.render_views(data.fixed_cameras)
+    for i, image in enumerate(data.fixed_images):
+        torch.testing.assert_close(image, rgb[i].clamp(0, 1), atol=1e-6, rtol=0)
+
+
 def test_fixed_view_loss_uses_weight_and_mask(scene_dir: Path, tmp_path: Path) -> None:
     pl.seed_everything(0)
     data = small_data(scene_dir)

@@ -52,3 +52,16 @@ class ImageFixer(nn.Module):
         refs = resize(refs, self.resize_to) if refs is not None and refs.shape[1] > 0 else refs
         fixed = self.net(resize(images, self.resize_to), refs)
         return resize(fixed, (h, w))
+
+
+class IdentityFixer(nn.Module):
+    """The ablation control for a fixer: returns the renders unchanged (fixer spec "identity").
+
+    Fed to ProgressiveFixCallback, the novel views are still rendered and added to training,
+    but as the model's own renders; the difference between a Difix3D row and this row is what
+    Difix itself contributes, the rest is the schedule (extra views, their weights).
+    """
+
+    def forward(self, images: Tensor, refs: Tensor | None = None) -> Tensor:
+        """(B, 3, H, W) in [0, 1] -> the same tensor; `refs` is ignored."""
+        return images
