@@ -124,6 +124,31 @@ def test_odd_sizes_return_input_size(size_mode: str) -> None:
     assert net.model_size(37, 50) in ((48, 64), (32, 48))
 
 
+def test_residual_output_changes_the_image_only_by_the_denoising_step(tmp_path: Path) -> None:
+    """output="residual": input + decode(x0) - decode(z); a step that leaves the latent alone is identity."""
+    import types
+
+    net = DifixNet.tiny(seed=0, output="residual").eval()
+    x, refs = _images(2, 3, 37, 50), _images(2, 1, 3, 37, 50, seed=5)
+    with torch.no_grad():
+        moved = net(x, refs)
+        all_views = net.forward_views(net.stack_views(x, refs))
+    assert moved.shape == x.shape and (moved - x).abs().max() > 1e-2  # the random UNet moves the latent
+    torch.testing.assert_close(all_views[:, 0], moved, **CROSS_PATH)  # same render slot either way
+    # A scheduler step that returns its input latent as x0: the residual fixer is then exact
+    # identity, while the paper's decode output is the (untrained) reconstruction.
+    net.scheduler.step = lambda eps, t, latents, generator=None: types.SimpleNamespace(pred_original_sample=latents)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, refs), x, atol=1e-6, rtol=0)
+        net.output = "decode"
+        assert (net(x, refs) - x).abs().mean() > 0.05
+    # The option is part of the build config: an export rebuilds a residual net.
+    net.output = "residual"
+    assert DifixNet.from_checkpoint(net.export_weights(tmp_path / "w.pt")).output == "residual"
+    with pytest.raises(ValueError, match="output"):
+        DifixNet.tiny(seed=0, output="blend")
+
+
 def test_export_and_from_checkpoint_reproduce_outputs(tmp_path: Path) -> None:
     net = DifixNet.tiny(seed=0)
     with torch.no_grad():  # stand-in for training: move every trained tensor

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 DEFAULT_PROMPT = "remove degradation"
 # build_config keys that DifixNet.__init__ takes (the rest of build_config is "base" and "prompt").
-NET_KEYS = ("timestep", "unet_lora_rank", "vae_lora_rank", "skip_init", "size_mode", "reference_attention", "latent")
+NET_KEYS = ("timestep", "unet_lora_rank", "vae_lora_rank", "skip_init", "size_mode", "reference_attention", "latent",
+            "output")
 
 
 def encode_prompt(text_encoder: nn.Module, tokenizer: Any, prompt: str) -> Tensor:

@@ -53,6 +53,8 @@ class DifixModule(pl.LightningModule):
         size_mode: "pad" or "resize" to the model's size multiple.
         reference_attention: joint self-attention over render + references.
         latent: "mode" of the VAE latent (default) or a "sample" (reference code).
+        output: "decode" (the paper) or "residual" (input + the change the UNet step decodes to;
+            see DifixNet).
         gradient_checkpointing: trade compute for memory in the UNet.
         w_l2: weight of the L2 loss.
         w_lpips: weight of LPIPS (VGG).
@@ -102,6 +104,7 @@ class DifixModule(pl.LightningModule):
         size_mode: Literal["pad", "resize"] = "pad",
         reference_attention: bool = True,
         latent: Literal["mode", "sample"] = "mode",
+        output: Literal["decode", "residual"] = "decode",
         gradient_checkpointing: bool = False,
         w_l2: float = 1.0,
         w_lpips: float = 1.0,
@@ -141,6 +144,7 @@ class DifixModule(pl.LightningModule):
             "size_mode": h.size_mode,
             "reference_attention": h.reference_attention,
             "latent": h.latent,
+            "output": h.output,
             "gradient_checkpointing": h.gradient_checkpointing,
         }
 
