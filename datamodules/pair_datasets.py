@@ -39,6 +39,26 @@ def _train_generator(seed: int, split: str, index: int) -> torch.Generator:
     return make_generator(seed, _SPLIT_CODES[split], index, salt)
 
 
+def augment_views(stack: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One random mirror and colour-channel order for all views of a pair.
+
+    A fixer trained on a few scenes otherwise learns their palette and layout (measured: one
+    trained on procedural scenes painted their pastel sky stripes into lego's white
+    background); with the channels shuffled it has to take colours from the render and the
+    reference. Render, target and references get the same transform, so the pair stays a pair.
+
+    Args:
+        stack: (V, 3, H, W) views of one pair.
+        generator: the item's training generator.
+
+    Returns:
+        (V, 3, H, W), mirrored left-right with probability 1/2, channels in a random order.
+    """
+    if bool(torch.rand((), generator=generator) < 0.5):
+        stack = stack.flip(-1)
+    return stack[:, torch.randperm(3, generator=generator)].contiguous()
+
+
 class PairDataset(Dataset):
     """Pairs read from files (a pairs JSON split, or a predict folder).
 
@@ -50,6 +70,8 @@ class PairDataset(Dataset):
         crop_hw: (H, W) crop, or None.
         background: RGB to composite RGBA files over, or None to drop alpha.
         seed: base seed for training crops.
+        augment: training only: a random mirror and colour-channel order, the same for render,
+            target and references (see `augment_views`).
     """
 
     def __init__(
@@ -61,6 +83,7 @@ class PairDataset(Dataset):
         crop_hw: tuple[int, int] | None = None,
         background: tuple[float, float, float] | None = None,
         seed: int = 0,
+        augment: bool = False,
     ) -> None:
         self.items = items
         self.origin = origin
@@ -69,6 +92,7 @@ class PairDataset(Dataset):
         self.crop_hw = crop_hw
         self.background = background
         self.seed = seed
+        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.items)
@@ -96,6 +120,8 @@ class PairDataset(Dataset):
         if self.split != "predict":
             top, left, ch, cw = _crop_box(*out_hw, self.crop_hw, generator)
             stack = stack[..., top : top + ch, left : left + cw]
+        if self.augment and generator is not None:
+            stack = augment_views(stack, generator)
         n_refs = len(item.refs)
         out: dict[str, Any] = {
             "image": stack[0].contiguous(),

@@ -96,6 +96,8 @@ class PairDataModule(LightningDataModule):
             passes the header check and would crash training when first loaded).
         bad_images: "error" stops at setup naming the files; "skip" drops the items that use
             them with a warning that names and counts them.
+        augment: JSON training pairs only: a random mirror and colour-channel order per pair,
+            the same for all its views (`pair_datasets.augment_views`). Not in the paper.
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class PairDataModule(LightningDataModule):
         seed: int = 0,
         verify_images: bool = True,
         bad_images: Literal["error", "skip"] = "error",
+        augment: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -163,6 +166,7 @@ class PairDataModule(LightningDataModule):
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.augment = augment
         self.datasets: dict[str, Dataset] = {}
 
     # ----------------------------------------------------------------- setup
@@ -205,7 +209,8 @@ class PairDataModule(LightningDataModule):
             items = self._drop_undecodable(items, split)
         batch = self.batch_size if split == "train" else self.val_batch_size
         _check_batchable(items, self.json_path, self.resolution, crop_hw, batch, json_split)
-        return PairDataset(items, self.json_path, split, self.resolution, crop_hw, self.background, self.seed)
+        return PairDataset(items, self.json_path, split, self.resolution, crop_hw, self.background, self.seed,
+                           augment=self.augment and split == "train")
 
     def _drop_undecodable(self, items: list[PairItem], split: str) -> list[PairItem]:
         """Fully decodes every file once; bad ones fail the setup or are skipped (bad_images)."""

@@ -108,6 +108,29 @@ def test_resize_and_aligned_random_crops(tmp_path):
     assert torch.equal(val["target"], full[:, 16:32, 22:42])  # centred crop
 
 
+def test_augment_mirrors_and_shuffles_channels_the_same_way_for_every_view(tmp_path):
+    path = _write_pairs(tmp_path, n=1)
+    images = tmp_path / "images"
+    clean = load_image(images / "clean_0.png")
+    save_image(1 - clean, images / "render_0.png")  # render = 1 - target, ref = target mirrored
+    save_image(clean.flip(-1), images / "ref_0_0.png")
+    dm = PairDataModule(json_path=str(path), augment=True, seed=3)
+    dm.setup("fit")
+    seen = set()
+    for _ in range(24):
+        item = dm.datasets["train"][0]
+        torch.testing.assert_close(item["image"], 1 - item["target"], atol=1 / 255, rtol=0)
+        torch.testing.assert_close(item["refs"][0], item["target"].flip(-1))
+        # Which transform it was: the target is clean with its channels reordered, maybe mirrored.
+        for mirrored in (False, True):
+            base = clean.flip(-1) if mirrored else clean
+            for order in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)):
+                if torch.equal(item["target"], base[list(order)]):
+                    seen.add((mirrored, order))
+    assert len(seen) >= 8  # both mirrors and several channel orders (12 possible)
+    assert torch.equal(dm.datasets["val"][0]["target"], clean)  # validation is never augmented
+
+
 def test_int_resolution_keeps_aspect(tmp_path):
     path = _write_pairs(tmp_path, n=1)
     assert _batch(PairDataModule(json_path=str(path), resolution=12))["image"].shape == (1, 3, 12, 16)
