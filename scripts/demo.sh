@@ -13,8 +13,9 @@
 #      is what the fixer itself contributes.
 # Two jobs run side by side, one core each: step 1 in the background beside step 0 (whose core
 # then takes step 1's last scene), then the table's 3DGS and No-op fix rows (they need no
-# fixer) beside step 2, then the fixer's clean-image check beside the Difix3D rows. A second thread gains the tiny models nothing (prior: 0.43 s/step
-# with 1 or 2 threads on idle cores) while a second job doubles the throughput.
+# fixer) beside step 2, then the fixer's clean-image check beside the Difix3D rows. A second
+# thread gains the tiny models nothing (prior: 0.43 s/step with 1 or 2 threads on idle cores)
+# while a second job doubles the throughput.
 # Usage: scripts/demo.sh [python]   (make demo runs it with .venv/bin/python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
