@@ -6,7 +6,8 @@ analytically and vectorised in torch (2x2 supersampling against aliasing) by
 ``procedural_raycast.py``. Cameras sit on a ring at alternating heights looking at the centre. The scene is written in nerfstudio
 ``transforms.json`` format with PNGs and a coloured point cloud sampled on the surfaces
 (``ply_file_path``, as ns-process-data writes it), so :func:`read_scene` reads it like any
-capture. Deterministic for a given seed.
+capture. Deterministic for a given seed. With ``background`` the same objects stand alone on a
+plain colour (no ground, no dome), like a NeRF-synthetic object on white.
 
 CLI::
 
@@ -47,8 +48,11 @@ TRANSFORMS = "transforms.json"
 
 
 # ---------------------------------------------------------------------------- writing
-def _meta(num_views: int, size: int, seed: int) -> dict:
-    return {"num_views": int(num_views), "size": int(size), "seed": int(seed), "version": VERSION}
+def _meta(num_views: int, size: int, seed: int, background: tuple[float, float, float] | None = None) -> dict:
+    meta = {"num_views": int(num_views), "size": int(size), "seed": int(seed), "version": VERSION}
+    if background is not None:  # only then: scenes cached before the option still match
+        meta["background"] = [float(c) for c in background]
+    return meta
 
 
 def is_complete(out_dir: str | os.PathLike) -> bool:
@@ -56,8 +60,10 @@ def is_complete(out_dir: str | os.PathLike) -> bool:
     return (Path(out_dir) / TRANSFORMS).is_file()
 
 
-def _write_scene(folder: Path, num_views: int, size: int, seed: int, num_points: int) -> None:
-    scene = ProceduralScene.from_seed(seed)
+def _write_scene(
+    folder: Path, num_views: int, size: int, seed: int, num_points: int, background: tuple[float, float, float] | None
+) -> None:
+    scene = ProceduralScene.from_seed(seed, background)
     c2w, K = procedural_cameras(num_views, size)
     images = render_procedural(c2w, K, size, size, scene)
     frames = []
@@ -78,14 +84,19 @@ def _write_scene(folder: Path, num_views: int, size: int, seed: int, num_points:
         "w": size,
         "h": size,
         "ply_file_path": "sparse_pc.ply",
-        "procedural": _meta(num_views, size, seed),
+        "procedural": _meta(num_views, size, seed, background),
         "frames": frames,
     }
     (folder / TRANSFORMS).write_text(json.dumps(doc, indent=1))
 
 
 def make_procedural_scene(
-    out_dir: str | os.PathLike, num_views: int = 24, size: int = 64, seed: int = 0, num_points: int = 2000
+    out_dir: str | os.PathLike,
+    num_views: int = 24,
+    size: int = 64,
+    seed: int = 0,
+    num_points: int = 2000,
+    background: tuple[float, float, float] | None = None,
 ) -> Path:
     """Writes the procedural scene to ``out_dir`` unless it is already there.
 
@@ -98,6 +109,7 @@ def make_procedural_scene(
         size: image width and height in pixels.
         seed: layout/colour jitter and point sampling seed.
         num_points: points in ``sparse_pc.ply``.
+        background: None = ground and striped dome; an RGB triple = the objects alone on it.
 
     Returns:
         ``out_dir`` as a Path.
@@ -107,8 +119,9 @@ def make_procedural_scene(
     """
     if num_views < 1 or size < 4:
         raise ValueError(f"make_procedural_scene: need num_views >= 1 and size >= 4, got {num_views}, {size}")
+    ProceduralScene.from_seed(seed, background)  # a bad background fails before anything is written
     out = Path(out_dir)
-    want = _meta(num_views, size, seed)
+    want = _meta(num_views, size, seed, background)
 
     def check_existing() -> bool:
         if not is_complete(out):
@@ -129,7 +142,7 @@ def make_procedural_scene(
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        _write_scene(tmp, num_views, size, seed, num_points)
+        _write_scene(tmp, num_views, size, seed, num_points, background)
         if out.is_dir():
             out.rmdir()  # empty (checked above); rename cannot replace a non-empty folder
         os.rename(tmp, out)
@@ -152,8 +165,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-points", type=int, default=2000)
+    parser.add_argument("--background", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                        help="objects alone on this plain colour in [0, 1] (default: ground and dome)")
     args = parser.parse_args(argv)
-    out = make_procedural_scene(args.out_dir, args.num_views, args.size, args.seed, args.num_points)
+    bg = None if args.background is None else tuple(args.background)
+    out = make_procedural_scene(args.out_dir, args.num_views, args.size, args.seed, args.num_points, bg)
     print(f"procedural scene: {out} ({args.num_views} views, {args.size}x{args.size})")
 
 

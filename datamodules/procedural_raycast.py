@@ -1,7 +1,8 @@
 """The procedural scene's analytic ray caster (vectorised torch): scene, hits, shading, views.
 
 Textured spheres and boxes on a checkered ground inside a striped dome, lit by a sun with hard
-shadows; ``render_procedural`` ray-casts a camera with 2x2 supersampling, and
+shadows, or (``background`` set) the same objects alone on a plain colour, the way NeRF-synthetic
+objects are captured; ``render_procedural`` ray-casts a camera with 2x2 supersampling, and
 ``sample_surface_points`` draws the coloured point cloud. Writing a scene to disk is
 ``datamodules/procedural.py``.
 """
@@ -29,6 +30,8 @@ class ProceduralScene:
         box_centers: (B, 3); box_half: (B, 3) half extents; box_colors: (B, 2, 3).
         dome_radius: radius of the background dome centred at the origin.
         sun: (3,) unit direction toward the light.
+        background: None = the striped dome and the checkered ground; an RGB triple in [0, 1]
+            = no ground, and every ray that misses the objects gets this colour.
     """
 
     sphere_centers: Tensor
@@ -39,10 +42,18 @@ class ProceduralScene:
     box_colors: Tensor
     dome_radius: float = 6.0
     sun: Tensor = None  # type: ignore[assignment]
+    background: tuple[float, float, float] | None = None
 
     @classmethod
-    def from_seed(cls, seed: int = 0) -> ProceduralScene:
-        """A fixed layout with small seed-dependent jitter of positions and colours."""
+    def from_seed(cls, seed: int = 0, background: tuple[float, float, float] | None = None) -> ProceduralScene:
+        """A fixed layout with small seed-dependent jitter of positions and colours.
+
+        Args:
+            seed: layout and colour jitter.
+            background: see the class docstring (None: dome and ground).
+        """
+        if background is not None and (len(background) != 3 or not all(0.0 <= c <= 1.0 for c in background)):
+            raise ValueError(f"procedural background must be an RGB triple in [0, 1], got {background}")
         g = torch.Generator().manual_seed(seed)
 
         def jitter(n: int, scale: float) -> Tensor:
@@ -74,7 +85,8 @@ class ProceduralScene:
             base = base[:, torch.randperm(2, generator=g)][torch.randperm(5, generator=g)]
         base = (base + jitter(30, 0.05 if seed == 0 else 0.12).reshape(5, 2, 3)).clamp(0, 1)
         sun = torch.tensor([0.4, -0.3, 0.85], dtype=torch.float64)
-        return cls(sphere_centers, sphere_radii, base[:3], box_centers, box_half, base[3:], 6.0, sun / sun.norm())
+        bg = None if background is None else tuple(float(c) for c in background)
+        return cls(sphere_centers, sphere_radii, base[:3], box_centers, box_half, base[3:], 6.0, sun / sun.norm(), bg)
 
 
 # ---------------------------------------------------------------------------- intersection
@@ -150,7 +162,8 @@ def _albedo(kind: Tensor, idx: Tensor, p: Tensor, n: Tensor, scene: ProceduralSc
     band = torch.floor(az / (2 * math.pi / 18)).remainder(3)
     sky = p.new_tensor([0.55, 0.7, 0.9]) * (1 - el[:, None]) + p.new_tensor([0.2, 0.3, 0.6]) * el[:, None]
     tint = torch.stack([band == 0, band == 1, band == 2], dim=-1).double() * p.new_tensor([0.25, 0.15, 0.1])
-    out = torch.where((kind == 3)[:, None], (sky + tint).clamp(0, 1), out)
+    dome = (sky + tint).clamp(0, 1) if scene.background is None else p.new_tensor(scene.background).expand_as(p)
+    out = torch.where((kind == 3)[:, None], dome, out)
     return out
 
 
@@ -171,6 +184,8 @@ def first_hit(o: Tensor, d: Tensor, scene: ProceduralScene) -> tuple[Tensor, Ten
         axis per box (R, B).
     """
     t_g = _ground_t(o, d, scene.dome_radius)
+    if scene.background is not None:  # objects alone: no ground, the dome is the plain background
+        t_g = torch.full_like(t_g, math.inf)
     t_s = _sphere_t(o, d, scene.sphere_centers, scene.sphere_radii)
     t_b, axes = _box_t(o, d, scene.box_centers, scene.box_half)
     t_d = _sphere_t(o, d, o.new_zeros(1, 3), o.new_tensor([scene.dome_radius]), inside=True)[:, 0]
@@ -246,8 +261,9 @@ def sample_surface_points(scene: ProceduralScene, count: int, seed: int) -> tupl
     # Objects, ground and the background dome all get points: without dome/far-ground points
     # densification paints the sky with floaters near the cameras (val PSNR fell from 16 to
     # 12 dB on the demo; with them it rose to 22 dB in 1,000 steps).
-    n_obj = (count * 2) // 5
-    n_dome = count // 4
+    # On a plain background only the objects get points (there is nothing else to reconstruct).
+    n_obj = (count * 2) // 5 if scene.background is None else count
+    n_dome = count // 4 if scene.background is None else 0
     n_ground = count - n_obj - n_dome
     # spheres, by area
     areas = 4 * math.pi * scene.sphere_radii**2

@@ -69,6 +69,7 @@ class SceneDataModule(FixedViewsMixin, HeldoutViewsMixin, pl.LightningDataModule
         procedural_num_views: int = 24,
         procedural_size: int = 64,
         procedural_seed: int | None = None,
+        procedural_background: tuple[float, float, float] | None = None,
     ) -> None:
         """
         Args:
@@ -100,6 +101,10 @@ class SceneDataModule(FixedViewsMixin, HeldoutViewsMixin, pl.LightningDataModule
             procedural_size: image size of the procedural scene.
             procedural_seed: layout seed of the procedural scene (None: ``seed``); different
                 seeds give different scenes (curation sources vs a held-out test scene).
+            procedural_background: None = objects on a checkered ground in a striped dome; an
+                RGB triple in [0, 1] = the objects alone on that colour (NeRF-synthetic-like).
+                The images are opaque RGB, so give the scene model the same colour as its
+                ``render_background`` (its default for opaque scenes is black).
         """
         super().__init__()
         if not 0.0 <= real_view_probability <= 1.0:
@@ -132,6 +137,7 @@ class SceneDataModule(FixedViewsMixin, HeldoutViewsMixin, pl.LightningDataModule
         self.procedural_num_views = procedural_num_views
         self.procedural_size = procedural_size
         self.procedural_seed = seed if procedural_seed is None else procedural_seed
+        self.procedural_background = None if procedural_background is None else tuple(float(c) for c in procedural_background)
 
         self.scene: SceneData | None = None
         self.train_cameras = Cameras.empty()
@@ -164,7 +170,9 @@ class SceneDataModule(FixedViewsMixin, HeldoutViewsMixin, pl.LightningDataModule
         except SceneFormatError:
             if is_complete(root):
                 return
-        make_procedural_scene(root, self.procedural_num_views, self.procedural_size, self.procedural_seed)
+        make_procedural_scene(
+            root, self.procedural_num_views, self.procedural_size, self.procedural_seed, background=self.procedural_background
+        )
 
     def prepare_data(self) -> None:
         self._ensure_scene_on_disk()

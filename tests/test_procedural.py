@@ -103,3 +103,29 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "2 views" in capsys.readouterr().out
     scene = read_scene(tmp_path / "cli", test_every=0)
     assert len(scene) == 2 and scene.cameras.width[0] == 12 and len(scene.points) <= 100
+
+
+def test_plain_background_scene(tmp_path: Path, scene_dir: Path) -> None:
+    """background=(r, g, b): the same objects alone on that colour, no ground or dome points."""
+    white = make_procedural_scene(tmp_path / "white", num_views=8, size=64, seed=0, background=(1.0, 1.0, 1.0))
+    doc = json.loads((white / "transforms.json").read_text())
+    assert doc["procedural"]["background"] == [1.0, 1.0, 1.0]
+    scene = read_scene(white, normalize=False)
+    image, dome_image = load_image(scene.image_paths[0]), load_image(read_scene(scene_dir).image_paths[0])
+    is_white = (image > 0.999).all(dim=0)
+    # the top rows see past the objects: white here, the dome there; the objects are the same
+    assert is_white[:4].all() and not (dome_image[:, :4] > 0.999).all(dim=0).any()
+    assert 0.3 < is_white.float().mean() < 0.95
+    objects = ~is_white
+    assert (image - dome_image).abs()[:, objects].mean() < 0.05
+    # every point lies on an object: within the spheres' or boxes' bounds, none on the ground far out
+    objs = ProceduralScene.from_seed(0, (1.0, 1.0, 1.0))
+    near_sphere = ((scene.points.double()[:, None] - objs.sphere_centers).norm(dim=-1) < objs.sphere_radii + 1e-3).any(-1)
+    near_box = ((scene.points.double()[:, None] - objs.box_centers).abs() < objs.box_half + 1e-3).all(-1).any(-1)
+    assert (near_sphere | near_box).all() and len(scene.points) > 1000
+    # a cached dome scene is not taken for a white one, and a bad colour is refused up front
+    with pytest.raises(ValueError, match="already holds a different scene"):
+        make_procedural_scene(scene_dir, num_views=8, size=64, seed=0, background=(1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="background must be an RGB triple"):
+        make_procedural_scene(tmp_path / "bad", num_views=8, size=64, background=(1.0, 2.0, 1.0))
+    assert not (tmp_path / "bad").exists()

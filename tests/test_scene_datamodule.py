@@ -173,6 +173,10 @@ def test_procedural_flag_writes_the_scene(tmp_path: Path) -> None:
     dm.setup("fit")
     assert (tmp_path / "made" / "transforms.json").is_file()
     assert len(dm.train_images) == 3 and dm.train_images[0].shape == (3, 16, 16)
+    white = SceneDataModule(str(tmp_path / "white"), procedural=True, procedural_num_views=4, procedural_size=16,
+                            procedural_background=(1.0, 1.0, 1.0))
+    white.setup("fit")  # the objects alone on white: the top row sees only background
+    assert (white.train_images[0][:, 0] == 1.0).all() and not (dm.train_images[0][:, 0] == 1.0).all()
     from datamodules.scene_data import SceneFormatError
 
     with pytest.raises(SceneFormatError, match="scene folder not found"):
