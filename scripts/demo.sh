@@ -42,24 +42,35 @@ TABLE_ARGS=(-- --trainer.logger.init_args.save_dir="$LOGS" --trainer.callbacks.f
 
 # Step 1. Pairs are rebuilt per scene+strategy on every run (deterministic), so re-running is
 # safe; two curations may write pairs.json at once (it is updated under a lock).
-# curate SEED:STRATEGY...: scene 3 is the test split (the fixer's validation pairs).
+# curate SEED:STRATEGY[:BACKGROUND]...: BACKGROUND (white, black or grey) makes the scene the
+# seed's objects alone on that colour (no ground, no dome), like a NeRF-synthetic object; the
+# model then renders on the same colour. Scenes 3 and 13 are the test split (the fixer's
+# validation pairs).
 curate() {
   for job in "$@"; do
-    seed=${job%%:*} strategy=${job#*:}
-    split=train; [ "$seed" = 3 ] && split=test
-    say "curate: $strategy pairs from procedural scene $seed ($split split)"
+    IFS=: read -r seed strategy bg <<< "$job"
+    split=train; case $seed in 3|13) split=test ;; esac
+    name=procedural_$seed extra=()
+    if [ -n "$bg" ]; then
+      case $bg in white) rgb=1.0,1.0,1.0 ;; black) rgb=0.0,0.0,0.0 ;; grey) rgb=0.5,0.5,0.5 ;;
+        *) echo "curate: unknown background '$bg' in '$job' (white, black or grey)" >&2; return 2 ;; esac
+      name=object_${seed}_$bg
+      extra=(--data.init_args.procedural_background="[$rgb]" --model.init_args.render_background="[$rgb]")
+    fi
+    say "curate: $strategy pairs from procedural scene $name ($split split)"
     "$PY" main.py fit --config "configs/demo/curate_${strategy}.yaml" \
-      --data.init_args.path="$OUT/scenes/procedural_$seed" \
+      --data.init_args.path="$OUT/scenes/$name" \
       --data.init_args.procedural_seed="$seed" \
       --trainer.callbacks.out_dir="$OUT/pairs" \
-      --trainer.callbacks.scene_name="procedural_$seed" \
+      --trainer.callbacks.scene_name="$name" \
       --trainer.callbacks.split="$split" \
-      --model.init_args.output_dir="$OUT/fits/${strategy}_$seed" \
-      --trainer.logger.init_args.save_dir="$LOGS" --trainer.enable_progress_bar=false
+      --model.init_args.output_dir="$OUT/fits/${strategy}_$name" \
+      --trainer.logger.init_args.save_dir="$LOGS" --trainer.enable_progress_bar=false "${extra[@]}"
   done
 }
 SIDE_LOG=$OUT/curate.log
-curate 1:sparse 1:underfit 2:sparse 2:underfit 4:sparse 5:sparse 3:sparse > "$SIDE_LOG" 2>&1 &
+curate 1:sparse 1:underfit 2:sparse 2:underfit 4:sparse 5:sparse 3:sparse 3:underfit \
+  15:sparse:black 17:sparse:grey > "$SIDE_LOG" 2>&1 &
 side=$!
 say "in the background: curation (log: $SIDE_LOG)"
 
@@ -77,11 +88,11 @@ else
   "$PY" benchmarks/fixer_clean.py --prior "$PRIOR/last.ckpt" --out "$PRIOR/quality.json"
   date -u +%FT%TZ > "$PRIOR/complete"
 fi
-# The last curation on this core: the prior takes less time than the other seven.
+# The object-on-colour scenes on this core: the prior takes less time than the other curations.
 TAIL_LOG=$OUT/curate_tail.log
-say "curate: underfit pairs from procedural scene 3 (log: $TAIL_LOG)"
-curate 3:underfit > "$TAIL_LOG" 2>&1 &
-wait_or_fail $! "$TAIL_LOG" "curation (scene 3, underfit)"
+say "curate: object scenes on white, black and grey (log: $TAIL_LOG)"
+curate 11:sparse:white 12:sparse:white 18:sparse:white 16:sparse:black 13:sparse:white > "$TAIL_LOG" 2>&1 &
+wait_or_fail $! "$TAIL_LOG" "curation (object scenes)"
 
 say "waiting for curation"
 wait_or_fail "$side" "$SIDE_LOG" curation
