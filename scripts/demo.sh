@@ -4,7 +4,8 @@
 #      denoiser at t=199) on procedural scenes/patterns and scikit-image's sample photos;
 #      cached in outputs/demo/prior/ and reused by later runs (delete the folder to retrain);
 #   1. curate (render, target, reference) pairs from four training scenes and one test scene
-#      (strategies: sparse reconstruction and model underfitting);
+#      (strategies: sparse reconstruction and model underfitting), and from six scenes of
+#      objects alone on white, black or grey plus one test scene of them on white;
 #   2. fine-tune the tiny Difix fixer from the prior on them (val = pairs from the unseen test
 #      scene) and check it leaves clean images of unseen scenes alone;
 #   3. reconstruct a held-out scene from sparse views and print the paper's Table 2 layout:
@@ -90,7 +91,7 @@ else
 fi
 # The object-on-colour scenes on this core: the prior takes less time than the other curations.
 TAIL_LOG=$OUT/curate_tail.log
-say "curate: object scenes on white, black and grey (log: $TAIL_LOG)"
+say "curate: object scenes on white and black (log: $TAIL_LOG)"
 curate 11:sparse:white 12:sparse:white 18:sparse:white 16:sparse:black 13:sparse:white > "$TAIL_LOG" 2>&1 &
 wait_or_fail $! "$TAIL_LOG" "curation (object scenes)"
 
