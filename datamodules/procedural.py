@@ -27,6 +27,7 @@ from datamodules.point_ply import write_point_ply
 from datamodules.procedural_raycast import (
     ProceduralScene,
     first_hit,
+    plain_background,
     procedural_cameras,
     render_procedural,
     sample_surface_points,
@@ -119,7 +120,7 @@ def make_procedural_scene(
     """
     if num_views < 1 or size < 4:
         raise ValueError(f"make_procedural_scene: need num_views >= 1 and size >= 4, got {num_views}, {size}")
-    ProceduralScene.from_seed(seed, background)  # a bad background fails before anything is written
+    background = plain_background(background)  # a bad colour fails before anything is written
     out = Path(out_dir)
     want = _meta(num_views, size, seed, background)
 
@@ -168,8 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--background", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
                         help="objects alone on this plain colour in [0, 1] (default: ground and dome)")
     args = parser.parse_args(argv)
-    bg = None if args.background is None else tuple(args.background)
-    out = make_procedural_scene(args.out_dir, args.num_views, args.size, args.seed, args.num_points, bg)
+    out = make_procedural_scene(args.out_dir, args.num_views, args.size, args.seed, args.num_points, args.background)
     print(f"procedural scene: {out} ({args.num_views} views, {args.size}x{args.size})")
 
 

@@ -16,9 +16,22 @@ from torch import Tensor
 
 from datamodules.cameras import fov_to_focal, look_at
 
-__all__ = ["ProceduralScene", "first_hit", "trace", "procedural_cameras", "render_procedural", "sample_surface_points"]
+__all__ = ["ProceduralScene", "plain_background", "first_hit", "trace", "procedural_cameras", "render_procedural", "sample_surface_points"]
 
 _EPS = 1e-6
+
+
+def plain_background(background: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+    """The checked background option as a float triple (None stays None: dome and ground).
+
+    Raises:
+        ValueError: not three values in [0, 1].
+    """
+    if background is None:
+        return None
+    if len(background) != 3 or not all(0.0 <= c <= 1.0 for c in background):
+        raise ValueError(f"procedural background must be an RGB triple in [0, 1], got {background}")
+    return tuple(float(c) for c in background)  # type: ignore[return-value]
 
 
 @dataclass
@@ -52,8 +65,7 @@ class ProceduralScene:
             seed: layout and colour jitter.
             background: see the class docstring (None: dome and ground).
         """
-        if background is not None and (len(background) != 3 or not all(0.0 <= c <= 1.0 for c in background)):
-            raise ValueError(f"procedural background must be an RGB triple in [0, 1], got {background}")
+        bg = plain_background(background)
         g = torch.Generator().manual_seed(seed)
 
         def jitter(n: int, scale: float) -> Tensor:
@@ -85,7 +97,6 @@ class ProceduralScene:
             base = base[:, torch.randperm(2, generator=g)][torch.randperm(5, generator=g)]
         base = (base + jitter(30, 0.05 if seed == 0 else 0.12).reshape(5, 2, 3)).clamp(0, 1)
         sun = torch.tensor([0.4, -0.3, 0.85], dtype=torch.float64)
-        bg = None if background is None else tuple(float(c) for c in background)
         return cls(sphere_centers, sphere_radii, base[:3], box_centers, box_half, base[3:], 6.0, sun / sun.norm(), bg)
 
 

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from datamodules.cameras import Cameras
 from datamodules.fixed_views import FixedViewsMixin
+from datamodules.procedural_raycast import plain_background
 from datamodules.scene_data import SceneData, SceneFormatError, env_path
 from datamodules.scene_setup import SceneSetup
 from datamodules.scene_views import HeldoutViewsMixin, _TrainDraws, _Views, check_min_image_size, collate_views
@@ -103,8 +104,8 @@ class SceneDataModule(FixedViewsMixin, HeldoutViewsMixin, pl.LightningDataModule
                 seeds give different scenes (curation sources vs a held-out test scene).
             procedural_background: None = objects on a checkered ground in a striped dome; an
                 RGB triple in [0, 1] = the objects alone on that colour (NeRF-synthetic-like).
-                The images are opaque RGB, so give the scene model the same colour as its
-                ``render_background`` (its default for opaque scenes is black).
+                ``scene_setup`` reports it as the scene's background, so a scene model with
+                ``render_background: null`` renders on it (else on black, as for opaque scenes).
         """
         super().__init__()
         if not 0.0 <= real_view_probability <= 1.0:
@@ -137,7 +138,7 @@ class SceneDataModule(FixedViewsMixin, HeldoutViewsMixin, pl.LightningDataModule
         self.procedural_num_views = procedural_num_views
         self.procedural_size = procedural_size
         self.procedural_seed = seed if procedural_seed is None else procedural_seed
-        self.procedural_background = None if procedural_background is None else tuple(float(c) for c in procedural_background)
+        self.procedural_background = plain_background(procedural_background)
 
         self.scene: SceneData | None = None
         self.train_cameras = Cameras.empty()
@@ -353,11 +354,19 @@ class SceneDataModule(FixedViewsMixin, HeldoutViewsMixin, pl.LightningDataModule
         return SceneSetup(
             train_cameras=self.train_cameras,
             scene_scale=float(self.scene_scale),
-            background=self.background if scene.alpha_background else None,
+            background=self.background if scene.alpha_background else self._procedural_plain_background(),
             points=scene.points,
             point_colors=scene.point_colors,
             transform=scene.transform,
         )
+
+    def _procedural_plain_background(self) -> tuple[float, float, float] | None:
+        """The colour an object-alone procedural scene was rendered on (None: any other scene).
+
+        Its images are opaque, but every pixel the objects miss is this colour, as an RGBA
+        scene's are the compositing colour; a model rendering on black there learns floaters.
+        """
+        return self.procedural_background if self.procedural else None
 
     @property
     def scene_root(self) -> Path:

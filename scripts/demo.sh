@@ -45,7 +45,7 @@ TABLE_ARGS=(-- --trainer.logger.init_args.save_dir="$LOGS" --trainer.callbacks.f
 # safe; two curations may write pairs.json at once (it is updated under a lock).
 # curate SEED:STRATEGY[:BACKGROUND]...: BACKGROUND (white, black or grey) makes the scene the
 # seed's objects alone on that colour (no ground, no dome), like a NeRF-synthetic object; the
-# model then renders on the same colour. Scenes 3 and 13 are the test split (the fixer's
+# scene model renders on that colour too (SceneDataModule reports it as the scene's background). Scenes 3 and 13 are the test split (the fixer's
 # validation pairs).
 curate() {
   for job in "$@"; do
@@ -56,7 +56,7 @@ curate() {
       case $bg in white) rgb=1.0,1.0,1.0 ;; black) rgb=0.0,0.0,0.0 ;; grey) rgb=0.5,0.5,0.5 ;;
         *) echo "curate: unknown background '$bg' in '$job' (white, black or grey)" >&2; return 2 ;; esac
       name=object_${seed}_$bg
-      extra=(--data.init_args.procedural_background="[$rgb]" --model.init_args.render_background="[$rgb]")
+      extra=(--data.init_args.procedural_background="[$rgb]")
     fi
     say "curate: $strategy pairs from procedural scene $name ($split split)"
     "$PY" main.py fit --config "configs/demo/curate_${strategy}.yaml" \

@@ -177,6 +177,10 @@ def test_procedural_flag_writes_the_scene(tmp_path: Path) -> None:
                             procedural_background=(1.0, 1.0, 1.0))
     white.setup("fit")  # the objects alone on white: the top row sees only background
     assert (white.train_images[0][:, 0] == 1.0).all() and not (dm.train_images[0][:, 0] == 1.0).all()
+    # the scene model's default background follows it (opaque dome scenes: none, i.e. black)
+    assert white.scene_setup().background == (1.0, 1.0, 1.0) and dm.scene_setup().background is None
+    with pytest.raises(ValueError, match="background must be an RGB triple"):  # at construction
+        SceneDataModule(str(tmp_path / "bad"), procedural=True, procedural_background=(2.0, 0.0, 0.0))
     from datamodules.scene_data import SceneFormatError
 
     with pytest.raises(SceneFormatError, match="scene folder not found"):
