@@ -4,7 +4,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test demo bench clean lock
+.PHONY: venv test demo lego bench clean lock
 
 # requirements.lock pins every package (pip and setuptools included) to what CI tested; the
 # editable build uses the venv's pinned setuptools instead of an unpinned isolated one.
@@ -21,6 +21,10 @@ test: venv
 
 demo: venv
 	bash scripts/demo.sh $(BIN)/python
+
+# Difix3D on sparse-view lego (needs ../shared/data and a finished `make demo`): README "Lego sparse".
+lego: venv
+	bash scripts/lego_sparse.sh $(BIN)/python
 
 # Re-resolve the newest versions pyproject.toml allows in a throw-away venv and write them to
 # requirements.lock (then run `make test` and commit the lock if it passes).

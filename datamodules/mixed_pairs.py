@@ -76,11 +76,11 @@ class MixedPairDataModule(LightningDataModule):
         self.primary.setup(stage)
         if stage in (None, "fit"):
             for module in self.extra:
-                module.setup("fit")
+                module.train_dataset()  # their val/test splits are unused (and may not exist)
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
-        sources = [self.primary.datasets["train"], *(m.datasets["train"] for m in self.extra)]
+        sources = [self.primary.datasets["train"], *(m.train_dataset() for m in self.extra)]
         data: Dataset = ConcatDataset(sources)
         if self.clean_fraction > 0:
             data = CleanShare(data, self.clean_fraction, self.seed)

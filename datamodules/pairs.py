@@ -183,6 +183,16 @@ class PairDataModule(LightningDataModule):
             if split not in self.datasets:
                 self.datasets[split] = self._build(split)
 
+    def train_dataset(self) -> Dataset:
+        """The training split alone (built once, validated as in `setup`).
+
+        What a further training source of `mixed_pairs.MixedPairDataModule` needs: its pairs
+        JSON may hold a "train" split only (e.g. pairs curated from other scenes).
+        """
+        if "train" not in self.datasets:
+            self.datasets["train"] = self._build("train")
+        return self.datasets["train"]
+
     def _build(self, split: str) -> Dataset:
         if split == "predict" and self.predict_dir is not None:
             return self._build_predict_folder()

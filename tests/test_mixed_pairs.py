@@ -1,11 +1,13 @@
 """MixedPairDataModule: several training sources, a share of clean pairs, validation from the primary."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from datamodules.mixed_pairs import MixedPairDataModule
-from datamodules.pairs import PairDataModule
+from datamodules.pairs import PairDataError, PairDataModule
 
 
 def _synthetic(num_train: int, num_val: int, seed: int, num_refs: int = 1) -> PairDataModule:
@@ -33,3 +35,23 @@ def test_rejects_bad_settings() -> None:
         MixedPairDataModule(primary=_synthetic(2, 1, 0), clean_fraction=1.5)
     with pytest.raises(ValueError, match="num_refs"):
         MixedPairDataModule(primary=_synthetic(2, 1, 0), extra=[_synthetic(2, 1, 0, num_refs=2)])
+
+
+def test_an_extra_pairs_json_needs_only_a_train_split(tmp_path) -> None:
+    # Pairs curated from other scenes (PairWriter with split "train") have no val/test split:
+    # only the primary's are used, so the extra source must load without them.
+    from datamodules.image_io import save_image
+    items = []
+    for i in range(3):
+        for kind in ("render", "target", "ref"):
+            save_image(torch.rand(3, 40, 48, generator=torch.Generator().manual_seed(10 * i + len(kind))),
+                       tmp_path / f"{kind}_{i}.png")
+        items.append({"image": f"render_{i}.png", "target_image": f"target_{i}.png", "ref_image": [f"ref_{i}.png"]})
+    (tmp_path / "pairs.json").write_text(json.dumps({"train": items}))
+    extra = PairDataModule(json_path=str(tmp_path / "pairs.json"), resolution=32, crop_size=32)
+    dm = MixedPairDataModule(primary=_synthetic(6, 3, 0), extra=[extra], batch_size=3)
+    dm.setup("fit")
+    assert len(dm.train_dataloader().dataset) == 9
+    assert len(dm.val_dataloader().dataset) == 3
+    with pytest.raises(PairDataError, match="no .test. split"):
+        extra.setup("fit")  # alone, PairDataModule still wants a validation split
