@@ -50,6 +50,7 @@ curate_real() {
     --model.init_args.output_dir="$OUT/fits/sparse_$1" \
     --trainer.logger.init_args.save_dir="$LOGS" --trainer.enable_progress_bar=false
 }
+say "curate: sparse pairs from fern and statuette, side by side (logs: $OUT/curate_{fern,statuette}.log)"
 curate_real fern "$SHARED/fern_llff" llff 32 > "$OUT/curate_fern.log" 2>&1 &
 fern=$!
 curate_real statuette "$SHARED/colmap_statuette" colmap 10 > "$OUT/curate_statuette.log" 2>&1 ||
