@@ -159,8 +159,8 @@ class DifixModule(pl.LightningModule):
         if not h.pretrained_backbone:
             rank_zero_warn(
                 "DifixModule(pretrained_backbone=False): LPIPS and Gram use a random VGG backbone; "
-                "train/loss_lpips, train/loss_gram, val/lpips and val/lpips_input are NOT real LPIPS values "
-                "(tests / offline demo only)."
+                "train/loss_lpips and train/loss_gram are NOT real LPIPS / Gram values (tests / offline demo "
+                "only), and val/lpips, test/lpips are not computed."
             )
         self.lpips = LPIPSLoss(net="vgg", pretrained_backbone=h.pretrained_backbone)
         if h.w_gram > 0:
@@ -241,16 +241,21 @@ class DifixModule(pl.LightningModule):
         m = self.metrics[stage]
         m["psnr"](fixed, target)
         m["ssim"](fixed, target)
-        m["lpips"].update(self.lpips(fixed, target), weight=bs)
         m["psnr_input"](image, target)
         m["ssim_input"](image, target)
-        m["lpips_input"].update(self.lpips(image, target), weight=bs)
-        self.log_dict({f"{stage}/{k}": v for k, v in m.items()}, on_step=False, on_epoch=True, batch_size=bs)
+        # A random VGG's distances mean nothing, and on the offline demo they cost more than the
+        # tiny fixer's own validation (two VGG16 passes per pair): only with the real backbone.
+        real_lpips = self.hparams.pretrained_backbone
+        if real_lpips:
+            m["lpips"].update(self.lpips(fixed, target), weight=bs)
+            m["lpips_input"].update(self.lpips(image, target), weight=bs)
+        logged = {f"{stage}/{k}": v for k, v in m.items() if real_lpips or not k.startswith("lpips")}
+        self.log_dict(logged, on_step=False, on_epoch=True, batch_size=bs)
         if batch_idx == 0:
             self._log_grid(f"{stage}/input_fixed_target_ref", image, fixed, target, refs)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """val/psnr, val/ssim, val/lpips of the fixed output and the *_input baselines; image grid."""
+        """val/psnr, val/ssim, val/lpips (real backbone only) of the fixed output and the *_input baselines; grid."""
         self._evaluate(batch, batch_idx, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
