@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Difix3D / Difix3D+ on a real scene, CPU, offline: sparse-view lego (README "Lego sparse").
 # Needs the shared scenes (../shared/data: lego, statuette, fern) and `make demo`'s prior and
-# curated pairs (outputs/demo/prior, outputs/demo/pairs). About 15 minutes on 2 idle cores:
+# curated pairs (outputs/demo/prior, outputs/demo/pairs). About 18 minutes on 2 idle cores:
 #   1. curate sparse-reconstruction pairs from two real captures, statuette and fern, at ~100 px
 #      (never lego) into outputs/demo/pairs_real;
 #   2. fine-tune a fixer from the demo prior on the demo's procedural pairs plus those
