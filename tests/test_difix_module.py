@@ -118,7 +118,6 @@ class _FixedPairs(Dataset):
         return self.items[i]
 
 
-
 def test_val_lpips_is_logged_with_a_real_backbone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A real VGG16 file is 528 MB: LPIPS is replaced by a stand-in that needs none (mean |a - b|);
     # what is tested is that DifixModule computes and logs it when the backbone is real.
@@ -138,6 +137,7 @@ def test_val_lpips_is_logged_with_a_real_backbone(tmp_path: Path, monkeypatch: p
     logged = trainer.callback_metrics
     assert "val/lpips" in logged and "val/lpips_input" in logged
     assert logged["val/lpips_input"] > 0  # synthetic inputs differ from their targets
+
 
 def _fit(tmp_path: Path, max_steps: int, ckpt_path: str | None = None) -> tuple[DifixModule, Trainer]:
     seed_everything(0)

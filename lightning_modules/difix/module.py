@@ -243,8 +243,8 @@ class DifixModule(pl.LightningModule):
         m["ssim"](fixed, target)
         m["psnr_input"](image, target)
         m["ssim_input"](image, target)
-        # A random VGG's distances mean nothing, and on the offline demo they cost more than the
-        # tiny fixer's own validation (two VGG16 passes per pair): only with the real backbone.
+        # A random VGG's distances mean nothing (and cost two VGG16 passes per pair): LPIPS only
+        # with the real backbone.
         real_lpips = self.hparams.pretrained_backbone
         if real_lpips:
             m["lpips"].update(self.lpips(fixed, target), weight=bs)
