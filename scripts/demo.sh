@@ -20,20 +20,7 @@
 # Usage: scripts/demo.sh [python]   (make demo runs it with .venv/bin/python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${1:-.venv/bin/python}
-OUT=outputs/demo
-LOGS=lightning_logs/demo
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-start=$(date +%s)
-say() { printf '\n=== [%ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
-# wait_or_fail PID LOG WHAT: waits for a background job; if it failed, shows its log's end and stops.
-wait_or_fail() {
-  wait "$1" && return 0
-  tail -n 40 "$2"
-  say "FAILED: $3 (full log: $2)"
-  exit 1
-}
+source scripts/demo_lib.sh  # PY, OUT, LOGS, say, wait_or_fail, curate_pairs, print_quality
 mkdir -p "$OUT"
 rm -f "$OUT/table.json"  # rows are merged into it: never mix in an earlier run's rows
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
@@ -59,14 +46,8 @@ curate() {
       extra=(--data.init_args.procedural_background="[$rgb]")
     fi
     say "curate: $strategy pairs from procedural scene $name ($split split)"
-    "$PY" main.py fit --config "configs/demo/curate_${strategy}.yaml" \
-      --data.init_args.path="$OUT/scenes/$name" \
-      --data.init_args.procedural_seed="$seed" \
-      --trainer.callbacks.out_dir="$OUT/pairs" \
-      --trainer.callbacks.scene_name="$name" \
-      --trainer.callbacks.split="$split" \
-      --model.init_args.output_dir="$OUT/fits/${strategy}_$name" \
-      --trainer.logger.init_args.save_dir="$LOGS" --trainer.enable_progress_bar=false "${extra[@]}"
+    curate_pairs "$OUT/pairs" "$strategy" "$name" "$split" \
+      --data.init_args.path="$OUT/scenes/$name" --data.init_args.procedural_seed="$seed" "${extra[@]}"
   done
 }
 SIDE_LOG=$OUT/curate.log
@@ -122,10 +103,5 @@ clean=$!
 wait_or_fail "$clean" "$OUT/fixer_clean.log" benchmarks/fixer_clean.py
 
 say "prior reconstruction (held-out 64x64 images) and fixer on clean unseen images"
-"$PY" - "$PRIOR/quality.json" "$OUT/fixer_clean.json" <<'EOF'
-import json, sys
-for path in sys.argv[1:]:
-    for model, sets in json.load(open(path)).items():
-        print(f"{model:<18}" + "  ".join(f"{name} {row['psnr']:.2f} dB / {row['ssim']:.3f}" for name, row in sets.items()))
-EOF
+print_quality "$PRIOR/quality.json" "$OUT/fixer_clean.json"
 say "done: TensorBoard with  tensorboard --logdir $LOGS"

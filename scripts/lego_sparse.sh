@@ -16,20 +16,9 @@
 # Usage: scripts/lego_sparse.sh [python]   (make lego runs it with .venv/bin/python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${1:-.venv/bin/python}
+source scripts/demo_lib.sh  # PY, OUT, LOGS, say, wait_or_fail, curate_pairs, print_quality
 SHARED=../shared/data
-OUT=outputs/demo
-LOGS=lightning_logs/demo
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-start=$(date +%s)
-say() { printf '\n=== [%ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 fail() { echo "lego_sparse.sh: $*" >&2; exit 1; }
-wait_or_fail() {
-  wait "$1" && return 0
-  tail -n 40 "$2"
-  fail "$3 failed (full log: $2)"
-}
 for scene in lego_blender_400 colmap_statuette fern_llff; do
   [ -d "$SHARED/$scene" ] || fail "$SHARED/$scene not found: this benchmark needs the shared research scenes next to the repo"
 done
@@ -41,20 +30,15 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 # rest) on a real capture. NAME PATH FORMAT DOWNSCALE (statuette 1000x658 -> 100x66; fern
 # 4032x3024 -> 126x94).
 curate_real() {
-  say "curate: sparse pairs from $1 ($2)"
-  "$PY" main.py fit --config configs/demo/curate_sparse.yaml \
-    --data.init_args.path="$2" --data.init_args.format="$3" --data.init_args.downscale="$4" \
-    --data.init_args.procedural=false \
-    --trainer.callbacks.out_dir="$OUT/pairs_real" --trainer.callbacks.scene_name="$1" \
-    --trainer.callbacks.split=train \
-    --model.init_args.output_dir="$OUT/fits/sparse_$1" \
-    --trainer.logger.init_args.save_dir="$LOGS" --trainer.enable_progress_bar=false
+  curate_pairs "$OUT/pairs_real" sparse "$1" train --data.init_args.path="$2" --data.init_args.format="$3" \
+    --data.init_args.downscale="$4" --data.init_args.procedural=false
 }
 say "curate: sparse pairs from fern and statuette, side by side (logs: $OUT/curate_{fern,statuette}.log)"
 curate_real fern "$SHARED/fern_llff" llff 32 > "$OUT/curate_fern.log" 2>&1 &
 fern=$!
-curate_real statuette "$SHARED/colmap_statuette" colmap 10 > "$OUT/curate_statuette.log" 2>&1 ||
-  { tail -n 40 "$OUT/curate_statuette.log"; fail "curation (statuette) failed (full log: $OUT/curate_statuette.log)"; }
+curate_real statuette "$SHARED/colmap_statuette" colmap 10 > "$OUT/curate_statuette.log" 2>&1 &
+statuette=$!
+wait_or_fail "$statuette" "$OUT/curate_statuette.log" "curation (statuette)"
 wait_or_fail "$fern" "$OUT/curate_fern.log" "curation (fern)"
 
 TABLE=(benchmarks/difix3d_table.py --config configs/demo/difix3d_lego.yaml --out "$OUT/lego_table.json")
@@ -85,9 +69,6 @@ say "fixer on clean images of unseen scenes (in the background) | lego rows Difi
 clean=$!
 "$PY" "${TABLE[@]}" --rows progressive "${TABLE_ARGS[@]}" --trainer.callbacks.fixer="$OUT/fixer_real/best.ckpt"
 wait_or_fail "$clean" "$OUT/fixer_real_clean.log" benchmarks/fixer_clean.py
-"$PY" - "$OUT/fixer_real_clean.json" <<'EOF'
-import json, sys
-for model, sets in json.load(open(sys.argv[1])).items():
-    print(f"{model} on clean unseen images  " + "  ".join(f"{name} {row['psnr']:.2f} dB / {row['ssim']:.3f}" for name, row in sets.items()))
-EOF
+say "the lego fixer on clean images of unseen scenes"
+print_quality "$OUT/fixer_real_clean.json"
 say "done: TensorBoard with  tensorboard --logdir $LOGS"

@@ -1,0 +1,42 @@
+# Shared by scripts/demo.sh and scripts/lego_sparse.sh (sourced, not run): the interpreter
+# (first argument), the demo's output folders, one OpenMP thread per job, timestamped messages,
+# background-job checks, the pair-curation call and the image-quality printout.
+PY=${1:-.venv/bin/python}
+OUT=outputs/demo
+LOGS=lightning_logs/demo
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+start=$(date +%s)
+say() { printf '\n=== [%ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
+
+# wait_or_fail PID LOG WHAT: waits for a background job; if it failed, shows its log's end and stops.
+wait_or_fail() {
+  wait "$1" && return 0
+  tail -n 40 "$2"
+  say "FAILED: $3 (full log: $2)"
+  exit 1
+}
+
+# curate_pairs PAIRS_DIR STRATEGY NAME SPLIT [main.py overrides]: fits one scene with
+# configs/demo/curate_STRATEGY.yaml and writes its (render, target, reference) pairs into
+# PAIRS_DIR/pairs.json under NAME (rebuilt on every run; concurrent writers take a lock).
+curate_pairs() {
+  local pairs_dir=$1 strategy=$2 name=$3 split=$4
+  shift 4
+  "$PY" main.py fit --config "configs/demo/curate_${strategy}.yaml" \
+    --trainer.callbacks.out_dir="$pairs_dir" \
+    --trainer.callbacks.scene_name="$name" \
+    --trainer.callbacks.split="$split" \
+    --model.init_args.output_dir="$OUT/fits/${strategy}_$name" \
+    --trainer.logger.init_args.save_dir="$LOGS" --trainer.enable_progress_bar=false "$@"
+}
+
+# print_quality JSON...: the PSNR / SSIM per image set of benchmarks/fixer_clean.py outputs.
+print_quality() {
+  "$PY" - "$@" <<'PYEOF'
+import json, sys
+for path in sys.argv[1:]:
+    for model, sets in json.load(open(path)).items():
+        print(f"{model:<18}" + "  ".join(f"{name} {row['psnr']:.2f} dB / {row['ssim']:.3f}" for name, row in sets.items()))
+PYEOF
+}
