@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
+from torch.nn.utils import get_total_norm
 
 
 class NonFiniteError(RuntimeError):
@@ -33,6 +34,17 @@ def non_finite_names(named: Iterable[tuple[str, Any]], limit: int = 5) -> list[s
     return bad
 
 
+def all_finite(tensors: Iterable[Any]) -> bool:
+    """True when no floating-point tensor in `tensors` holds a NaN or Inf.
+
+    One fused max-abs pass (torch's foreach inf-norm; NaN propagates through it, Inf stays Inf)
+    and one host sync instead of an isfinite + sync per tensor: the tiny DifixNet has ~400
+    parameter tensors, where the per-tensor loop cost ~3 % of a CPU training step.
+    """
+    floats = [t.detach() for t in tensors if isinstance(t, Tensor) and t.is_floating_point() and t.numel()]
+    return not floats or bool(torch.isfinite(get_total_norm(floats, norm_type="inf")))
+
+
 def _loss_of(outputs: Any) -> Tensor | None:
     if isinstance(outputs, Tensor):
         return outputs
@@ -46,7 +58,7 @@ class FiniteGuard(Callback):
 
     Args:
         check_parameters: also check every trainable parameter after each step (one fused
-            pass over the weights; cheap next to a training step).
+            pass over the weights, `all_finite`; cheap next to a training step).
         check_gradients: check gradients before each optimizer step (a NaN gradient is
             caught before it corrupts the weights).
     """
@@ -67,10 +79,9 @@ class FiniteGuard(Callback):
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
         if not self.check_gradients:
             return
-        grads = ((f"{n}.grad", p.grad) for n, p in pl_module.named_parameters() if p.grad is not None)
-        bad = non_finite_names(grads)
-        if bad:
-            self._fail(trainer, "gradients", bad)
+        grads = [(f"{n}.grad", p.grad) for n, p in pl_module.named_parameters() if p.grad is not None]
+        if not all_finite(g for _, g in grads):  # then find the names, tensor by tensor
+            self._fail(trainer, "gradients", non_finite_names(grads))
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -79,9 +90,9 @@ class FiniteGuard(Callback):
         if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
             self._fail(trainer, "loss", ["train/loss"])
         if self.check_parameters:
-            bad = non_finite_names((n, p) for n, p in pl_module.named_parameters() if p.requires_grad)
-            if bad:
-                self._fail(trainer, "parameters", bad)
+            params = [(n, p) for n, p in pl_module.named_parameters() if p.requires_grad]
+            if not all_finite(p for _, p in params):
+                self._fail(trainer, "parameters", non_finite_names(params))
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         # Called while the checkpoint dict is assembled, before anything is written.

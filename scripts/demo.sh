@@ -13,8 +13,9 @@
 #      "No-op fix" (the progressive schedule with renders fed back unfixed): Difix3D minus it
 #      is what the fixer itself contributes.
 # Two jobs run side by side, one core each: step 1 in the background beside step 0 (whose core
-# then takes step 1's last scene), then the table's 3DGS and No-op fix rows (they need no
-# fixer) beside step 2, then the fixer's clean-image check beside the Difix3D rows. A second
+# then takes step 1's last scenes), then the table's 3DGS and No-op fix rows (they need no
+# fixer) and the prior's quality check beside step 2, then the fixer's clean-image check beside
+# the Difix3D rows. Each list of curations is one Python process (scripts/run_many.py). A second
 # thread gains the tiny models nothing (prior: 0.43 s/step with 1 or 2 threads on idle cores)
 # while a second job doubles the throughput.
 # Usage: scripts/demo.sh [python]   (make demo runs it with .venv/bin/python)
@@ -30,11 +31,14 @@ TABLE_ARGS=(-- --trainer.logger.init_args.save_dir="$LOGS" --trainer.callbacks.f
 
 # Step 1. Pairs are rebuilt per scene+strategy on every run (deterministic), so re-running is
 # safe; two curations may write pairs.json at once (it is updated under a lock).
-# curate SEED:STRATEGY[:BACKGROUND]...: BACKGROUND (white, black or grey) makes the scene the
-# seed's objects alone on that colour (no ground, no dome), like a NeRF-synthetic object; the
-# scene model renders on that colour too (SceneDataModule reports it as the scene's background). Scenes 3 and 13 are the test split (the fixer's
-# validation pairs).
+# curate SEED:STRATEGY[:BACKGROUND]...: curates the scenes in order in one Python process
+# (scripts/run_many.py: the imports, ~8 s, are paid once per list instead of once per scene).
+# BACKGROUND (white, black or grey) makes the scene the seed's objects alone on that colour (no
+# ground, no dome), like a NeRF-synthetic object; the scene model renders on that colour too
+# (SceneDataModule reports it as the scene's background). Scenes 3 and 13 are the test split
+# (the fixer's validation pairs).
 curate() {
+  local runs=()
   for job in "$@"; do
     IFS=: read -r seed strategy bg <<< "$job"
     split=train; case $seed in 3|13) split=test ;; esac
@@ -45,10 +49,11 @@ curate() {
       name=object_${seed}_$bg
       extra=(--data.init_args.procedural_background="[$rgb]")
     fi
-    say "curate: $strategy pairs from procedural scene $name ($split split)"
-    curate_pairs "$OUT/pairs" "$strategy" "$name" "$split" \
+    curate_args "$OUT/pairs" "$strategy" "$name" "$split" \
       --data.init_args.path="$OUT/scenes/$name" --data.init_args.procedural_seed="$seed" "${extra[@]}"
+    runs+=(--next --say "curate: $strategy pairs from procedural scene $name ($split split)" "${CURATE_ARGS[@]}")
   done
+  "$PY" scripts/run_many.py "${runs[@]:1}"
 }
 SIDE_LOG=$OUT/curate.log
 curate 1:sparse 1:underfit 2:sparse 2:underfit 4:sparse 5:sparse 3:sparse 3:underfit \
@@ -67,7 +72,7 @@ else
   "$PY" main.py fit --config configs/demo/prior.yaml \
     --trainer.callbacks.init_args.dirpath="$PRIOR" \
     --trainer.logger.init_args.save_dir="$LOGS" "${resume[@]}"
-  "$PY" benchmarks/fixer_clean.py --prior "$PRIOR/last.ckpt" --out "$PRIOR/quality.json"
+  rm -f "$PRIOR/quality.json"  # measured again below, for this prior
   date -u +%FT%TZ > "$PRIOR/complete"
 fi
 # The object-on-colour scenes on this core: the prior takes less time than the other curations.
@@ -81,9 +86,15 @@ wait_or_fail "$side" "$SIDE_LOG" curation
 grep '^===' "$SIDE_LOG" || true
 
 PLAIN_LOG=$OUT/table_3dgs.log
-say "in the background: table rows 3DGS (the held-out sparse-view scene without Difix) and No-op fix (the progressive schedule with an identity fixer: the control) (log: $PLAIN_LOG)"
+say "in the background: table rows 3DGS (the held-out sparse-view scene without Difix) and No-op fix (the progressive schedule with an identity fixer: the control), then the prior's reconstruction quality (log: $PLAIN_LOG)"
+# The prior's quality check runs here, not after its training: nothing waits for it, and this
+# core finishes the two rows before the fixer does.
 { "$PY" "${TABLE[@]}" --rows plain "${TABLE_ARGS[@]}" --trainer.enable_progress_bar=false &&
-  "$PY" "${TABLE[@]}" --rows control "${TABLE_ARGS[@]}" --trainer.enable_progress_bar=false; } > "$PLAIN_LOG" 2>&1 &
+  say "table row No-op fix" &&
+  "$PY" "${TABLE[@]}" --rows control "${TABLE_ARGS[@]}" --trainer.enable_progress_bar=false &&
+  { [ -f "$PRIOR/quality.json" ] || { say "prior reconstruction quality" &&
+    "$PY" benchmarks/fixer_clean.py --prior "$PRIOR/last.ckpt" --out "$PRIOR/quality.json"; }; } &&
+  say "rows and prior quality done"; } > "$PLAIN_LOG" 2>&1 &
 plain=$!
 
 say "fine-tune the tiny fixer from the prior on the curated pairs"
@@ -92,8 +103,8 @@ say "fine-tune the tiny fixer from the prior on the curated pairs"
   --trainer.logger.init_args.save_dir="$LOGS"
 
 # The rows merge into one table.json: the 3DGS and control rows must be in before the others start.
-say "waiting for the 3DGS and No-op fix rows"
-wait_or_fail "$plain" "$PLAIN_LOG" "the 3DGS / No-op fix rows"
+say "waiting for the 3DGS and No-op fix rows and the prior's quality check"
+wait_or_fail "$plain" "$PLAIN_LOG" "the 3DGS / No-op fix rows or the prior's quality check"
 
 say "fixer on clean images of unseen scenes (in the background) | Difix3D / Difix3D+ rows"
 "$PY" benchmarks/fixer_clean.py --fixer "$OUT/fixer/best.ckpt" --out "$OUT/fixer_clean.json" \

@@ -17,18 +17,23 @@ wait_or_fail() {
   exit 1
 }
 
-# curate_pairs PAIRS_DIR STRATEGY NAME SPLIT [main.py overrides]: fits one scene with
-# configs/demo/curate_STRATEGY.yaml and writes its (render, target, reference) pairs into
-# PAIRS_DIR/pairs.json under NAME (rebuilt on every run; concurrent writers take a lock).
-curate_pairs() {
+# curate_args PAIRS_DIR STRATEGY NAME SPLIT [main.py overrides]: sets CURATE_ARGS to the main.py
+# arguments that fit one scene with configs/demo/curate_STRATEGY.yaml and write its (render,
+# target, reference) pairs into PAIRS_DIR/pairs.json under NAME (rebuilt on every run;
+# concurrent writers take a lock). curate_pairs runs them (one process per curation).
+curate_args() {
   local pairs_dir=$1 strategy=$2 name=$3 split=$4
   shift 4
-  "$PY" main.py fit --config "configs/demo/curate_${strategy}.yaml" \
-    --trainer.callbacks.out_dir="$pairs_dir" \
-    --trainer.callbacks.scene_name="$name" \
-    --trainer.callbacks.split="$split" \
-    --model.init_args.output_dir="$OUT/fits/${strategy}_$name" \
-    --trainer.logger.init_args.save_dir="$LOGS" --trainer.enable_progress_bar=false "$@"
+  CURATE_ARGS=(fit --config "configs/demo/curate_${strategy}.yaml"
+    --trainer.callbacks.out_dir="$pairs_dir"
+    --trainer.callbacks.scene_name="$name"
+    --trainer.callbacks.split="$split"
+    --model.init_args.output_dir="$OUT/fits/${strategy}_$name"
+    --trainer.logger.init_args.save_dir="$LOGS" --trainer.enable_progress_bar=false "$@")
+}
+curate_pairs() {
+  curate_args "$@"
+  "$PY" main.py "${CURATE_ARGS[@]}"
 }
 
 # print_quality JSON...: the PSNR / SSIM per image set of benchmarks/fixer_clean.py outputs.

@@ -10,11 +10,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from callbacks.finite_guard import NonFiniteError, non_finite_names
+from callbacks.finite_guard import FiniteGuard, NonFiniteError, all_finite, non_finite_names
 from main import CheckpointOptionError, cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,6 +120,32 @@ def test_diverged_fixer_run_stops_and_keeps_no_nan_best(tmp_path: Path) -> None:
         run(args)
     for ckpt in logs.rglob("*.ckpt"):
         assert _all_finite(ckpt), ckpt
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("where", [0, 263, -1])
+def test_all_finite_finds_one_bad_value_anywhere(bad: float, where: int) -> None:
+    tensors = [torch.randn(1000), torch.randn(31, 17, dtype=torch.float64), torch.arange(5)]
+    assert all_finite(tensors)
+    tensors[1].view(-1)[where] = bad
+    assert not all_finite(tensors)
+    assert non_finite_names(enumerate(tensors)) == [1]
+    # Large finite values, empty and integer tensors, no tensors: all finite.
+    assert all_finite([torch.full((3,), 3e38), torch.zeros(0), torch.arange(3)]) and all_finite([])
+
+
+def test_guard_names_the_non_finite_gradient_and_parameter() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    net(torch.ones(1, 3)).sum().backward()
+    guard, trainer = FiniteGuard(), SimpleNamespace(checkpoint_callback=None, global_step=7)
+    guard.on_before_optimizer_step(trainer, net, None)  # all finite: no error
+    net[1].weight.grad[0, 2] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"step 7: non-finite gradients \['1.weight.grad'\]"):
+        guard.on_before_optimizer_step(trainer, net, None)
+    with torch.no_grad():
+        net[0].bias[1] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"non-finite parameters \['0.bias'\]"):
+        guard.on_train_batch_end(trainer, net, torch.tensor(1.0), None, 0)
 
 
 def test_ckpt_path_keeps_command_line_output_dir_and_refuses_model_options(tmp_path: Path) -> None:

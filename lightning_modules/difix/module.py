@@ -223,7 +223,9 @@ class DifixModule(pl.LightningModule):
             {"params": [p for p in net.trainable_parameters() if id(p) not in skip_ids], "lr": h.lr},
             {"params": [p for p in net.skips.parameters() if p.requires_grad], "lr": h.lr * h.skip_lr_scale},
         ]
-        optimizer = torch.optim.AdamW(groups, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+        # foreach: one op per step for all (~400 for the tiny net) tensors instead of a Python loop
+        # over them, torch's default on GPU but not on CPU; the same arithmetic, bit for bit.
+        optimizer = torch.optim.AdamW(groups, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay, foreach=True)
         if h.lr_schedule == "constant":
             return optimizer
         total = self.trainer.max_steps
