@@ -39,6 +39,7 @@ from datamodules.pairs_json import (
     SizeArg,
     _as_hw,
     _check_batchable,
+    order_groups,
     output_size,
     read_pairs_json,
     validate_items,
@@ -98,6 +99,10 @@ class PairDataModule(LightningDataModule):
             them with a warning that names and counts them.
         augment: JSON training pairs only: a random mirror and colour-channel order per pair,
             the same for all its views (`pair_datasets.augment_views`). Not in the paper.
+        train_order: the JSON's training items grouped by curation, "scene/strategy" groups
+            in this order (`pairs_json.order_groups`; every group of the split listed once).
+            None: file order, which for pairs curated by concurrent jobs is their finishing
+            order and can change between runs.
     """
 
     def __init__(
@@ -125,6 +130,7 @@ class PairDataModule(LightningDataModule):
         verify_images: bool = True,
         bad_images: Literal["error", "skip"] = "error",
         augment: bool = False,
+        train_order: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -167,6 +173,7 @@ class PairDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.augment = augment
+        self.train_order = list(train_order) if train_order is not None else None
         self.datasets: dict[str, Dataset] = {}
 
     # ----------------------------------------------------------------- setup
@@ -213,6 +220,8 @@ class PairDataModule(LightningDataModule):
         elif split == "predict":
             json_split = "test"
         items = read_pairs_json(self.json_path, json_split, self.num_refs, require_target=split != "predict", default_prompt=self.prompt)
+        if split == "train" and self.train_order is not None:
+            items = order_groups(items, self.train_order, self.json_path, json_split)
         crop_hw = self.crop_hw if split != "predict" else None
         validate_items(items, self.json_path, self.resolution, crop_hw)
         if self.verify_images:

@@ -36,6 +36,8 @@ class PairItem:
         refs: exactly K reference paths (shorter lists padded by repeating the last).
         prompt: text prompt.
         size_wh: (width, height) of the image, filled by validation.
+        group: "scene/strategy" of a curated item (its "scene" and "strategy" fields, as
+            callbacks.pair_writer.PairWriter writes them), None for other items.
     """
 
     name: str
@@ -45,6 +47,7 @@ class PairItem:
     refs: list[Path]
     prompt: str
     size_wh: tuple[int, int] | None = field(default=None)
+    group: str | None = None
 
 
 def _as_hw(size: int | tuple[int, int] | list[int], what: str) -> tuple[int, int]:
@@ -137,9 +140,36 @@ def read_pairs_json(
             refs += [refs[-1]] * (num_refs - len(refs))
         target = resolve(record.target_image) if record.target_image is not None else None
         name = key_name or record.name or image.stem
-        items.append(PairItem(name=name, entry=entry, image=image, target=target, refs=refs, prompt=record.prompt))
+        group = f"{record.scene}/{record.strategy}" if record.scene and record.strategy else None
+        items.append(PairItem(name=name, entry=entry, image=image, target=target, refs=refs, prompt=record.prompt, group=group))
     _deduplicate_names(items)
     return items
+
+
+def order_groups(items: list[PairItem], order: list[str], origin: Path, split: str) -> list[PairItem]:
+    """The items regrouped by curation ("scene/strategy") in `order`; file order within a group.
+
+    Concurrent curations append their groups to one pairs JSON in the order they finish, so
+    file order can change from run to run while the pairs do not; a fixed order keeps the
+    training order (and the shuffled batches) the same.
+
+    Raises:
+        PairDataError: an item has no group, a group is missing from `order`, or `order`
+            names a group the split does not have (each names `origin` and `split`).
+    """
+    ungrouped = [it.entry for it in items if it.group is None]
+    if ungrouped:
+        raise PairDataError(f"{origin}: {split} entry {ungrouped[0]} has no \"scene\" and \"strategy\": an order by "
+                            f"curation needs them on every item (PairWriter writes them)")
+    found = list(dict.fromkeys(it.group for it in items))
+    unlisted = [g for g in found if g not in order]
+    absent = [g for g in order if g not in found]
+    if unlisted or absent or len(set(order)) != len(order):
+        raise PairDataError(f"{origin}: the {split} order must list each scene/strategy group of the split once: "
+                            f"not listed {unlisted}, listed but not in the split {absent}, listed twice "
+                            f"{sorted({g for g in order if order.count(g) > 1})}; the split has {found}")
+    rank = {g: i for i, g in enumerate(order)}
+    return sorted(items, key=lambda it: rank[it.group])  # stable: file order within a group
 
 
 def _deduplicate_names(items: list[PairItem]) -> None:

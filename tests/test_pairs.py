@@ -132,6 +132,35 @@ def test_augment_mirrors_and_shuffles_channels_the_same_way_for_every_view(tmp_p
     torch.testing.assert_close(dm.datasets["val"][0]["target"], clean, atol=1e-6, rtol=0)  # never augmented
 
 
+def test_train_order_regroups_curations_and_names_bad_lists(tmp_path):
+    path = _write_pairs(tmp_path, n=5)
+    doc = json.loads(path.read_text())
+    groups = [("b", "sparse"), ("b", "sparse"), ("a", "sparse"), ("b", "underfit"), ("b", "underfit")]
+    for item, (scene, strategy) in zip(doc["train"], groups):
+        item.update(scene=scene, strategy=strategy)
+    path.write_text(json.dumps(doc))
+
+    def train_images(order):
+        dm = PairDataModule(json_path=str(path), train_order=order)
+        dm.setup("fit")
+        return [it.image.stem for it in dm.datasets["train"].items], [it.image.stem for it in dm.datasets["val"].items]
+
+    file_order = [f"render_{i}" for i in range(5)]
+    assert train_images(None) == (file_order, file_order)
+    # Groups in the listed order, file order inside each; validation keeps file order.
+    assert train_images(["a/sparse", "b/underfit", "b/sparse"]) == (
+        ["render_2", "render_3", "render_4", "render_0", "render_1"], file_order)
+    for order, message in [(["a/sparse", "b/sparse"], r"not listed \['b/underfit'\]"),
+                           (["a/sparse", "b/sparse", "b/underfit", "c/sparse"], r"not in the split \['c/sparse'\]"),
+                           (["a/sparse", "b/sparse", "b/underfit", "a/sparse"], r"listed twice \['a/sparse'\]")]:
+        with pytest.raises(PairDataError, match=message):
+            train_images(order)
+    del doc["train"][1]["strategy"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(PairDataError, match=r"train entry train\[1\] has no \"scene\" and \"strategy\""):
+        train_images(["a/sparse", "b/underfit", "b/sparse"])
+
+
 def test_int_resolution_keeps_aspect(tmp_path):
     path = _write_pairs(tmp_path, n=1)
     assert _batch(PairDataModule(json_path=str(path), resolution=12))["image"].shape == (1, 3, 12, 16)
