@@ -50,10 +50,12 @@ say "in the background: lego rows 3DGS and No-op fix (log: $OUT/lego_plain.log)"
 plain=$!
 
 # Step 2. The real pairs are a further training source (MixedPairDataModule.extra): 64x64 crops
-# of them, drawn as often as any procedural pair.
+# of them, drawn as often as any procedural pair; in a fixed order (train_order), not in the
+# order the two curations above happened to finish (statuette's, the smaller, finished first).
 say "fine-tune the fixer from the prior on the procedural + real pairs"
 EXTRA='[{"class_path": "datamodules.pairs.PairDataModule", "init_args": {"source": "json",
-  "json_path": "'"$OUT"'/pairs_real/pairs.json", "resolution": 64, "crop_size": 64, "num_refs": 1}}]'
+  "json_path": "'"$OUT"'/pairs_real/pairs.json", "resolution": 64, "crop_size": 64, "num_refs": 1,
+  "train_order": ["statuette/sparse", "fern/sparse"]}}]'
 "$PY" main.py fit --config configs/demo/difix_pairs.yaml \
   --model.init_args.pretrained="$OUT/prior/last.ckpt" \
   --data.init_args.extra="$EXTRA" \
