@@ -21,7 +21,7 @@
 # Usage: scripts/demo.sh [python]   (make demo runs it with .venv/bin/python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/demo_lib.sh  # PY, OUT, LOGS, say, wait_or_fail, curate_pairs, print_quality
+source scripts/demo_lib.sh  # PY, OUT, LOGS, say, wait_or_fail, curate_pairs, progressive_beside_clean_check, print_quality
 mkdir -p "$OUT"
 rm -f "$OUT/table.json"  # rows are merged into it: never mix in an earlier run's rows
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
@@ -109,11 +109,7 @@ say "waiting for the 3DGS and No-op fix rows and the prior's quality check"
 wait_or_fail "$plain" "$PLAIN_LOG" "the 3DGS / No-op fix rows or the prior's quality check"
 
 say "fixer on clean images of unseen scenes (in the background) | Difix3D / Difix3D+ rows"
-"$PY" benchmarks/fixer_clean.py --fixer "$OUT/fixer/best.ckpt" --out "$OUT/fixer_clean.json" \
-  > "$OUT/fixer_clean.log" 2>&1 &
-clean=$!
-"$PY" "${TABLE[@]}" --rows progressive "${TABLE_ARGS[@]}"
-wait_or_fail "$clean" "$OUT/fixer_clean.log" benchmarks/fixer_clean.py
+progressive_beside_clean_check "$OUT/fixer/best.ckpt" "$OUT/fixer_clean.json"
 
 say "prior reconstruction (held-out 64x64 images) and fixer on clean unseen images"
 print_quality "$PRIOR/quality.json" "$OUT/fixer_clean.json"

@@ -1,6 +1,7 @@
 # Shared by scripts/demo.sh and scripts/lego_sparse.sh (sourced, not run): the interpreter
 # (first argument), the demo's output folders, one OpenMP thread per job, timestamped messages,
-# background-job checks, the pair-curation call and the image-quality printout.
+# background-job checks, the pair-curation call, the Difix3D rows beside the fixer's
+# clean-image check and the image-quality printout.
 PY=${1:-.venv/bin/python}
 OUT=outputs/demo
 LOGS=lightning_logs/demo
@@ -34,6 +35,18 @@ curate_args() {
 curate_pairs() {
   curate_args "$@"
   "$PY" main.py "${CURATE_ARGS[@]}"
+}
+
+# progressive_beside_clean_check FIXER CLEAN_JSON [table overrides]: the fixer's clean-image
+# check (benchmarks/fixer_clean.py -> CLEAN_JSON, its log beside it) in the background while the
+# table's Difix3D / Difix3D+ rows fit (the caller's TABLE and TABLE_ARGS); stops if either fails.
+progressive_beside_clean_check() {
+  local fixer=$1 json=$2 clean
+  shift 2
+  "$PY" benchmarks/fixer_clean.py --fixer "$fixer" --out "$json" > "${json%.json}.log" 2>&1 &
+  clean=$!
+  "$PY" "${TABLE[@]}" --rows progressive "${TABLE_ARGS[@]}" "$@"
+  wait_or_fail "$clean" "${json%.json}.log" benchmarks/fixer_clean.py
 }
 
 # print_quality JSON...: the PSNR / SSIM per image set of benchmarks/fixer_clean.py outputs.

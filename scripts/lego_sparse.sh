@@ -16,7 +16,7 @@
 # Usage: scripts/lego_sparse.sh [python]   (make lego runs it with .venv/bin/python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/demo_lib.sh  # PY, OUT, LOGS, say, wait_or_fail, curate_pairs, print_quality
+source scripts/demo_lib.sh  # PY, OUT, LOGS, say, wait_or_fail, curate_pairs, progressive_beside_clean_check, print_quality
 SHARED=../shared/data
 fail() { echo "lego_sparse.sh: $*" >&2; exit 1; }
 for scene in lego_blender_400 colmap_statuette fern_llff; do
@@ -66,11 +66,8 @@ EXTRA='[{"class_path": "datamodules.pairs.PairDataModule", "init_args": {"source
 say "waiting for the 3DGS and No-op fix rows"
 wait_or_fail "$plain" "$OUT/lego_plain.log" "the 3DGS / No-op fix rows"
 say "fixer on clean images of unseen scenes (in the background) | lego rows Difix3D / Difix3D+"
-"$PY" benchmarks/fixer_clean.py --fixer "$OUT/fixer_real/best.ckpt" --out "$OUT/fixer_real_clean.json" \
-  > "$OUT/fixer_real_clean.log" 2>&1 &
-clean=$!
-"$PY" "${TABLE[@]}" --rows progressive "${TABLE_ARGS[@]}" --trainer.callbacks.fixer="$OUT/fixer_real/best.ckpt"
-wait_or_fail "$clean" "$OUT/fixer_real_clean.log" benchmarks/fixer_clean.py
+progressive_beside_clean_check "$OUT/fixer_real/best.ckpt" "$OUT/fixer_real_clean.json" \
+  --trainer.callbacks.fixer="$OUT/fixer_real/best.ckpt"
 say "the lego fixer on clean images of unseen scenes"
 print_quality "$OUT/fixer_real_clean.json"
 say "done: TensorBoard with  tensorboard --logdir $LOGS"
