@@ -8,10 +8,14 @@ BIN := $(VENV)/bin
 
 # requirements.lock pins every package (pip and setuptools included) to what CI tested; the
 # editable build uses the venv's pinned setuptools instead of an unpinned isolated one.
+# pip compiles the ~15,000 installed modules one by one; compileall on every core does the same
+# in less time (fresh venv here: 74 s instead of 83 s). Like pip, it skips files that do not
+# compile on this Python (torch ships a few Python 3.12-only test files), hence the `|| true`.
 $(BIN)/activate: pyproject.toml requirements.lock
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -c requirements.lock pip setuptools
-	$(BIN)/pip install --no-build-isolation -c requirements.lock -e ".[dev]"
+	$(BIN)/pip install --no-compile --no-build-isolation -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1 || true
 	touch $(BIN)/activate
 
 venv: $(BIN)/activate

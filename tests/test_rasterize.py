@@ -14,6 +14,7 @@ from gsplat.cuda._torch_impl import (
     _world_to_cam,
 )
 
+from lightning_modules.scene import rasterize_pairs
 from lightning_modules.scene.rasterize import render
 from lightning_modules.scene.rasterize_torch import _find_pairs, project_gaussians, rasterization_torch
 
@@ -240,6 +241,32 @@ def test_row_bands_do_not_change_the_result() -> None:
     assert many[-1]["bands"] > 5 and one[-1]["bands"] == 1
     for x, y in zip(one[:4], many[:4]):
         assert torch.equal(x, y)
+
+
+def test_int64_sort_keys_give_the_same_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Bands too big for int32 (band pixels x Gaussians >= 2**31) sort int64 keys.
+    s = make_scene(dtype=torch.float32)
+    radii, m2d, depths, conics, opac = project_gaussians(
+        s["means"], s["quats"], s["scales"], s["opacities"], s["viewmats"], s["Ks"], W, H
+    )
+    int32 = _find_pairs(m2d, conics, opac, depths, radii, W, H, pair_budget=10**9)
+    monkeypatch.setattr(rasterize_pairs, "INT32_KEYS_MAX", 0)
+    int64 = _find_pairs(m2d, conics, opac, depths, radii, W, H, pair_budget=10**9)
+    assert int32[-1]["pairs"] > 50
+    for x, y in zip(int32[:4], int64[:4]):
+        assert x.dtype == y.dtype and torch.equal(x, y)
+
+
+def test_segment_runs_and_cumsum_match_a_loop() -> None:
+    keys = torch.tensor([1, 1, 1, 4, 6, 6, 9, 9])  # keys 0, 2, 3, 5, 7, 8 do not occur
+    values = torch.tensor([0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    first, last = rasterize_pairs.segment_runs(keys, 10)
+    for k in keys.unique().tolist():
+        idx = torch.nonzero(keys == k).squeeze(1)
+        assert first[k] == idx[0] and last[k] == idx[-1]
+    assert first.min() >= 0 and last.max() < len(keys)  # absent keys stay in range
+    expected = torch.cat([values[keys == k].double().cumsum(0) for k in keys.unique().tolist()])
+    assert torch.equal(rasterize_pairs.segment_cumsum(values, keys, first), expected)
 
 
 def test_backward_chunks_do_not_change_gradients() -> None:

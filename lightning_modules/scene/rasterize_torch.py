@@ -19,8 +19,9 @@ How it works (memory grows with covered pixels, never with pixels x Gaussians):
    are expanded to rows (``repeat_interleave``) and rows, grouped by width into
    power-of-two buckets, to dense (rows, width) grids evaluated by broadcasting.
    Pairs below gsplat's alpha threshold are dropped, the rest sorted on one
-   int64 key (pixel, depth rank), transmittance is a segmented cumulative sum of
-   ``log(1 - alpha)`` (float64: one cumsum spans all pixels), and pairs past
+   integer key (pixel, depth rank; int32 where it fits), transmittance is a
+   segmented cumulative sum of ``log(1 - alpha)`` (float64: one cumsum spans all
+   pixels; runs found by counting pairs per pixel), and pairs past
    gsplat's early stop (transmittance after the pair <= 1e-4) are dropped.
 3. Compositing (:class:`_CompositePairs`): ``index_add_`` of ``alpha * T`` times
    the features into pixels, with a hand-written backward (gsplat's formulas:
@@ -45,7 +46,7 @@ from torch import Tensor
 
 from gsplat.cuda._torch_impl import _spherical_harmonics
 
-from .rasterize_pairs import _find_pairs, segment_bounds, segment_cumsum
+from .rasterize_pairs import _find_pairs, segment_cumsum, segment_runs
 from .rasterize_project import ALPHA_MAX, project_gaussians
 
 __all__ = ["RENDER_MODES", "TILE_SIZE", "project_gaussians", "rasterization_torch"]
@@ -93,17 +94,28 @@ class _CompositePairs(torch.autograd.Function):
             # Chunks of whole pixels bound the backward's per-pair temporaries.
             marks = pixel_ids.index_select(0, torch.arange(0, P, ctx.chunk, device=pixel_ids.device))
             cuts = torch.unique(torch.searchsorted(pixel_ids, marks)).tolist() + [P]
+            centres = _pixel_centres(grad_out.shape[1] // (ctx.width * ctx.height), ctx.width, ctx.height, alpha)
             for a, b in zip(cuts[:-1], cuts[1:]):
                 grads = _composite_vjp(params, pixel_ids[a:b], flat_ids[a:b], alpha[a:b], trans[a:b],
-                                       grad_out, ctx.width, ctx.height)
+                                       grad_out, centres)
                 for k, g in enumerate(grads):
                     g_params[k].index_add_(0, flat_ids[a:b], g)
         return g_params, None, None, None, None, None, None, None, None
 
 
+def _pixel_centres(n_images: int, width: int, height: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    """x + 0.5 and y + 0.5 of every flat pixel id, each (n_images * height * width,).
+
+    Exact in float32 for any image size below 2**23 pixels a side, so a gather from these
+    tables gives the pair's pixel centre at the cost of one read (no integer division)."""
+    xs = torch.arange(width, dtype=like.dtype, device=like.device) + 0.5
+    ys = torch.arange(height, dtype=like.dtype, device=like.device) + 0.5
+    return xs.repeat(n_images * height), ys.repeat_interleave(width).repeat(n_images)
+
+
 def _composite_vjp(
     params: Tensor, pixel_ids: Tensor, flat_ids: Tensor, alpha: Tensor, trans: Tensor,
-    grad_out: Tensor, width: int, height: int,
+    grad_out: Tensor, centres: tuple[Tensor, Tensor],
 ) -> list[Tensor]:
     """Per-pair gradients w.r.t. the Gaussian attributes, for whole pixels.
 
@@ -111,8 +123,7 @@ def _composite_vjp(
         params: (6 + D, G) as in :class:`_CompositePairs`.
         pixel_ids, flat_ids, alpha, trans: The pairs of a run of whole pixels. (P,)
         grad_out: dL/d[sum w * feature..., sum w] per pixel. (D + 1, n_pix)
-        width: Image width.
-        height: Image height.
+        centres: Pixel centre x and y per flat pixel id, from :func:`_pixel_centres`. (n_pix,) each
 
     Returns:
         6 + D per-pair gradients, one (P,) tensor per row of ``params``.
@@ -126,34 +137,32 @@ def _composite_vjp(
         cg += params[6 + k].index_select(0, flat_ids) * g
         g_feats.append(g * w)
     g_acc = grad_out[D].index_select(0, pixel_ids)  # dL/dA
-    starts, ends = segment_bounds(pixel_ids)
+    first, last = segment_runs(pixel_ids, grad_out.shape[1])
     # Behind-sums: sum over the pixel's later pairs of w_j c_j . dL/dC.
-    incl = segment_cumsum(w * cg, starts)
-    behind = (incl.index_select(0, ends) - incl).to(alpha.dtype)
+    incl = segment_cumsum(w * cg, pixel_ids, first)
+    behind = (incl.index_select(0, last).index_select(0, pixel_ids) - incl).to(alpha.dtype)
     one_m = 1.0 - alpha
-    t_final = trans.index_select(0, ends) * one_m.index_select(0, ends)
+    t_final = (trans.index_select(0, last) * one_m.index_select(0, last)).index_select(0, pixel_ids)
     g_alpha = trans * cg + (g_acc * t_final - behind) / one_m
 
-    # Pixel centres from flat ids in float64 (exact far beyond any image size);
-    # integer division is several times slower on CPU.
-    pf = pixel_ids.to(torch.float64)
-    rows = torch.floor((pf + 0.5) / width)
-    px = (pf - rows * width + 0.5).to(alpha.dtype)
-    py = (rows - torch.floor((rows + 0.5) / height) * height + 0.5).to(alpha.dtype)
+    px = centres[0].index_select(0, pixel_ids)
+    py = centres[1].index_select(0, pixel_ids)
     mx, my, c0, c1, c2, o = (params[k].index_select(0, flat_ids) for k in range(6))
-    dx = mx - px
-    dy = my - py
-    sigma = 0.5 * (c0 * dx * dx + c2 * dy * dy) + c1 * dx * dy
-    vis = torch.exp(-sigma)
+    # In-place arithmetic on fresh tensors, with the operations of the plain expressions in
+    # the comments in the same order (the same bits): fewer P-sized temporaries.
+    dx = mx.sub_(px)
+    dy = my.sub_(py)
+    sigma = (c0 * dx).mul_(dx).add_((c2 * dy).mul_(dy)).mul_(0.5).add_((c1 * dx).mul_(dy))
+    vis = sigma.neg_().exp_()  # exp(-(0.5 * (c0 dx dx + c2 dy dy) + c1 dx dy))
     # Clamped alphas (0.999) pass no gradient to opacity or shape, as in gsplat.
-    g_o = torch.where(o * vis <= ALPHA_MAX, vis * g_alpha, torch.zeros_like(g_alpha))
-    g_sigma = -o * g_o
+    g_o = torch.where(o * vis <= ALPHA_MAX, vis.mul_(g_alpha), 0.0)
+    g_sigma = o.neg_().mul_(g_o)  # -o * g_o
     return [
-        (c0 * dx + c1 * dy) * g_sigma,
-        (c1 * dx + c2 * dy) * g_sigma,
-        0.5 * dx * dx * g_sigma,
-        dx * dy * g_sigma,
-        0.5 * dy * dy * g_sigma,
+        (c0 * dx).add_(c1 * dy).mul_(g_sigma),  # (c0 dx + c1 dy) g_sigma
+        c1.mul_(dx).add_(c2 * dy).mul_(g_sigma),  # (c1 dx + c2 dy) g_sigma
+        (0.5 * dx).mul_(dx).mul_(g_sigma),  # 0.5 dx dx g_sigma
+        (dx * dy).mul_(g_sigma),
+        (0.5 * dy).mul_(dy).mul_(g_sigma),
         g_o,
         *g_feats,
     ]
