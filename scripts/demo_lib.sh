@@ -37,15 +37,15 @@ curate_pairs() {
   "$PY" main.py "${CURATE_ARGS[@]}"
 }
 
-# progressive_beside_clean_check FIXER CLEAN_JSON [table overrides]: the fixer's clean-image
-# check (benchmarks/fixer_clean.py -> CLEAN_JSON, its log beside it) in the background while the
-# table's Difix3D / Difix3D+ rows fit (the caller's TABLE and TABLE_ARGS); stops if either fails.
+# progressive_beside_clean_check FIXER CLEAN_JSON: the fixer's clean-image check
+# (benchmarks/fixer_clean.py -> CLEAN_JSON, its log beside it) in the background while the
+# table's Difix3D / Difix3D+ rows fit with that same fixer (the caller's TABLE and TABLE_ARGS);
+# stops if either fails.
 progressive_beside_clean_check() {
   local fixer=$1 json=$2 clean
-  shift 2
   "$PY" benchmarks/fixer_clean.py --fixer "$fixer" --out "$json" > "${json%.json}.log" 2>&1 &
   clean=$!
-  "$PY" "${TABLE[@]}" --rows progressive "${TABLE_ARGS[@]}" "$@"
+  "$PY" "${TABLE[@]}" --rows progressive "${TABLE_ARGS[@]}" --trainer.callbacks.fixer="$fixer"
   wait_or_fail "$clean" "${json%.json}.log" benchmarks/fixer_clean.py
 }
 

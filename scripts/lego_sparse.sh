@@ -66,8 +66,7 @@ EXTRA='[{"class_path": "datamodules.pairs.PairDataModule", "init_args": {"source
 say "waiting for the 3DGS and No-op fix rows"
 wait_or_fail "$plain" "$OUT/lego_plain.log" "the 3DGS / No-op fix rows"
 say "fixer on clean images of unseen scenes (in the background) | lego rows Difix3D / Difix3D+"
-progressive_beside_clean_check "$OUT/fixer_real/best.ckpt" "$OUT/fixer_real_clean.json" \
-  --trainer.callbacks.fixer="$OUT/fixer_real/best.ckpt"
+progressive_beside_clean_check "$OUT/fixer_real/best.ckpt" "$OUT/fixer_real_clean.json"
 say "the lego fixer on clean images of unseen scenes"
 print_quality "$OUT/fixer_real_clean.json"
 say "done: TensorBoard with  tensorboard --logdir $LOGS"

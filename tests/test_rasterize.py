@@ -253,8 +253,22 @@ def test_int64_sort_keys_give_the_same_pairs(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(rasterize_pairs, "INT32_KEYS_MAX", 0)
     int64 = _find_pairs(m2d, conics, opac, depths, radii, W, H, pair_budget=10**9)
     assert int32[-1]["pairs"] > 50
+    # Only the sort key's dtype differs: the same order, and alphas / transmittances from the
+    # same float code path, so they must match exactly.
     for x, y in zip(int32[:4], int64[:4]):
         assert x.dtype == y.dtype and torch.equal(x, y)
+
+
+def test_band_whose_candidates_all_fall_below_the_threshold_gives_no_pairs() -> None:
+    # A sharp Gaussian on a pixel corner: its box holds pixel (0, 0), whose centre is too far
+    # for alpha >= 1/255 (sigma = 25 there), so the band has one candidate and no pair.
+    m2d = torch.zeros(1, 1, 2)
+    conics = torch.tensor([[[100.0, 0.0, 100.0]]])
+    pix, gid, alpha, trans, stats = _find_pairs(
+        m2d, conics, torch.ones(1, 1), torch.ones(1, 1), torch.ones(1, 1, 2, dtype=torch.int32), W, H, 10**6)
+    assert stats["candidate_pairs"] == 1 and stats["pairs"] == 0
+    assert pix.dtype == gid.dtype == torch.int64 and alpha.dtype == trans.dtype == torch.float32
+    assert pix.numel() == gid.numel() == alpha.numel() == trans.numel() == 0
 
 
 def test_segment_runs_and_cumsum_match_a_loop() -> None:
@@ -266,7 +280,8 @@ def test_segment_runs_and_cumsum_match_a_loop() -> None:
         assert first[k] == idx[0] and last[k] == idx[-1]
     assert first.min() >= 0 and last.max() < len(keys)  # absent keys stay in range
     expected = torch.cat([values[keys == k].double().cumsum(0) for k in keys.unique().tolist()])
-    assert torch.equal(rasterize_pairs.segment_cumsum(values, keys, first), expected)
+    # One global cumsum minus each run's offset against a cumsum per run: other sums, so a tolerance.
+    torch.testing.assert_close(rasterize_pairs.segment_cumsum(values, keys, first), expected, rtol=0, atol=1e-12)
 
 
 def test_backward_chunks_do_not_change_gradients() -> None:
