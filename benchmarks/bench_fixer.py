@@ -96,9 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     for config in [args.fixer] if args.fixer else args.config:
         start = time.perf_counter()
         if args.fixer:
-            from callbacks.fixer_loading import load_fixer
+            from lightning_modules.difix.fixer_spec import build_difix_net
 
-            net = load_fixer(args.fixer).net.eval().requires_grad_(False).to(device)
+            net = build_difix_net(args.fixer).eval().requires_grad_(False).to(device)
         else:
             net = DifixNet.from_config(config, seed=0).eval().to(device)
         build_s = time.perf_counter() - start

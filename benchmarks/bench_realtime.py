@@ -55,14 +55,16 @@ def orbit(n: int, radius: float, width: int, height: int, fov_deg: float = 50.0)
     return Cameras.from_c2w(look_at(eyes, torch.zeros(3)), K, width, height)
 
 
-def build_fixer(spec: str, seed: int = 0) -> torch.nn.Module:
+def build_fixer(spec: str, dtype: str, seed: int = 0) -> torch.nn.Module:
+    """The fixer a spec names, in `dtype` on the renders' device (arch:NAME: random weights)."""
+    from lightning_modules.difix.fixer_spec import FixerSpec, load_fixer
+
     if spec.startswith("arch:"):
+        from lightning_modules.difix.image_fixer import ImageFixer
         from lightning_modules.difix.net import DifixNet
 
-        return DifixNet.from_config(spec.split(":", 1)[1], seed=seed)
-    from callbacks.fixer_loading import load_fixer
-
-    return load_fixer(spec)
+        return ImageFixer(DifixNet.from_config(spec.split(":", 1)[1], seed=seed), name=spec, dtype=dtype)
+    return load_fixer(FixerSpec(name=spec, dtype=dtype))
 
 
 def sync(device: torch.device) -> None:
@@ -105,8 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--frames", type=int, default=6, help="timed frames per size")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="fixer autocast on CUDA (default: "
-                                                                         "bfloat16 on CUDA)")
+    p.add_argument("--dtype", default="auto", choices=["auto", *sorted(DTYPES)],
+                   help="fixer weights' dtype (auto: bfloat16 on CUDA, float32 on the CPU)")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     if args.threads:
@@ -117,8 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     cuda = device.type == "cuda"
     sizes = args.sizes or (["1024x576"] if cuda else ["128x128", "256x256"])
     fixer_spec = args.fixer or ("arch:sd-turbo" if cuda else "tiny")
-    dtype_name = args.dtype or ("bfloat16" if cuda else "float32")
-    dtype = DTYPES[dtype_name]
+    dtype_name = args.dtype
 
     start = time.perf_counter()
     scene = load_scene(args.scene, args.module_class, device) if args.scene else random_scene(args.gaussians, device)
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         ring = orbit(8, 2.5 * float(scene.scene_scale), 64, 64)
         gen = torch.Generator().manual_seed(0)
         refs = (ring, [torch.rand(3, 64, 64, generator=gen) for _ in range(len(ring))])
-    fix = NearestViewFix(build_fixer(fixer_spec).to(device), refs[0], refs[1], num_refs=args.refs, dtype=dtype)
+    fix = NearestViewFix(build_fixer(fixer_spec, dtype_name), refs[0], refs[1], num_refs=args.refs)
     size_note = f" ({len(scene.gaussians)} Gaussians)" if hasattr(scene, "gaussians") else ""
     print(f"# scene {args.scene or 'random'}{size_note} on {device}, fixer {fixer_spec} "
           f"({sum(q.numel() for q in fix.fixer.parameters()) / 1e6:.1f} M params, {dtype_name}), "

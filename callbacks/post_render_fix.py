@@ -21,7 +21,9 @@ from torch import Tensor, nn
 
 from datamodules.cameras import Cameras
 
-from .fixer_loading import load_fixer
+from lightning_modules.difix.fixer_spec import FixerSpec, load_fixer
+from lightning_modules.difix.image_fixer import IdentityFixer, ImageFixer
+
 from .progressive_fix import apply_fixer, nearest_references
 
 __all__ = ["NearestViewFix", "reference_views_from_checkpoint"]
@@ -31,36 +33,34 @@ class NearestViewFix:
     """Difix on renders with the nearest training views as references (Difix3D+).
 
     Args:
-        fixer: a fixer spec (see ``callbacks.fixer_loading.load_fixer``), a built fixer, or a
-            function returning one (called once, at the first fix).
+        fixer: a fixer name or ``FixerSpec`` (``lightning_modules.difix.fixer_spec``: its dtype
+            and device included), a built fixer, or a function returning one (called once, at
+            the first fix).
         train_cameras: cameras of the reference views (None or empty: no references).
         train_images: their images, (3, h, w) in [0, 1].
         num_refs: references per render (0: the fixer runs without references).
         batch_size: renders per fixer call.
-        dtype: autocast dtype on CUDA (e.g. torch.bfloat16); None runs in float32.
     """
 
     def __init__(
         self,
-        fixer: str | nn.Module | Callable[[], nn.Module],
+        fixer: str | FixerSpec | nn.Module | Callable[[], nn.Module],
         train_cameras: Cameras | None = None,
         train_images: list[Tensor] | None = None,
         num_refs: int = 1,
         batch_size: int = 4,
-        dtype: torch.dtype | None = None,
     ) -> None:
         if train_cameras is not None and train_images is not None and len(train_cameras) != len(train_images):
             raise ValueError(f"NearestViewFix: {len(train_cameras)} training cameras but {len(train_images)} images")
         if num_refs < 0:
             raise ValueError(f"NearestViewFix: num_refs must be >= 0, got {num_refs}")
         self._source = fixer
-        self._fixer: nn.Module | None = fixer.eval().requires_grad_(False) if isinstance(fixer, nn.Module) else None
+        self._fixer: nn.Module | None = ready_fixer(fixer) if isinstance(fixer, nn.Module) else None
         self._load_lock = threading.Lock()
         self.train_cameras = train_cameras if train_cameras is not None and len(train_cameras) else None
         self.train_images = train_images or []
         self.num_refs = num_refs
         self.batch_size = batch_size
-        self.dtype = dtype
 
     @property
     def has_references(self) -> bool:
@@ -72,8 +72,8 @@ class NearestViewFix:
         with self._load_lock:
             if self._fixer is None:
                 source = self._source
-                net = load_fixer(source) if isinstance(source, str) else source()  # type: ignore[operator]
-                self._fixer = net.eval().requires_grad_(False)
+                net = load_fixer(source) if isinstance(source, (str, FixerSpec)) else source()  # type: ignore[operator]
+                self._fixer = ready_fixer(net)
             return self._fixer
 
     @torch.no_grad()
@@ -87,15 +87,19 @@ class NearestViewFix:
         Returns:
             (N, 3, H, W) fixed renders in [0, 1].
         """
-        fixer = self.fixer.to(images.device)
+        fixer = self.fixer
         refs = None
         if self.num_refs > 0 and self.train_cameras is not None:
             refs = nearest_references(cameras, self.train_cameras, self.train_images, self.num_refs,
                                       size=tuple(images.shape[-2:])).to(images.device)
-        autocast = torch.autocast(images.device.type, dtype=self.dtype or torch.float32,
-                                  enabled=self.dtype is not None and images.device.type == "cuda")
-        with autocast:
-            return apply_fixer(fixer, images, refs, self.batch_size).float()
+        return apply_fixer(fixer, images, refs, self.batch_size).float()
+
+
+def ready_fixer(net: nn.Module) -> nn.Module:
+    """In eval mode without grads; a bare net is wrapped so that it follows the renders' device."""
+    if not isinstance(net, (ImageFixer, IdentityFixer)):
+        net = ImageFixer(net, name=type(net).__name__)
+    return net.eval().requires_grad_(False)
 
 
 def reference_views_from_checkpoint(ckpt: str | Path) -> tuple[Cameras, list[Tensor]] | None:

@@ -9,7 +9,7 @@ metrics with and without the final fix.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from callbacks.fixer_loading import load_fixer, validate_fixer_spec
+from lightning_modules.difix.fixer_spec import FixerSpec, check_fixer, load_fixer
 from callbacks.protocols import AcceptsPostRenderFix, GrowsTrainingSet, RendersViews
 from datamodules.camera_json import read_cameras_json
 from datamodules.cameras import Cameras, interpolate_path, nearest_views, pose_distance, step_pose_toward
@@ -35,11 +35,11 @@ class ProgressiveFixCallback(Callback):
     """Progressively distils Difix fixes into a scene model (Difix3D) and fixes final renders (Difix3D+).
 
     Args:
-        fixer: where the fixer comes from: a published model ("nvidia/difix_ref", "nvidia/difix")
-            or a local folder of one, a reference `model_*.pkl`, a DifixModule checkpoint
-            (`.ckpt`), exported fixer weights (`.safetensors`/`.pt`), an SD-Turbo hub name or
-            folder (untrained), or "tiny" / "tiny:SEED" (untrained tiny DifixNet, for tests of
-            the plumbing only). See `callbacks.fixer_loading`.
+        fixer: the fixer: a name (a published model "nvidia/difix_ref" / "nvidia/difix" or a
+            local folder of one, a reference `model_*.pkl`, a DifixModule checkpoint `.ckpt`,
+            exported fixer weights, an SD-Turbo hub name or folder (untrained), "tiny[:SEED]",
+            "identity") or a `FixerSpec` with how it runs (size, dtype, device, latent). See
+            `lightning_modules.difix.fixer_spec`.
         start_step: first global step at which a fix happens.
         fix_every_n_steps: steps between fixes (2,000 in the reference code, 1,500 in the paper).
         step_size: how far a novel camera moves per fix, as a fraction of the scene extent
@@ -53,14 +53,11 @@ class ProgressiveFixCallback(Callback):
         batch_size: views per fixer call.
         post_render_fix: also fix test renders once more (Difix3D+) during `test`.
         log_images: views shown in the TensorBoard grid at each fix.
-        resize_to: (height, width) the fixer runs at, e.g. [576, 1024] as the reference code
-            (antialiased resize there and back); None: the render size, padded.
-        latent: "mode" (default) or "sample" (reference code) of the fixer's VAE latent.
     """
 
     def __init__(
         self,
-        fixer: str,
+        fixer: str | FixerSpec,
         start_step: int = 2000,
         fix_every_n_steps: int = 2000,
         step_size: float = 0.5,
@@ -72,8 +69,6 @@ class ProgressiveFixCallback(Callback):
         batch_size: int = 4,
         post_render_fix: bool = True,
         log_images: int = 4,
-        resize_to: tuple[int, int] | None = None,
-        latent: Literal["mode", "sample"] = "mode",
     ) -> None:
         if fix_every_n_steps <= 0:
             raise ValueError(f"fix_every_n_steps must be positive, got {fix_every_n_steps}")
@@ -93,8 +88,6 @@ class ProgressiveFixCallback(Callback):
         self.batch_size = batch_size
         self.post_render_fix = post_render_fix
         self.log_images = log_images
-        self.resize_to = resize_to
-        self.latent = latent
         # Loaded lazily on first use and never part of the scene checkpoint.
         self._fixer: nn.Module | None = None
         # Progressive state (saved in checkpoints through state_dict).
@@ -106,7 +99,7 @@ class ProgressiveFixCallback(Callback):
     @property
     def fixer(self) -> nn.Module:
         if self._fixer is None:
-            self._fixer = load_fixer(self.fixer_spec, resize_to=self.resize_to, latent=self.latent)
+            self._fixer = load_fixer(self.fixer_spec)
             self._fixer.eval().requires_grad_(False)
         return self._fixer
 
@@ -123,7 +116,7 @@ class ProgressiveFixCallback(Callback):
             fixed (N, 3, H, W) in [0, 1] and the references used, (N, K, 3, H, W).
         """
         refs = self.nearest_references(cameras, data, size=tuple(images.shape[-2:])).to(images.device)
-        fixed = apply_fixer(self.fixer.to(images.device), images, refs if self.num_refs > 0 else None, self.batch_size)
+        fixed = apply_fixer(self.fixer, images, refs if self.num_refs > 0 else None, self.batch_size)
         return fixed, refs
 
     def nearest_references(self, cameras: Cameras, data: GrowsTrainingSet, size: tuple[int, int]) -> Tensor:
@@ -174,7 +167,7 @@ class ProgressiveFixCallback(Callback):
         if not isinstance(data, GrowsTrainingSet):
             raise TypeError(f"{type(data).__name__} lacks the fixed-view protocol needed by ProgressiveFixCallback")
         # Before step 1: a bad fixer or targets option must not cost the whole reconstruction.
-        validate_fixer_spec(self.fixer_spec)
+        check_fixer(self.fixer_spec)
         try:
             targets = self.target_cameras(data)
         except (OSError, ValueError, KeyError) as err:
@@ -193,7 +186,7 @@ class ProgressiveFixCallback(Callback):
             return
         if not isinstance(pl_module, AcceptsPostRenderFix):
             raise TypeError(f"{type(pl_module).__name__} lacks set_post_render_fix needed for post_render_fix=true")
-        validate_fixer_spec(self.fixer_spec)
+        check_fixer(self.fixer_spec)
         pl_module.set_post_render_fix(self.make_post_render_fixer(trainer.datamodule))
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -21,6 +21,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
 from callbacks.protocols import RendersViews
+from lightning_modules.difix.fixer_spec import FixerSpec
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ class ViewerCallback(Callback):
             0.0.0.0) exposes the page to the network: only on an explicit setting.
         move_resolution: longer image side while the camera moves.
         rest_resolution: longer image side once it rests.
-        fixer: fixer spec for the viewer's Difix3D+ switch (see ``load_fixer``); None: the
-            ProgressiveFixCallback's, if any.
+        fixer: fixer name or ``FixerSpec`` for the viewer's Difix3D+ switch
+            (``lightning_modules.difix.fixer_spec``); None: the ProgressiveFixCallback's, if any.
         num_refs: initial number of reference views of the fix.
         fix_mode: when the fix runs: "at rest", "every frame" or "auto".
         max_pause_s: longest a training step waits for a moving camera to rest.
@@ -53,7 +54,7 @@ class ViewerCallback(Callback):
         host: str = "127.0.0.1",
         move_resolution: int = 256,
         rest_resolution: int = 512,
-        fixer: str | None = None,
+        fixer: str | FixerSpec | None = None,
         num_refs: int = 1,
         fix_mode: Literal["at rest", "every frame", "auto"] = "auto",
         max_pause_s: float = 1.0,

@@ -3,17 +3,19 @@
     python scripts/fix_images.py --images renders/ --refs refs/ --out fixed/
     python scripts/fix_images.py --fixer nvidia/difix --images a.png b.png --out fixed/
     python scripts/fix_images.py --fixer outputs/difix/last.ckpt --images renders/ --refs ref.png \\
-        --out fixed/ --resize-to 576 1024 --latent sample --device cuda --dtype bfloat16
+        --out fixed/ --size 576 1024 --latent sample --device cuda --dtype bfloat16
 
---fixer: anything `callbacks.fixer_loading.load_fixer` accepts ("nvidia/difix_ref" (default),
+--fixer: any fixer name (`lightning_modules/difix/fixer_spec.py`: "nvidia/difix_ref" (default),
 "nvidia/difix", a local folder of either, a reference model_*.pkl, a DifixModule .ckpt,
-exported weights, "tiny"). --images: files and/or folders (their image files, sorted). --refs
+exported weights, "tiny"); the first line printed says what was loaded and how it runs.
+--images: files and/or folders (their image files, sorted). --refs
 (optional): one image for all, a folder holding a file of the same name (any image suffix) per
 image, or one file per image in order. Each fixed image is written as OUT/<name>.png at the
 input's size (without --out: beside the input, in <its folder>/fixed/), atomically; an output
 that would replace an input or reference is refused.
---resize-to 576 1024 runs the fixer at the reference code's resolution (antialiased resize
-there and back); by default it runs at the image's size (padded to a multiple of 64).
+--size: "auto" (default): the reference pipeline's pre-processing for NVIDIA's models (Lanczos
+to a multiple of 8 and back), the fixer's own otherwise; "reference", "pad", "resize"; or H W,
+e.g. 576 1024 as the reference's inference_difix.py (Lanczos there and back).
 """
 from __future__ import annotations
 
@@ -28,10 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from callbacks.fixer_loading import load_fixer, validate_fixer_spec  # noqa: E402
 from datamodules.image_io import IMAGE_EXTENSIONS, list_images, load_image, save_image  # noqa: E402
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from lightning_modules.console import console_logging  # noqa: E402
+from lightning_modules.difix.fixer_spec import FixerSpec, check_fixer, load_fixer  # noqa: E402
 
 
 def expand_images(items: list[str], what: str) -> list[Path]:
@@ -90,34 +91,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images", nargs="+", required=True, help="image files and/or folders")
     parser.add_argument("--refs", nargs="+", default=None, help="reference image, folder, or one per image")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <image folder>/fixed)")
-    parser.add_argument("--resize-to", nargs=2, type=int, default=None, metavar=("H", "W"),
-                        help="run the fixer at H x W (reference code: 576 1024)")
-    parser.add_argument("--latent", choices=["mode", "sample"], default="mode")
+    parser.add_argument("--size", nargs="+", default=["auto"], metavar="MODE|H W",
+                        help="auto (default), reference, pad, resize, or H W (reference code: 576 1024)")
+    parser.add_argument("--latent", choices=["mode", "sample"], default=None,
+                        help="VAE latent: mode or sample (default: the fixer's own, mode)")
+    parser.add_argument("--reference-attention", choices=["on", "off"], default=None,
+                        help="joint attention over image and reference (default: what the weights are)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="autocast dtype")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                        help="weights' dtype (auto: bfloat16 on CUDA, float32 on the CPU)")
     parser.add_argument("--seed", type=int, default=0, help="seed for --latent sample")
     return parser.parse_args(argv)
+
+
+def fixer_spec(args: argparse.Namespace) -> FixerSpec:
+    """The FixerSpec the command line names (fails naming the option)."""
+    size: str | tuple[int, int]
+    if len(args.size) == 1 and not args.size[0].isdigit():
+        size = args.size[0]
+    elif len(args.size) == 2 and all(s.isdigit() for s in args.size):
+        size = (int(args.size[0]), int(args.size[1]))
+    else:
+        raise ValueError(f"--size {' '.join(args.size)}: give auto, reference, pad, resize, or H W")
+    attention = None if args.reference_attention is None else args.reference_attention == "on"
+    return FixerSpec(name=args.fixer, size=size, dtype=args.dtype, device=args.device, latent=args.latent,
+                     reference_attention=attention)
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
     """Runs the command; returns the written files."""
     args = parse_args(argv)
-    validate_fixer_spec(args.fixer)  # before reading anything large
+    console_logging()
+    spec = fixer_spec(args)
+    check_fixer(spec)  # before reading anything large
     images = expand_images(args.images, "--images")
     refs = match_references(images, args.refs)
     protected = {p.resolve() for p in images} | {p.resolve() for p in refs if p is not None}
     outs = output_paths(images, args.out, protected)
-    device = torch.device(args.device)
-    fixer = load_fixer(args.fixer, resize_to=tuple(args.resize_to) if args.resize_to else None, latent=args.latent)
-    fixer = fixer.eval().requires_grad_(False).to(device)
+    fixer = load_fixer(spec).eval().requires_grad_(False)
     torch.manual_seed(args.seed)
-    autocast = torch.autocast(device.type, dtype=DTYPES[args.dtype], enabled=args.dtype != "float32")
     written = []
     for image_path, ref_path, out in tqdm(list(zip(images, refs, outs)), desc="fixing", unit="image"):
-        image = load_image(image_path).to(device)
-        ref = load_image(ref_path).to(device)[None, None] if ref_path is not None else None
-        with torch.no_grad(), autocast:
-            fixed = fixer(image[None], ref)[0].float()
+        image = load_image(image_path)
+        ref = load_image(ref_path)[None, None] if ref_path is not None else None
+        with torch.no_grad():
+            fixed = fixer(image[None], ref)[0]
         written.append(save_image(fixed, out))
     print(f"wrote {len(written)} fixed image(s) to {sorted({str(p.parent) for p in written})}")
     return written

@@ -27,8 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scene", help="a scene checkpoint (.ckpt) or a Gaussian .ply")
     p.add_argument("--fixer", default=None,
-                   help="fixer spec (callbacks.fixer_loading): nvidia/difix_ref, nvidia/difix, a folder of either, a "
-                        "reference model_*.pkl, a DifixModule .ckpt, exported weights, or 'tiny'")
+                   help="fixer name (lightning_modules/difix/fixer_spec.py): nvidia/difix_ref, nvidia/difix, a folder "
+                        "of either, a reference model_*.pkl, a DifixModule .ckpt, exported weights, or 'tiny'")
     p.add_argument("--num-refs", type=int, default=1, help="reference views per fixed frame")
     p.add_argument("--fix", action="store_true", help="start with the fix switched on")
     p.add_argument("--fix-mode", default="auto", choices=["at rest", "every frame", "auto"])
@@ -37,8 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--move-resolution", type=int, default=256, help="longer image side while moving")
     p.add_argument("--rest-resolution", type=int, default=512, help="longer image side at rest")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="fixer autocast dtype on CUDA")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="fixer weights' dtype (auto: bfloat16 on CUDA, float32 on the CPU)")
     p.add_argument("--module-class", default=None, help="dotted class path of a non-Gaussian scene module")
     p.add_argument("--no-references", action="store_true", help="do not read the training views")
     return p.parse_args(argv)
@@ -46,10 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_viewer(args: argparse.Namespace) -> Any:
     """Loads the scene (and fixer references) and starts serving it; returns the SceneViewer."""
-    import torch
-
     from callbacks.post_render_fix import NearestViewFix, reference_views_from_checkpoint
     from callbacks.scene_viewer import SceneViewer
+    from lightning_modules.difix.fixer_spec import FixerSpec
     from lightning_modules.scene.load_scene import load_scene
 
     scene = load_scene(args.scene, args.module_class, args.device)
@@ -59,8 +58,8 @@ def build_viewer(args: argparse.Namespace) -> Any:
     fix = None
     if args.fixer is not None:
         cameras, images = refs if refs is not None else (None, None)
-        fix = NearestViewFix(args.fixer, cameras, images, num_refs=args.num_refs if refs is not None else 0,
-                             dtype=None if args.dtype == "float32" else getattr(torch, args.dtype))
+        fix = NearestViewFix(FixerSpec(name=args.fixer, dtype=args.dtype), cameras, images,
+                             num_refs=args.num_refs if refs is not None else 0)
     initial = refs[0].camera_to_world[0] if refs is not None else None
     return SceneViewer(scene, fix, host=args.host, port=args.port, move_resolution=args.move_resolution,
                        rest_resolution=args.rest_resolution, fix_enabled=args.fix and fix is not None,
@@ -68,7 +67,10 @@ def build_viewer(args: argparse.Namespace) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from lightning_modules.console import console_logging
+
     args = parse_args(argv)
+    console_logging()
     viewer = build_viewer(args)
     print(f"viewer: {viewer.url}  (Ctrl-C to stop)", flush=True)
     try:

@@ -1,7 +1,26 @@
-"""Tiny fixer artefacts in the layouts users bring: NVIDIA's published Difix folder and the
-reference training script's model_*.pkl. Written by this test code from a DifixNet with known
-weights, using the key names the reference code writes (peft adapter "vae_skip", skip convs
-`decoder.skip_conv_{1..4}` LoRA-wrapped, alpha 8)."""
+"""Tiny fixer artefacts in the layouts users bring: NVIDIA's published Difix folders and the
+reference training script's model_*.pkl, written by this test code from a DifixNet with known
+weights.
+
+Where each fact of the layouts comes from:
+- Key names (peft adapter "vae_skip", skip convs `decoder.skip_conv_{1..4}` LoRA-wrapped, alpha 8
+  = peft's default since vae/config.json has no lora_alpha): nv-tlabs/Difix3D at c76edc5,
+  `src/model.py` (`save_ckpt`, `save_model`, the VAE LoRA config) and the reference code itself
+  run as an oracle (earlier sessions).
+- Published folder files: the Hugging Face file listings of `nvidia/difix` and `nvidia/difix_ref`
+  (METHOD.md, "The published artefacts"): model_index.json, scheduler/, text_encoder/,
+  tokenizer/, unet/{config.json, diffusion_pytorch_model.safetensors} (fp32), vae/{autoencoder_kl.py,
+  config.json, diffusion_pytorch_model.safetensors}, LICENSE.txt, NOTICE, README.md at the top;
+  difix_ref's unet/ also holds unet_2d_condition.py (69.2 kB, the size of the reference's
+  mv_unet.py).
+- model_index.json: nvidia/difix's as published (`_class_name` DifixPipeline, `_diffusers_version`
+  0.25.1, unet ["diffusers", "UNet2DConditionModel"], vae ["autoencoder_kl", "AutoencoderKL"],
+  scheduler ["diffusers", "DDPMScheduler"]); difix_ref's unet entry ["unet_2d_condition",
+  "UNet2DConditionModel"] follows from diffusers naming a custom component by its module file
+  (inferred from the file list, not seen directly). The `.py` files written here raise when
+  imported: a loader that runs them fails the tests.
+- vae/config.json: stock AutoencoderKL keys plus gamma 1.0, ignore_skip false, lora_rank 4.
+"""
 from __future__ import annotations
 
 import json
@@ -51,29 +70,49 @@ def write_vae(folder: Path, vae_state: dict[str, torch.Tensor]) -> None:
     save_file(vae_state, str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
 
 
-def write_published_folder(net: DifixNet, folder: Path, multiview: bool) -> Path:
-    """A tiny `nvidia/difix` (multiview=False) or `nvidia/difix_ref` (True) folder holding net's weights."""
+REMOTE_CODE = "raise RuntimeError('remote code must never be imported')\n"
+MODEL_INDEX = {
+    "_class_name": "DifixPipeline", "_diffusers_version": "0.25.1",
+    "scheduler": ["diffusers", "DDPMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"], "vae": ["autoencoder_kl", "AutoencoderKL"],
+    "unet": ["diffusers", "UNet2DConditionModel"], "safety_checker": [None, None], "feature_extractor": [None, None],
+}  # fmt: skip
+DIFIX_REF_UNET = ["unet_2d_condition", "UNet2DConditionModel"]
+LEGACY_GUESS_UNET = ["mv_unet", "UNet2DConditionModel"]  # this project's earlier guess; still accepted
+
+
+def write_published_folder(net: DifixNet, folder: Path, multiview: bool, unet_entry: list[str] | None = None,
+                           scheduler_extra: dict | None = None) -> Path:
+    """A tiny `nvidia/difix` (multiview=False) or `nvidia/difix_ref` (True) folder holding net's weights.
+
+    Args:
+        unet_entry: model_index's unet entry instead of the published one (e.g. LEGACY_GUESS_UNET).
+        scheduler_extra: scheduler config keys to set (e.g. {"clip_sample": True}).
+    """
     components = build_components(TINY_CONFIG, seed=0)  # same text encoder / tokenizer as DifixNet.tiny(0)
+    if scheduler_extra:
+        from diffusers import DDPMScheduler
+
+        components["scheduler"] = DDPMScheduler.from_config({**components["scheduler"].config, **scheduler_extra})
     for name in ("scheduler", "text_encoder", "tokenizer"):
         components[name].save_pretrained(folder / name)
     (folder / "unet").mkdir(parents=True)
     net.unet.save_config(str(folder / "unet"))
-    save_file({k[5:]: v.contiguous() for k, v in net.state_dict().items() if k.startswith("unet.")},
+    save_file({k[5:]: v.float().contiguous() for k, v in net.state_dict().items() if k.startswith("unet.")},
               str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+    if multiview:
+        (folder / "unet" / "unet_2d_condition.py").write_text(REMOTE_CODE)
     (folder / "vae").mkdir()
-    config = {**dict(net.vae.config), "_class_name": "AutoencoderKL", "lora_rank": RANK, "gamma": 1.0,
-              "ignore_skip": False}
+    config = {**dict(net.vae.config), "_class_name": "AutoencoderKL", "_diffusers_version": "0.25.1",
+              "lora_rank": RANK, "gamma": 1.0, "ignore_skip": False}
     (folder / "vae" / "config.json").write_text(json.dumps(config, default=list))
     write_vae(folder, published_vae_state(net))
-    (folder / "vae" / "autoencoder_kl.py").write_text("raise RuntimeError('remote code must never be imported')\n")
-    index = {
-        "_class_name": "DifixPipeline", "_diffusers_version": "0.25.1",
-        "scheduler": ["diffusers", "DDPMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"], "vae": ["autoencoder_kl", "AutoencoderKL"],
-        "unet": ["mv_unet", "UNet2DConditionModel"] if multiview else ["diffusers", "UNet2DConditionModel"],
-        "safety_checker": [None, None], "feature_extractor": [None, None],
-    }  # fmt: skip
-    (folder / "model_index.json").write_text(json.dumps(index))
+    (folder / "vae" / "autoencoder_kl.py").write_text(REMOTE_CODE)
+    entry = unet_entry or (DIFIX_REF_UNET if multiview else MODEL_INDEX["unet"])
+    (folder / "model_index.json").write_text(json.dumps({**MODEL_INDEX, "unet": entry}, indent=2))
+    for name, text in (("LICENSE.txt", "NVIDIA License (test stand-in)\n"), ("NOTICE", "test stand-in\n"),
+                       ("README.md", "---\nlicense: other\n---\n")):
+        (folder / name).write_text(text)
     return folder
 
 

@@ -164,6 +164,31 @@ def test_resume_continues_steps_and_optimizer(tmp_path: Path) -> None:
     assert trainer.optimizers[0].state_dict()["state"][0]["step"].item() == 4
 
 
+def test_pretrained_difix_module_checkpoint_fine_tunes_from_its_weights(tmp_path: Path) -> None:
+    trained, trainer = _fit(tmp_path / "first", 2)
+    ckpt = tmp_path / "first.ckpt"
+    trainer.save_checkpoint(ckpt)
+    export = trained.export_weights(tmp_path / "first.safetensors")
+    for source in (ckpt, export):
+        module = DifixModule(**{**TINY, "pretrained": str(source)}, gram_warmup_steps=0, gram_crop_size=None)
+        module.configure_model()
+        got, want = module.net.trainable_state_dict(), trained.net.trainable_state_dict()
+        assert set(got) == set(want)
+        for key, value in want.items():
+            torch.testing.assert_close(got[key], value, rtol=0, atol=0, msg=key)  # the same tensors, loaded
+        assert f"DifixModule checkpoint {source}" in module.net.describe()
+    # ... and training continues from them (a second fit moves the weights on).
+    module = DifixModule(**{**TINY, "pretrained": str(ckpt)}, gram_warmup_steps=0, gram_crop_size=None)
+    _trainer(tmp_path / "second", max_steps=2, limit_val_batches=0).fit(
+        module, train_dataloaders=DataLoader(_FixedPairs(), batch_size=1, shuffle=False))
+    moved = module.net.trainable_state_dict()
+    assert any(not torch.equal(moved[k], v) for k, v in trained.net.trainable_state_dict().items())
+    # Other LoRA ranks than the checkpoint's cannot load its weights: said with the stored ranks.
+    wrong = DifixModule(**{**TINY, "pretrained": str(ckpt)}, unet_lora_rank=4)
+    with pytest.raises(KeyError, match="unet_lora_rank': 0"):
+        wrong.configure_model()
+
+
 def test_predict_writes_pngs_and_csv_logger_needs_no_images(tmp_path: Path) -> None:
     out_dir = tmp_path / "fixed"
     module = DifixModule(**TINY, predict_output_dir=str(out_dir))

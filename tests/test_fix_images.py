@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from callbacks.fixer_loading import load_fixer
+from lightning_modules.difix.fixer_spec import load_fixer
 from datamodules.image_io import load_image, save_image
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
@@ -49,7 +49,7 @@ def test_fix_images_writes_fixed_pngs_beside_and_never_over_inputs(tmp_path: Pat
                          "--out", str(tmp_path / "x")])
     # One reference for all images, and the reference code's fixed resolution: still input size.
     one = fix_images.main(["--fixer", "tiny", "--images", str(renders / "b.png"), "--refs", str(refs / "a.jpg"),
-                           "--out", str(tmp_path / "resized"), "--resize-to", "64", "128"])
+                           "--out", str(tmp_path / "resized"), "--size", "64", "128"])
     assert load_image(one[0]).shape == (3, 24, 40)
     beside = fix_images.main(["--fixer", "tiny", "--images", str(renders / "a.png")])  # no --out
     assert beside == [renders / "fixed" / "a.png"]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from difix_artefacts import trained_tiny, write_published_folder, write_reference_pkl, write_vae
+from difix_artefacts import LEGACY_GUESS_UNET, trained_tiny, write_published_folder, write_reference_pkl, write_vae
 from safetensors.torch import load_file, save_file
 
-from callbacks.fixer_loading import load_fixer, validate_fixer_spec
+from lightning_modules.difix.fixer_spec import FixerSpec, check_fixer, load_fixer
 from lightning_modules.difix.net import DifixNet, PretrainedNotFoundError
 from lightning_modules.difix.published import WeightKeyError
 
@@ -68,10 +68,8 @@ def test_skip_lora_decoder_lora_and_reference_attention_each_change_the_output(
         edited = _copy(folder, tmp_path / key)
         write_vae(edited, {**state, key: state[key] + 0.5})
         assert (_out(DifixNet.from_pretrained(str(edited)), inputs) - base).abs().max() > 1e-3, key
-    # nvidia/difix (the UNet entry is the stock class): no reference attention, other output.
-    plain = _copy(folder, tmp_path / "difix")
-    index = json.loads((plain / "model_index.json").read_text())
-    (plain / "model_index.json").write_text(json.dumps({**index, "unet": ["diffusers", "UNet2DConditionModel"]}))
+    # nvidia/difix (the UNet entry is the stock class, no module file): no reference attention.
+    plain = write_published_folder(trained_tiny(seed=0), tmp_path / "difix", multiview=False)
     net = DifixNet.from_pretrained(str(plain))
     assert not net.reference_attention
     assert (_out(net, inputs) - base).abs().max() > 1e-3
@@ -205,25 +203,25 @@ def test_every_fixer_spec_loads_through_load_fixer(folder: Path, ref: DifixNet, 
     with pytest.raises(ValueError, match="stabilityai/sd-turbo"):  # the pkl's base (hub SD-Turbo): offline here
         load_fixer(str(pkl))
     # resize_to runs the net at that size and returns the input size.
-    fixer = load_fixer(str(folder), resize_to=(64, 96), latent="sample")
+    fixer = load_fixer(FixerSpec(name=str(folder), size=(64, 96), latent="sample"))
     assert fixer.net.latent == "sample"
     assert _out(fixer, inputs).shape == (1, 3, 32, 32)
 
 
-def test_validate_fixer_spec_is_cheap_and_says_what_to_do(folder: Path, tmp_path: Path,
+def test_check_fixer_is_cheap_and_says_what_to_do(folder: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     for spec in ("tiny", "tiny:3", str(folder)):
-        validate_fixer_spec(spec)
+        check_fixer(spec)
     from huggingface_hub import constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty cache
     with pytest.raises(ValueError, match="hf download nvidia/difix_ref"):
-        validate_fixer_spec("nvidia/difix_ref")
+        check_fixer("nvidia/difix_ref")
     with pytest.raises(FileNotFoundError, match="missing.pkl"):
-        validate_fixer_spec(str(tmp_path / "missing.pkl"))
+        check_fixer(str(tmp_path / "missing.pkl"))
     with pytest.raises(ValueError, match="tiny:x"):
-        validate_fixer_spec("tiny:x")
+        check_fixer("tiny:x")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(PretrainedNotFoundError, match="hf download nvidia/difix_ref --local-dir"):
@@ -282,4 +280,4 @@ def test_readme_and_scene_config_name_the_published_model() -> None:
     difix3d_plus = "configs/scene.yaml --data.init_args.path /path/to/colmap_scene \\\n        --trainer.callbacks.fixer=nvidia/difix_ref"
     assert difix3d_plus in readme
     assert readme.index("### Use the published models") < readme.index("### Everything else")
-    assert "fixer: nvidia/difix_ref" in (repo / "configs" / "scene.yaml").read_text()
+    assert "name: nvidia/difix_ref" in (repo / "configs" / "scene.yaml").read_text()

@@ -52,6 +52,7 @@ class DifixBuilders:
         base: dict[str, Any],
         prompt: str = DEFAULT_PROMPT,
         prompt_embeds: Tensor | None = None,
+        provenance: dict[str, str] | None = None,
         **net_kwargs: Any,
     ) -> DifixNet:
         """Builds from diffusers components; the text encoder is used once and dropped."""
@@ -67,6 +68,7 @@ class DifixBuilders:
             components["scheduler"],
             prompt_embeds,
             build_config={"base": base, "prompt": prompt},
+            provenance=provenance,
             **net_kwargs,
         )
 
@@ -141,7 +143,10 @@ class DifixBuilders:
                 f"(e.g. {meta[:3]}). A published Difix folder needs its model_index.json (`hf download "
                 "nvidia/difix_ref --local-dir DIR` writes it).")
         base = {"kind": "pretrained", "name_or_path": str(name_or_path), "revision": revision}
-        return cls.from_components(components, base, prompt=prompt, prompt_embeds=prompt_embeds, **net_kwargs)
+        provenance = {"layout": f"SD-Turbo-architecture folder {name_or_path} (Difix skips and LoRA untrained)",
+                      "licence": f"that of {name_or_path} (see its model card)"}
+        return cls.from_components(components, base, prompt=prompt, prompt_embeds=prompt_embeds,
+                                   provenance=provenance, **net_kwargs)
 
     @classmethod
     def from_reference_checkpoint(
@@ -207,7 +212,9 @@ class DifixBuilders:
             dim = config["unet"]["cross_attention_dim"]
             prompt_embeds = torch.randn(1, 77, dim, generator=gen)
         base = {"kind": "config", "config": config, "seed": int(seed)}
-        return cls.from_components(components, base, prompt=prompt, prompt_embeds=prompt_embeds, **net_kwargs)
+        provenance = {"layout": "constructor config (random weights, seed %d)" % seed}
+        return cls.from_components(components, base, prompt=prompt, prompt_embeds=prompt_embeds,
+                                   provenance=provenance, **net_kwargs)
 
     @classmethod
     def tiny(cls, seed: int = 0, **net_kwargs: Any) -> DifixNet:
@@ -222,6 +229,7 @@ class DifixBuilders:
         pretrained: str | None = None,
         cache_dir: str | None = None,
         gradient_checkpointing: bool = False,
+        **overrides: Any,
     ) -> DifixNet:
         """Rebuilds the (untrained) net that `build_config` describes.
 
@@ -231,9 +239,14 @@ class DifixBuilders:
             pretrained: replaces the base model's hub id / folder (e.g. after moving it).
             cache_dir: Hugging Face cache folder.
             gradient_checkpointing: runtime option, not part of the config.
+            **overrides: DifixNet.__init__ options that replace the stored ones (e.g. size_mode,
+                latent; LoRA ranks other than the stored ones then fail to load the weights).
         """
         base = build_config["base"]
         net_kwargs = {k: build_config[k] for k in NET_KEYS if k in build_config}
+        if unknown := sorted(set(overrides) - set(NET_KEYS)):
+            raise TypeError(f"DifixNet.build: unknown option(s) {unknown}; known: {list(NET_KEYS)}")
+        net_kwargs.update(overrides)
         net_kwargs["gradient_checkpointing"] = gradient_checkpointing
         prompt = build_config.get("prompt", DEFAULT_PROMPT)
         from .prior_loading import is_prior_checkpoint, net_from_prior
@@ -267,6 +280,7 @@ class DifixBuilders:
         pretrained: str | None = None,
         cache_dir: str | None = None,
         gradient_checkpointing: bool = False,
+        **overrides: Any,
     ) -> DifixNet:
         """Loads a DifixModule checkpoint (.ckpt) or an `export_weights` file.
 
@@ -278,10 +292,14 @@ class DifixBuilders:
             pretrained: replaces the stored base model name/folder.
             cache_dir: Hugging Face cache folder.
             gradient_checkpointing: runtime option.
+            **overrides: DifixNet.__init__ options replacing the stored ones (see `build`).
         """
         config, weights = load_difix_weights(path)
         net = cls.build(config, prompt_embeds=weights.get("prompt_embeds"), pretrained=pretrained,
-                        cache_dir=cache_dir, gradient_checkpointing=gradient_checkpointing)
-        net.load_trainable_state_dict(weights, source=str(path))
+                        cache_dir=cache_dir, gradient_checkpointing=gradient_checkpointing, **overrides)
+        stored = {k: config.get(k) for k in ("unet_lora_rank", "vae_lora_rank")}
+        net.load_trainable_state_dict(weights, source=f"{path} (saved with {stored})")
+        base_layout = net.provenance.get("layout", "unknown")
+        net.provenance["layout"] = f"DifixModule checkpoint {path} (base: {base_layout})"
         return net
 

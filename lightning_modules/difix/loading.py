@@ -112,16 +112,30 @@ def is_published_difix(model_index: dict[str, Any]) -> bool:
     return any(isinstance(n, str) and n.endswith("DifixPipeline") for n in names)
 
 
-def unet_is_multiview(model_index: dict[str, Any]) -> bool:
-    """True when the folder's UNet entry names a multi-view class (`difix_ref`: ["mv_unet", ...]).
+STOCK_UNET = ["diffusers", "UNet2DConditionModel"]
 
-    Its weights use the stock UNet2DConditionModel keys; the class only adds joint attention
-    over the views, which DifixNet's reference attention provides.
+
+def unet_is_multiview(model_index: dict[str, Any], folder: Path | None = None) -> tuple[bool, str]:
+    """Whether a published Difix folder's UNet is the reference's multi-view class, and why.
+
+    diffusers names a component by [library, class]; a class from a module file shipped beside
+    the weights is named by that file (`nvidia/difix_ref` ships `unet/unet_2d_condition.py`, so
+    its entry is ["unet_2d_condition", "UNet2DConditionModel"]), the stock one by
+    ["diffusers", "UNet2DConditionModel"] (`nvidia/difix`). The only custom UNet the reference
+    code has is its multi-view UNet (`src/mv_unet.py`: joint self-attention over the views,
+    stock weight keys), so anything but the stock entry, or a `.py` file in `unet/`, means
+    reference attention. The module file is never imported.
+
+    Returns:
+        (multi-view, the reason in words, for the load line).
     """
-    entry = model_index.get("unet") or [None, None]
-    library, cls_name = (str(entry[0] or ""), str(entry[1] or "")) if isinstance(entry, list) else ("", str(entry))
-    text = f"{library} {cls_name}".lower().replace("_", "").replace("-", "")
-    return library != "diffusers" and ("mvunet" in text or "multiview" in text or library.lower().startswith("mv"))
+    entry = model_index.get("unet")
+    if isinstance(entry, list) and [str(e) for e in entry] != STOCK_UNET:
+        return True, f"model_index.json names the UNet {entry}, not diffusers' stock class: the reference's multi-view UNet"
+    modules = sorted(p.name for p in (folder / "unet").glob("*.py")) if folder is not None else []
+    if modules:
+        return True, f"unet/ ships its own module {modules[0]}: the reference's multi-view UNet"
+    return False, f"model_index.json names diffusers' stock UNet {entry}: no joint attention over views"
 
 
 def snapshot_folder(name_or_path: str, cache_dir: str | None = None, revision: str | None = None) -> Path:

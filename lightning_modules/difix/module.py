@@ -24,7 +24,7 @@ from datamodules.image_io import save_image
 
 from .image_fixer import ImageFixer
 from .net import DEFAULT_PROMPT, DifixNet
-from .prior_loading import net_from_prior
+from .fixer_spec import build_difix_net
 from .schedules import cosine_to_tenth
 
 
@@ -40,9 +40,12 @@ class DifixModule(pl.LightningModule):
         pretrained: what fine-tuning starts from: "stabilityai/sd-turbo" (the paper: untrained
             skips and LoRA), a published Difix ("nvidia/difix_ref", "nvidia/difix": its trained
             UNet, decoder LoRA and skip convs; vae_lora_rank must stay 4), a local folder of
-            either, a reference `model_*.pkl`, or a `DifixPriorModule` checkpoint (.ckpt: the
-            offline prior of the CPU demo, in SD-Turbo's place; its prompt embedding is kept);
-            None builds the tiny random-weight model of `tiny.py` (tests).
+            either, a reference `model_*.pkl`, a `DifixPriorModule` checkpoint (.ckpt: the
+            offline prior of the CPU demo, in SD-Turbo's place; its prompt embedding is kept),
+            or a DifixModule checkpoint / exported weights (fine-tunes that fixer further: its
+            LoRA ranks must be this config's); None builds the tiny random-weight model of
+            `tiny.py` (tests). Names as everywhere a fixer is named
+            (`lightning_modules/difix/fixer_spec.py`).
         tiny_seed: weight seed of the tiny model.
         cache_dir: Hugging Face cache folder (default $HF_HOME/hub).
         prompt: text prompt, encoded once.
@@ -166,13 +169,11 @@ class DifixModule(pl.LightningModule):
         if h.w_gram > 0:
             self.gram = GramLoss(pretrained_backbone=h.pretrained_backbone, crop_size=h.gram_crop_size,
                                  cross_batch=h.gram_cross_batch)
-        if h.pretrained is None:
-            self.net = DifixNet.tiny(seed=h.tiny_seed, prompt=h.prompt, **self.net_kwargs())
-        elif str(h.pretrained).endswith(".ckpt"):  # the offline prior (prior.py) in SD-Turbo's place
-            self.net = net_from_prior(h.pretrained, **self.net_kwargs())
-        else:
-            self.net = DifixNet.from_pretrained(h.pretrained, cache_dir=h.cache_dir, prompt=h.prompt,
-                                                **self.net_kwargs())
+        # One dispatcher for every fixer name (hub id / folder, reference pkl, prior, DifixModule
+        # checkpoint or export, tiny), as everywhere a fixer is named.
+        name = f"tiny:{h.tiny_seed}" if h.pretrained is None else str(h.pretrained)
+        prompt = None if h.prompt == DEFAULT_PROMPT else h.prompt
+        self.net = build_difix_net(name, cache_dir=h.cache_dir, prompt=prompt, **self.net_kwargs())
 
     def _require_net(self) -> DifixNet:
         if self.net is None:

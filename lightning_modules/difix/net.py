@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import install_multiview_attention
+from .lanczos import lanczos_resize, round_down_size
 from .builders import DEFAULT_PROMPT, NET_KEYS, DifixBuilders, encode_prompt
 from .loading import PretrainedNotFoundError, load_difix_weights
 from .vae_skips import VaeSkips
@@ -39,6 +40,7 @@ UNET_LORA_TARGETS = [
     "to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_shortcut", "conv_out",
     "proj_in", "proj_out", "ff.net.2", "ff.net.0.proj",
 ]  # fmt: skip
+SIZE_MODES = ("pad", "resize", "reference")
 __all__ = ["DifixNet", "PretrainedNotFoundError", "load_difix_weights", "encode_prompt", "DEFAULT_PROMPT", "NET_KEYS"]
 
 
@@ -58,8 +60,11 @@ class DifixNet(DifixBuilders, nn.Module):
             (fits 24 GB cards).
         vae_lora_rank: rank of the VAE decoder LoRA (4 in the paper); 0 leaves the decoder frozen.
         skip_init: constant initial weight of the VAE skip convs.
-        size_mode: "pad" (reflect) or "resize" inputs to a multiple of the model's factor; the
-            output always has the input size.
+        size_mode: how an input of any size reaches the model; the output always has the input
+            size. "pad" (reflect) or "resize" (bilinear) to a multiple of the model's factor
+            (VAE x UNet, 64 for SD); "reference": as the reference `DifixPipeline`, Lanczos to
+            the size rounded down to a multiple of the VAE factor (8) and Lanczos back, the UNet
+            taking latents of any size as diffusers' UNet does.
         reference_attention: joint self-attention over views (False: views are independent).
         latent: "mode" of the VAE posterior (default, deterministic) or a "sample" from it (the
             reference code; draws from the global RNG).
@@ -72,6 +77,8 @@ class DifixNet(DifixBuilders, nn.Module):
             a second decode (batched with the first).
         gradient_checkpointing: trade compute for memory in the UNet.
         build_config: how to rebuild the base model (set by the classmethods).
+        provenance: what the builder found, for `describe()` only (not saved): "layout", why
+            reference attention is on or off ("reference_attention"), "licence".
     """
 
     def __init__(
@@ -84,16 +91,17 @@ class DifixNet(DifixBuilders, nn.Module):
         unet_lora_rank: int = 0,
         vae_lora_rank: int = 4,
         skip_init: float = 1e-5,
-        size_mode: Literal["pad", "resize"] = "pad",
+        size_mode: Literal["pad", "resize", "reference"] = "pad",
         reference_attention: bool = True,
         latent: Literal["mode", "sample"] = "mode",
         output: Literal["decode", "residual"] = "decode",
         gradient_checkpointing: bool = False,
         build_config: dict[str, Any] | None = None,
+        provenance: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
-        if size_mode not in ("pad", "resize"):
-            raise ValueError(f"DifixNet: size_mode must be 'pad' or 'resize', got {size_mode!r}")
+        if size_mode not in SIZE_MODES:
+            raise ValueError(f"DifixNet: size_mode must be one of {SIZE_MODES}, got {size_mode!r}")
         if latent not in ("mode", "sample"):
             raise ValueError(f"DifixNet: latent must be 'mode' or 'sample', got {latent!r}")
         if output not in ("decode", "residual"):
@@ -152,6 +160,7 @@ class DifixNet(DifixBuilders, nn.Module):
         unet_down = 2 ** (len(unet.config.block_out_channels) - 1)
         self.vae_factor = vae_down
         self.size_multiple = vae_down * unet_down
+        self.provenance: dict[str, str] = dict(provenance or {})
         given = copy.deepcopy(build_config or {})
         self.build_config: dict[str, Any] = {
             "base": given.get("base", {"kind": "unknown"}),
@@ -262,18 +271,20 @@ class DifixNet(DifixBuilders, nn.Module):
         b, v, _, h, w = views.shape
         x = self._to_model_size(views.flatten(0, 1) * 2 - 1)
         vae_dtype = next(self.vae.parameters()).dtype
+        unet_dtype = next(self.unet.parameters()).dtype
         encoder_frozen = not any(p.requires_grad for p in self.vae.encoder.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and not encoder_frozen), self.skips.capture() as acts:
             dist = self.vae.encode(x.to(vae_dtype)).latent_dist
             latents = (dist.sample() if self.latent == "sample" else dist.mode()) * self.vae.config.scaling_factor
         timesteps = torch.full((b * v,), self.timestep, device=latents.device, dtype=torch.long)
-        cond = self.prompt_embeds.expand(b * v, -1, -1)
+        cond = self.prompt_embeds.expand(b * v, -1, -1).to(unet_dtype)
         extra = {"cross_attention_kwargs": {"num_views": v}} if self.reference_attention else {}
-        eps = self.unet(latents, timesteps, encoder_hidden_states=cond, **extra).sample
+        eps = self.unet(latents.to(unet_dtype), timesteps, encoder_hidden_states=cond, **extra).sample
         # The step's own noise is multiplied by ~0 at the last step; a local generator keeps it
-        # from consuming the global RNG stream.
+        # from consuming the global RNG stream. The step itself in float32 (a no-op when the
+        # UNet is float32), as diffusers keeps scheduler arithmetic out of half precision.
         gen = torch.Generator(device=latents.device).manual_seed(0)
-        x0 = self.scheduler.step(eps, self.timestep, latents, generator=gen).pred_original_sample
+        x0 = self.scheduler.step(eps.float(), self.timestep, latents.float(), generator=gen).pred_original_sample
         acts = list(acts)
         if not all_views:
             x, x0, latents = (t.unflatten(0, (b, v))[:, 0] for t in (x, x0, latents))
@@ -285,14 +296,53 @@ class DifixNet(DifixBuilders, nn.Module):
         with self.skips.inject(acts):
             out = self.vae.decode(x0.to(vae_dtype) / self.vae.config.scaling_factor).sample.float()
         if self.output == "residual":
-            out = x + out[:n] - out[n:]
+            out = x.float() + out[:n] - out[n:]
         out = self._to_input_size(out.clamp(-1, 1), h, w)
         return ((out + 1) / 2).unflatten(0, (b, -1))
+
+    # ------------------------------------------------------------------ inference set-up
+    def to_dtype(self, dtype: torch.dtype) -> DifixNet:
+        """Casts the weights for inference as diffusers' `torch_dtype` does.
+
+        The UNet and the VAE (with its skip convs) go to `dtype`; a float16 VAE whose config
+        sets `force_upcast` (the SD VAEs, which overflow in float16) stays float32, as diffusers
+        pipelines upcast it. The prompt embedding stays float32 and is cast at use.
+        """
+        self.unet.to(dtype)
+        upcast = dtype == torch.float16 and bool(getattr(self.vae.config, "force_upcast", False))
+        vae_dtype = torch.float32 if upcast else dtype
+        self.vae.to(vae_dtype)
+        self.skips.to(vae_dtype)
+        return self
+
+    def describe(self) -> str:
+        """One line of what this fixer is and how it runs (what the loaders log)."""
+        c, p = self.build_config, self.provenance
+        unet_dtype = str(next(self.unet.parameters()).dtype).replace("torch.", "")
+        vae_dtype = str(next(self.vae.parameters()).dtype).replace("torch.", "")
+        why = f" ({p['reference_attention']})" if p.get("reference_attention") else ""
+        lora = f"UNet LoRA rank {c['unet_lora_rank']}" if c["unet_lora_rank"] else "full UNet"
+        size = {"pad": f"reflect-pad to a multiple of {self.size_multiple}",
+                "resize": f"bilinear resize to a multiple of {self.size_multiple}",
+                "reference": f"reference (Lanczos to a multiple of {self.vae_factor} and back)"}[self.size_mode]
+        parts = [
+            f"layout: {p.get('layout', c['base'].get('kind', 'unknown'))}",
+            f"reference attention: {'on' if self.reference_attention else 'off'}{why}",
+            f"{lora}, decoder LoRA rank {c['vae_lora_rank']}",
+            f"latent: {self.latent}", f"output: {self.output}", f"timestep: {self.timestep}",
+            f"dtype: {unet_dtype}" + (f" (VAE {vae_dtype})" if vae_dtype != unet_dtype else ""),
+            f"pre-processing: {size}",
+        ]
+        if p.get("licence"):
+            parts.append(f"licence: {p['licence']}")
+        return " | ".join(parts)
 
     # ------------------------------------------------------------------ sizes
     def model_size(self, h: int, w: int) -> tuple[int, int]:
         """(H, W) the model runs at for an (h, w) input."""
         m = self.size_multiple
+        if self.size_mode == "reference":
+            return round_down_size(h, w, self.vae_factor)
         if self.size_mode == "pad":
             return -(-h // m) * m, -(-w // m) * m
         return max(m, round(h / m) * m), max(m, round(w / m) * m)
@@ -302,6 +352,8 @@ class DifixNet(DifixBuilders, nn.Module):
         mh, mw = self.model_size(h, w)
         if (mh, mw) == (h, w):
             return x
+        if self.size_mode == "reference":
+            return lanczos_resize(x, (mh, mw))
         if self.size_mode == "resize":
             return F.interpolate(x, size=(mh, mw), mode="bilinear", antialias=True, align_corners=False)
         ph, pw = mh - h, mw - w
@@ -311,6 +363,8 @@ class DifixNet(DifixBuilders, nn.Module):
     def _to_input_size(self, x: Tensor, h: int, w: int) -> Tensor:
         if x.shape[-2:] == (h, w):
             return x
+        if self.size_mode == "reference":  # clamped again: the reference resizes 8-bit images
+            return lanczos_resize(x, (h, w)).clamp(-1, 1)
         if self.size_mode == "resize":
             return F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
         return x[..., :h, :w]

@@ -85,6 +85,7 @@ def net_from_prior(path: str | Path, prompt_embeds: Tensor | None = None, **net_
     base = {"kind": "prior", "path": str(Path(path).expanduser().resolve()), "config": info["config"],
             "seed": int(info["seed"])}
     net = DifixNet.from_components(components, base, prompt=info.get("prompt", "remove degradation"),
-                                   prompt_embeds=embeds, **net_kwargs)
+                                   prompt_embeds=embeds, provenance={"layout": f"offline Difix prior {path}"},
+                                   **net_kwargs)
     net.skips.load_state_dict(_sub_state(state, "skips."))
     return net

@@ -40,11 +40,17 @@ from .loading import (PretrainedNotFoundError, offline_message, read_component_w
 if TYPE_CHECKING:
     from .net import DifixNet
 
+# nvidia/difix, nvidia/difix_ref (model cards, LICENSE.txt): the weights, and fixers fine-tuned
+# from them, are for non-commercial research and evaluation only.
+PUBLISHED_LICENCE = ("NVIDIA License, non-commercial (research and evaluation only), with the Stability AI Community "
+                     "License appended; applies to fixers fine-tuned from these weights too")
 PEFT_DEFAULT_ALPHA = 8.0  # LoraConfig's default lora_alpha; this project's adapters use it too
 PROJECT_ADAPTER = "default"
 # Keys of a published vae/config.json that are not AutoencoderKL arguments but are understood here.
 VAE_CONFIG_EXTRAS = ("lora_rank", "lora_alpha", "gamma", "ignore_skip")
 PKL_KEYS = ("vae_lora_target_modules", "rank_vae", "state_dict_unet", "state_dict_vae")
+# Top-level extras that converters of reference checkpoints write, and what they mean here.
+PKL_EXTRAS = {"mv_unet": "reference attention on / off"}
 
 _SKIP = re.compile(r"^decoder\.skip_conv_(\d+)\.(?:(base_layer\.weight|weight)|lora_(A|B)\.([^.]+)\.weight)$")
 _LORA = re.compile(r"^(.+)\.lora_(A|B)\.([^.]+)\.weight$")
@@ -227,9 +233,16 @@ def load_published_folder(cls: type[DifixNet], name_or_path: str, model_index: d
     elif not merge and net_kwargs.setdefault("vae_lora_rank", rank) != rank:
         raise ValueError(f"{folder}: decoder LoRA has rank {rank}; vae_lora_rank={net_kwargs['vae_lora_rank']} was "
                          "asked (use the file's rank, or 0 to merge the LoRA into the decoder)")
+    multiview, why = unet_is_multiview(model_index, folder)
     if net_kwargs.get("reference_attention") is None:
-        net_kwargs["reference_attention"] = unet_is_multiview(model_index)
+        net_kwargs["reference_attention"] = multiview
+    else:
+        why = f"set explicitly; the folder's UNet: {why}"
+    net_kwargs.setdefault("size_mode", "reference")  # the reference pipeline's pre/post-processing
     scheduler = DDPMScheduler.from_pretrained(str(folder), subfolder="scheduler")
+    if scheduler.config.get("clip_sample"):
+        # As DifixPipeline.__init__: x0 clipped to [-1, 1] would clip latents, not pixels.
+        scheduler = DDPMScheduler.from_config({**scheduler.config, "clip_sample": False})
     if prompt_embeds is None:
         from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -242,7 +255,10 @@ def load_published_folder(cls: type[DifixNet], name_or_path: str, model_index: d
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(folder / "unet")))
         vae = AutoencoderKL(**vae_cfg)
     base = {"kind": "pretrained", "name_or_path": str(name_or_path), "revision": revision}
-    net = cls(unet, vae, scheduler, prompt_embeds, build_config={"base": base, "prompt": prompt}, **net_kwargs)
+    provenance = {"layout": f"published Difix ({model_index.get('_class_name', 'DifixPipeline')} folder {folder})",
+                  "reference_attention": why, "licence": PUBLISHED_LICENCE}
+    net = cls(unet, vae, scheduler, prompt_embeds, build_config={"base": base, "prompt": prompt},
+              provenance=provenance, **net_kwargs)
     state = {**{f"unet.{k}": v.float() for k, v in unet_state.items()}, **mapped,
              "prompt_embeds": net.prompt_embeds}
     expected = net.state_dict()
@@ -256,6 +272,25 @@ def load_published_folder(cls: type[DifixNet], name_or_path: str, model_index: d
     if left := [n for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]:
         raise WeightKeyError(f"{folder}: tensors not filled from the files: {left[:5]}")
     return net
+
+
+def check_pkl_fields(ckpt: dict[str, Any], path: Path) -> None:
+    """Raises ValueError naming the file and field whose value has the wrong type."""
+    def bad(field: str, want: str) -> ValueError:
+        return ValueError(f"{path}: field '{field}' must be {want}, got {type(ckpt[field]).__name__} "
+                          f"{str(ckpt[field])[:60]!r}")
+
+    if isinstance(ckpt["rank_vae"], bool) or not isinstance(ckpt["rank_vae"], int) or ckpt["rank_vae"] <= 0:
+        raise bad("rank_vae", "a positive integer (the decoder LoRA rank)")
+    for field in ("state_dict_unet", "state_dict_vae"):
+        value = ckpt[field]
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in value.items()):
+            raise bad(field, "a dict of tensor names to tensors")
+    targets = ckpt["vae_lora_target_modules"]
+    if not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) for t in targets):
+        raise bad("vae_lora_target_modules", "a list of module names")
+    if "mv_unet" in ckpt and not isinstance(ckpt["mv_unet"], bool):
+        raise bad("mv_unet", "true or false")
 
 
 def load_reference_checkpoint(cls: type[DifixNet], path: str | Path, base: str, cache_dir: str | None,
@@ -272,17 +307,27 @@ def load_reference_checkpoint(cls: type[DifixNet], path: str | Path, base: str, 
     if not isinstance(ckpt, dict) or (missing := [k for k in PKL_KEYS if k not in ckpt]):
         raise ValueError(f"{path}: not a reference Difix checkpoint (needs keys {list(PKL_KEYS)}, "
                          f"missing {missing if isinstance(ckpt, dict) else 'all'})")
-    if unknown := sorted(set(ckpt) - set(PKL_KEYS) - {"optimizer"}):
-        raise WeightKeyError(f"{path}: unknown top-level key(s) {unknown}")
+    if unknown := sorted(set(ckpt) - set(PKL_KEYS) - {"optimizer"} - set(PKL_EXTRAS)):
+        raise WeightKeyError(f"{path}: unknown top-level key(s) {unknown}; known: {[*PKL_KEYS, 'optimizer', *PKL_EXTRAS]}")
+    check_pkl_fields(ckpt, path)
     rank = int(ckpt["rank_vae"])
     merge = net_kwargs.get("vae_lora_rank") == 0
     net_kwargs["vae_lora_rank"] = 0 if merge else net_kwargs.get("vae_lora_rank", rank)
     if not merge and net_kwargs["vae_lora_rank"] != rank:
         raise ValueError(f"{path}: rank_vae is {rank}; vae_lora_rank={net_kwargs['vae_lora_rank']} was asked "
                          "(use the file's rank, or 0 to merge the LoRA into the decoder)")
+    # The reference's Difix(mv_unet=...) is a constructor flag (its inference_difix.py turns it on
+    # whenever a reference image is given); converters that record it put it in the file.
+    why = "the reference's Difix(mv_unet=True) whenever a reference view is given (inference_difix.py)"
     if net_kwargs.get("reference_attention") is None:
-        net_kwargs.pop("reference_attention", None)
+        net_kwargs["reference_attention"] = bool(ckpt.get("mv_unet", True))
+        if "mv_unet" in ckpt:
+            why = f"the file's mv_unet flag is {bool(ckpt['mv_unet'])}"
+    else:
+        why = "set explicitly"
+    net_kwargs.setdefault("size_mode", "reference")
     net = cls.from_pretrained(base, cache_dir=cache_dir, prompt=prompt, prompt_embeds=prompt_embeds, **net_kwargs)
+    net.provenance.update({"layout": f"reference training checkpoint {path} on {base}", "reference_attention": why})
     current = net.state_dict()
     mapped, file_rank = published_vae_to_net(ckpt["state_dict_vae"], f"{path}:state_dict_vae", merge_lora=merge,
                                              current=current)

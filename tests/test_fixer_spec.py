@@ -1,0 +1,106 @@
+"""One function turns every fixer name into a net, for every caller: DifixModule's `pretrained`,
+`load_fixer` (callback, post-render fix, viewer, fix_images.py), each with its options."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from difix_artefacts import trained_tiny, write_published_folder, write_reference_pkl
+
+import lightning_modules.difix.fixer_spec as fixer_spec
+from lightning_modules.difix.fixer_spec import FixerSpec, as_fixer_spec, load_fixer
+from lightning_modules.difix.image_fixer import IdentityFixer, ImageFixer
+from lightning_modules.difix.module import DifixModule
+from lightning_modules.difix.net import DifixNet
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+TOL = {"atol": 1e-5, "rtol": 0}
+
+
+@pytest.fixture(scope="module")
+def spellings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, DifixNet]]:
+    """name -> (fixer name, a net with the weights that name must load)."""
+    root = tmp_path_factory.mktemp("spellings")
+    weights = trained_tiny(seed=0)
+    folder = write_published_folder(weights, root / "difix_ref", multiview=True)
+    pkl = write_reference_pkl(weights, root / "model_10.pkl", root / "sd-turbo-tiny")
+    export = DifixNet.from_pretrained(str(folder)).export_weights(root / "fixer.safetensors")
+    return {"published folder": (str(folder), weights), "reference pkl": (str(pkl), weights),
+            "exported weights": (str(export), weights), "tiny": ("tiny:0", DifixNet.tiny(seed=0))}
+
+
+@pytest.fixture
+def local_reference_base(spellings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pkl's base is stabilityai/sd-turbo on the hub; here the tiny base folder beside it."""
+    base = str(Path(spellings["reference pkl"][0]).parent / "sd-turbo-tiny")
+    monkeypatch.setattr(fixer_spec, "REFERENCE_BASE", base)
+    import lightning_modules.difix.fixer_checks as checks
+
+    monkeypatch.setattr(checks, "REFERENCE_BASE", base)
+
+
+def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(7)
+    return torch.rand(1, 3, 32, 32, generator=gen), torch.rand(1, 1, 3, 32, 32, generator=gen)
+
+
+@pytest.mark.parametrize("spelling", ["published folder", "reference pkl", "exported weights", "tiny"])
+def test_every_spelling_loads_the_same_weights_for_difix_module_and_load_fixer(
+        spelling: str, spellings, local_reference_base) -> None:
+    name, weights = spellings[spelling]
+    x, refs = _inputs()
+    with torch.no_grad():
+        expected = weights.eval()(x, refs)
+        module = DifixModule(pretrained=name, pretrained_backbone=False, w_lpips=0.0, w_gram=0.0)
+        module.configure_model()
+        torch.testing.assert_close(module.net.eval()(x, refs), expected, **TOL)
+        torch.testing.assert_close(load_fixer(FixerSpec(name=name, dtype="float32"))(x, refs), expected, **TOL)
+
+
+def test_callers_pass_their_spec_through_the_one_loader(spellings, monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    from callbacks.post_render_fix import NearestViewFix
+    from callbacks.progressive_fix import ProgressiveFixCallback
+    from callbacks.viewer import ViewerCallback
+
+    calls: list[tuple[str, dict]] = []
+    real = fixer_spec.build_difix_net
+
+    def spy(name: str, **options):
+        calls.append((name, dict(options)))
+        return real(name, **options)
+
+    monkeypatch.setattr(fixer_spec, "build_difix_net", spy)
+    spec = FixerSpec(name=spellings["published folder"][0], size="pad", latent="sample", dtype="bfloat16")
+    callback = ProgressiveFixCallback(fixer=spec)
+    assert isinstance(callback.fixer, ImageFixer) and callback.fixer.dtype == "bfloat16"
+    assert NearestViewFix(spec).fixer.net.latent == "sample"
+    viewer = ViewerCallback(fixer=spec)
+    assert viewer.fixer is spec  # handed to NearestViewFix when the viewer starts
+    assert calls == [(spec.name, {"size_mode": "pad", "latent": "sample"})] * 2
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "fix_images.py"
+    module_spec = importlib.util.spec_from_file_location("fix_images", script)
+    fix_images = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(fix_images)
+    from datamodules.image_io import save_image
+
+    save_image(torch.rand(3, 16, 16), tmp_path / "a.png")
+    fix_images.main(["--fixer", spec.name, "--images", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
+                     "--size", "reference", "--reference-attention", "off", "--device", "cpu"])
+    assert calls[-1] == (spec.name, {"size_mode": "reference", "reference_attention": False})
+
+
+def test_specs_are_checked_at_construction_and_identity_passes_through() -> None:
+    assert as_fixer_spec("tiny") == FixerSpec(name="tiny")
+    with pytest.raises(ValueError, match="size"):
+        FixerSpec(name="tiny", size=(0, 64))
+    with pytest.raises(ValueError, match="dtype"):
+        FixerSpec(name="tiny", dtype="half")
+    with pytest.raises(ValueError, match="non-empty"):
+        FixerSpec(name=" ")
+    fixer = load_fixer("identity")
+    x = torch.rand(2, 3, 8, 8)
+    assert isinstance(fixer, IdentityFixer) and fixer(x) is x
