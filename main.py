@@ -22,6 +22,7 @@ from typing import Any  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_warn  # noqa: E402
 
+from callbacks.checkpoints import AtomicCheckpointIO  # noqa: E402
 from callbacks.finite_guard import FiniteGuard  # noqa: E402
 
 # Scene modules optimise manually; Lightning then warns at every periodic checkpoint that it
@@ -51,6 +52,8 @@ class DifixCLI(LightningCLI):
 
     - Every run gets a `FiniteGuard`: a NaN/Inf loss, gradient or parameter stops the run with
       a message naming the step and tensor, and no non-finite checkpoint is written.
+    - Every run writes checkpoints through `AtomicCheckpointIO`: a failed save (full disk)
+      leaves the previous checkpoint whole.
     - With `--ckpt_path`, Lightning replaces the model options by the checkpoint's
       hyperparameters. Options a model class lists in `RUNTIME_OPTIONS` (output folders,
       metrics, rendering: they do not change the trained model) keep the value given to this
@@ -85,6 +88,17 @@ class DifixCLI(LightningCLI):
         from_config = sorted(changed - runtime)
         if from_config:
             rank_zero_warn(f"--ckpt_path: the checkpoint's values replace the config's for {from_config}")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+        # Every run writes checkpoints atomically (callbacks/checkpoints.py), unless the config
+        # brings its own checkpoint writer.
+        from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
+
+        plugins = config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            config["plugins"] = [*plugins, AtomicCheckpointIO()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def _set_model_option(self, sub: str, key: str, value: Any) -> None:
         model = self.config[sub]["model"]

@@ -20,6 +20,7 @@ ends, and then all of the run's items replace the (scene, strategy)'s previous o
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -172,11 +173,13 @@ class PairWriter(Callback):
         self.manifest = manifest
         self.prompt = prompt
         self.log_images = log_images
-        # Per-fit state (nothing here is worth a checkpoint: a resumed fit re-renders).
+        # Per-fit state; in checkpoints (state_dict), so that a resumed fit keeps the snapshots
+        # it had staged and writes the ones still due.
         self._staging: Path | None = None
         self._items: list[dict[str, Any]] = []
         self._staged: dict[str, Path] = {}
         self._due: dict[int, float] = {}  # global step -> fraction still to write
+        self._restored: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -190,12 +193,15 @@ class PairWriter(Callback):
             if len(set(steps)) != len(steps):
                 raise ValueError(f"PairWriter: at_fractions {self.at_fractions} fall on the same steps {steps} of max_steps {trainer.max_steps}")
             self._due = dict(zip(steps, self.at_fractions))
+        restored, self._restored = self._restored, None
         if trainer.is_global_zero:
             with pair_store.locked(self.out_dir):
                 pair_store.recover(self.out_dir)  # finish or undo a commit that was killed midway
+                self._staging = pair_store.staging_dir(self.out_dir / self.scene_name, self.strategy)
+                if restored is not None:  # before remove_stale, which would take the killed run's folder
+                    self._adopt(restored)
                 for path in pair_store.remove_stale(self.out_dir):
                     log.info("PairWriter: removed %s left by an interrupted run", path)
-            self._staging = pair_store.staging_dir(self.out_dir / self.scene_name, self.strategy)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         fraction = self._due.pop(trainer.global_step, None)
@@ -226,6 +232,34 @@ class PairWriter(Callback):
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._cleanup()
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The snapshots staged so far (their folder, files and items) and the ones still due."""
+        return {"staging": None if self._staging is None else str(self._staging), "items": list(self._items),
+                "staged": {k: str(v) for k, v in self._staged.items()}, "due": dict(self._due)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = dict(state_dict)
+
+    def _adopt(self, state: dict[str, Any]) -> None:
+        """Takes over the staged snapshots of the run a checkpoint came from (moved into this
+        run's staging folder), and its list of snapshots still due."""
+        old = Path(state["staging"]) if state.get("staging") else None
+        if state.get("items") and (old is None or not old.is_dir()):
+            raise FileNotFoundError(
+                f"PairWriter: the checkpoint's run had staged {len(state['items'])} pairs in {old}, which is gone; "
+                "start this curation again without --ckpt_path")
+        assert self._staging is not None
+        if old is not None and old.is_dir() and old != self._staging:
+            for child in old.iterdir():
+                os.rename(child, self._staging / child.name)
+            shutil.rmtree(old, ignore_errors=True)
+        self._items = list(state.get("items") or [])
+        self._staged = {k: self._staging / Path(v).relative_to(old) if old is not None else Path(v)
+                        for k, v in (state.get("staged") or {}).items()}
+        if self.at_fractions is not None:
+            self._due = {int(k): float(v) for k, v in (state.get("due") or {}).items()}
 
     def _reset(self) -> None:
         self._cleanup()

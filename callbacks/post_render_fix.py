@@ -23,6 +23,7 @@ from datamodules.cameras import Cameras
 
 from lightning_modules.difix.fixer_spec import FixerSpec, load_fixer
 from lightning_modules.difix.image_fixer import IdentityFixer, ImageFixer
+from lightning_modules.safe_load import read_torch_file
 
 from .progressive_fix import apply_fixer, nearest_references
 
@@ -114,14 +115,16 @@ def reference_views_from_checkpoint(ckpt: str | Path) -> tuple[Cameras, list[Ten
     Raises:
         FileNotFoundError: naming the scene folder when it has moved.
     """
-    state: dict[str, Any] = torch.load(str(ckpt), map_location="cpu", weights_only=False)
+    state: dict[str, Any] = read_torch_file(ckpt, "scene checkpoint")  # no code runs from the file
     hparams = dict(state.get("datamodule_hyper_parameters") or {})
     # LightningCLI records the datamodule's class path beside its arguments.
     class_path = hparams.pop("_class_path", "datamodules.scene_datamodule.SceneDataModule")
     hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
     if "path" not in hparams:
         return None
-    module, _, name = class_path.rpartition(".")
+    module, _, name = str(class_path).rpartition(".")
+    if module.split(".")[0] != "datamodules":  # a class named by a file: this project's datamodules only
+        raise ValueError(f"{ckpt}: its datamodule class {class_path!r} is not one of this project's (datamodules.*)")
     data = getattr(importlib.import_module(module), name)(**hparams)
     if not hasattr(data, "train_cameras"):
         return None

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..safe_load import read_torch_file
+
 SD_SUBFOLDERS = ("unet", "vae", "scheduler", "text_encoder", "tokenizer")
 # What a published Difix folder needs from the hub. No *.py: the folder's remote code is never
 # imported, so it is not downloaded either.
@@ -203,10 +205,11 @@ def load_difix_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, Tens
         if "difix_net_config" not in meta:
             raise ValueError(f"{path}: safetensors file has no 'difix_net_config' metadata (not a Difix export)")
         return json.loads(meta["difix_net_config"]), load_file(str(path))
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not our file"
-        raise ValueError(f"{path}: cannot be read as a torch checkpoint ({type(err).__name__}: {err})") from err
+    ckpt = read_torch_file(path, "fixer")  # weights only: refuses pickled code before it runs
+    if isinstance(ckpt, dict) and "state_dict" in ckpt and "difix_net_config" not in ckpt:
+        kind = (ckpt.get("hyper_parameters") or {}).get("_class_path") or "another LightningModule"
+        raise ValueError(f"{path}: a checkpoint of {kind}, not a fixer (no 'difix_net_config'); a fixer is a "
+                         "DifixModule checkpoint, its exported weights, or a published model")
     if not isinstance(ckpt, dict) or "difix_net_config" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path}: no 'difix_net_config' / 'state_dict' (not a DifixModule checkpoint or export)")
     state = ckpt["state_dict"]

@@ -352,8 +352,8 @@ class DifixNet(DifixBuilders, nn.Module):
         mh, mw = self.model_size(h, w)
         if (mh, mw) == (h, w):
             return x
-        if self.size_mode == "reference":
-            return lanczos_resize(x, (mh, mw))
+        if self.size_mode == "reference":  # clamped: the reference resizes 8-bit images, which clip
+            return lanczos_resize(x, (mh, mw)).clamp(-1, 1)
         if self.size_mode == "resize":
             return F.interpolate(x, size=(mh, mw), mode="bilinear", antialias=True, align_corners=False)
         ph, pw = mh - h, mw - w

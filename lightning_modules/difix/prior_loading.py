@@ -13,9 +13,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
+from ..safe_load import read_torch_file
 from .tiny import build_components
 
 PRIOR_KEY = "difix_prior"  # same as prior.PRIOR_KEY; not imported to keep this file lightweight
@@ -31,8 +31,8 @@ def read_prior(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]] | N
     if path.suffix != ".ckpt" or not path.is_file():
         return None
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - unreadable as a checkpoint: not a prior, the caller reports
+        ckpt = read_torch_file(path, "Difix prior")
+    except ValueError:  # unreadable or unsafe: not a prior; the fixer loader reports it
         return None
     if not isinstance(ckpt, dict) or PRIOR_KEY not in ckpt:
         return None

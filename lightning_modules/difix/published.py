@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from ..safe_load import read_torch_file
 from .loading import (PretrainedNotFoundError, offline_message, read_component_weights, snapshot_folder,
                       unet_is_multiview)
 
@@ -299,11 +300,7 @@ def load_reference_checkpoint(cls: type[DifixNet], path: str | Path, base: str, 
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"DifixNet.from_reference_checkpoint: {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a reference checkpoint"
-        raise ValueError(f"{path}: cannot be read as a torch.save file with weights_only=True "
-                         f"({type(err).__name__}: {err})") from err
+    ckpt = read_torch_file(path, "reference checkpoint")  # weights only: no code from the file runs
     if not isinstance(ckpt, dict) or (missing := [k for k in PKL_KEYS if k not in ckpt]):
         raise ValueError(f"{path}: not a reference Difix checkpoint (needs keys {list(PKL_KEYS)}, "
                          f"missing {missing if isinstance(ckpt, dict) else 'all'})")

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from .fid import build_fid
@@ -110,6 +109,7 @@ class SceneEvaluator:
         fid, self._fid = self._fid, None
         if fid is not None:
             if len(self.records) < 2:
+                from lightning.pytorch.utilities import rank_zero_warn  # Lightning only when warning
                 rank_zero_warn("FID skipped: it needs at least 2 test views")
             else:
                 mean["fid"] = float(fid["plain"].compute())

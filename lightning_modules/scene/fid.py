@@ -10,11 +10,16 @@ import os
 from pathlib import Path
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
+
+
+def _warn(message: str) -> None:
+    from lightning.pytorch.utilities import rank_zero_warn  # Lightning only when there is something to say
+
+    rank_zero_warn(message)
 
 
 def inception_weights_path() -> Path:
@@ -32,12 +37,12 @@ def build_fid(feature: int | nn.Module = 2048) -> nn.Module | None:
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
     except ImportError as err:  # pragma: no cover - torchmetrics is a dependency
-        rank_zero_warn(f"FID skipped: torchmetrics FID unavailable ({err})")
+        _warn(f"FID skipped: torchmetrics FID unavailable ({err})")
         return None
     if isinstance(feature, int):
         path = inception_weights_path()
         if not path.is_file() and os.environ.get("DIFIX3D_FID_DOWNLOAD", "0") != "1":
-            rank_zero_warn(
+            _warn(
                 f"FID skipped: its Inception weights {path} are not on disk. Download {INCEPTION_URL} "
                 f"to that path (or set DIFIX3D_FID_DOWNLOAD=1 to let torch-fidelity fetch it)."
             )
@@ -45,5 +50,5 @@ def build_fid(feature: int | nn.Module = 2048) -> nn.Module | None:
     try:
         return FrechetInceptionDistance(feature=feature, normalize=True)
     except (ModuleNotFoundError, ImportError, RuntimeError, OSError) as err:
-        rank_zero_warn(f"FID skipped: {err}")
+        _warn(f"FID skipped: {err}")
         return None

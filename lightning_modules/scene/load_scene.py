@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from ..safe_load import read_torch_file
+
 __all__ = ["load_scene", "scene_device"]
 
 
@@ -25,6 +27,8 @@ def scene_device(device: str = "auto") -> torch.device:
 
 def _import_class(path: str) -> type:
     module, _, name = path.rpartition(".")
+    if module.split(".")[0] != "lightning_modules":  # a name from a file must not import anything else
+        raise ValueError(f"module class {path!r}: not one of this project's (lightning_modules.*)")
     if not module:
         raise ValueError(f"module class must be a dotted path such as "
                          f"lightning_modules.scene.module.GaussianSceneModule, got {path!r}")
@@ -63,8 +67,13 @@ def load_scene(path: str | Path, module_class: str | None = None, device: str | 
         return module.to(dev).eval()
     if path.suffix != ".ckpt":
         raise ValueError(f"{path}: expected a scene checkpoint (.ckpt) or a Gaussian .ply")
+    state = read_torch_file(path, "scene checkpoint")  # refuses pickled code before anything runs
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise ValueError(f"{path}: not a Lightning checkpoint of a scene (no state_dict)")
+    if "difix_net_config" in state or "difix_prior" in state:
+        raise ValueError(f"{path}: a Difix fixer checkpoint, not a scene; give it as the fixer (--fixer {path}) "
+                         "and a scene checkpoint (.ckpt of a scene fit) or .ply as the scene")
     if module_class is None:
-        state = torch.load(str(path), map_location="cpu", weights_only=False)
         module_class = (state.get("hyper_parameters") or {}).get("_class_path")
         if module_class is None and "gaussian_scene" in state:
             module_class = f"{GaussianSceneModule.__module__}.GaussianSceneModule"
@@ -72,7 +81,12 @@ def load_scene(path: str | Path, module_class: str | None = None, device: str | 
             raise ValueError(f"{path}: the checkpoint does not name its scene module class; name it "
                              "(e.g. --module-class lightning_modules.scene.module.GaussianSceneModule)")
     cls = _import_class(module_class)
-    return cls.load_from_checkpoint(str(path), map_location=dev).eval()
+    from .base import SceneModule
+
+    if not (isinstance(cls, type) and issubclass(cls, SceneModule)):
+        raise ValueError(f"{path}: its module class {module_class} is not a scene module (SceneModule); "
+                         "the viewer and benchmarks open scene checkpoints only")
+    return cls.load_from_checkpoint(str(path), map_location=dev, weights_only=True).eval()
 
 
 def _sh_degree(num_rest: int) -> int:

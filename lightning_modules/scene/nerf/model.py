@@ -60,6 +60,10 @@ class RayOutputs:
     proposals: list[tuple[Tensor, Tensor]]
 
 
+# Settings are hyperparameters, so checkpoints hold them; allow them in weights-only loading.
+torch.serialization.add_safe_globals([SamplingSettings])
+
+
 class NerfModel(nn.Module):
     """Field, proposal fields and their sampling.
 

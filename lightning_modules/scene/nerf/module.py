@@ -34,7 +34,6 @@ from .sampling import camera_rays
 
 __all__ = ["NerfSceneModule"]
 
-torch.serialization.add_safe_globals([SamplingSettings])
 
 
 class NerfSceneModule(SceneModule):

@@ -1,0 +1,79 @@
+"""A torch file carrying a pickle payload is refused by every reader of user files, before the
+payload runs (scene checkpoints, fixers, priors, reference pkls, the viewer)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_modules.safe_load import UnsafeFileError
+
+
+class Payload:
+    """Unpickling this runs `touch <marker>` (what an attacker's file would do, harmlessly)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _payload_file(path: Path, marker: Path, **extra: object) -> Path:
+    torch.save({"state_dict": {}, "hyper_parameters": {"x": Payload(marker)}, **extra}, path)
+    return path
+
+
+def _reader(name: str, base: Path):
+    """(file suffix, function reading such a file) for each reader of user files."""
+    from callbacks.post_render_fix import reference_views_from_checkpoint
+    from lightning_modules.difix.fixer_spec import load_fixer
+    from lightning_modules.difix.net import DifixNet
+    from lightning_modules.difix.prior_loading import net_from_prior
+    from lightning_modules.scene.load_scene import load_scene
+
+    return {
+        "scene (viewer, benchmarks)": (".ckpt", load_scene),
+        "reference views of a scene": (".ckpt", reference_views_from_checkpoint),
+        "fixer .ckpt": (".ckpt", lambda p: load_fixer(str(p))),
+        "fixer export .pt": (".pt", DifixNet.from_checkpoint),
+        "prior": (".ckpt", net_from_prior),
+        "reference pkl": (".pkl", lambda p: DifixNet.from_reference_checkpoint(p, base=str(base))),
+    }[name]
+
+
+READERS = ["scene (viewer, benchmarks)", "reference views of a scene", "fixer .ckpt", "fixer export .pt", "prior",
+           "reference pkl"]
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_pickle_payload_is_refused_without_running(reader: str, tmp_path: Path) -> None:
+    marker = tmp_path / "payload_ran"
+    suffix, read = _reader(reader, tmp_path)
+    path = _payload_file(tmp_path / f"evil{suffix}", marker, difix_prior={"config": {}}, rank_vae=4)
+    with pytest.raises((UnsafeFileError, ValueError), match="evil"):
+        read(path)
+    assert not marker.exists(), f"{reader}: the payload ran"
+
+
+def test_the_view_command_refuses_it_too(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    marker = tmp_path / "payload_ran"
+    path = _payload_file(tmp_path / "evil.ckpt", marker)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "view.py"
+    run = subprocess.run([sys.executable, str(script), str(path), "--port", "0"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode != 0 and "refused" in run.stderr and not marker.exists()
+
+
+def test_unsafe_error_names_the_global(tmp_path: Path) -> None:
+    from lightning_modules.safe_load import read_torch_file
+
+    marker = tmp_path / "payload_ran"
+    with pytest.raises(UnsafeFileError, match=r"evil\.ckpt: refused.*(system|posix)"):
+        read_torch_file(_payload_file(tmp_path / "evil.ckpt", marker))
+    assert not marker.exists()
