@@ -21,6 +21,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from datamodules.temp_files import remove_stale, temp_path
+
 __all__ = ["AtomicCheckpointIO", "BestAndLastCheckpoint"]
 
 
@@ -52,8 +54,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Lightning writes through a temporary file under $TMPDIR and moves it; when the checkpoint
     folder is on another filesystem that move is a copy that truncates the old `last.ckpt`
     first, so a full disk mid-copy destroys the last good checkpoint (measured: a 587 kB
-    last.ckpt replaced by an unreadable 606 kB file). Here the bytes go to `.<name>.tmp<pid>` in
-    the same folder, are flushed to disk, and `os.replace` swaps them in: the old file stays
+    last.ckpt replaced by an unreadable 606 kB file). Here the bytes go to a hidden temporary
+    in the same folder (`datamodules.temp_files`; those of killed runs are removed), are flushed, and `os.replace` swaps them in: the old file stays
     whole until the new one is complete, whatever fails. `main.py` installs it for every run.
     """
 
@@ -64,7 +66,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):  # remote filesystems: Lightning's own transactional write
             return super().save_checkpoint(checkpoint, path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        remove_stale(path.parent)  # temporaries of killed runs
+        tmp = temp_path(path)
         try:
             with open(tmp, "wb") as f:
                 torch.save(checkpoint, f)

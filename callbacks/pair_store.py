@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from datamodules.json_io import write_json_atomic
+from datamodules.temp_files import pid_alive
 
 __all__ = ["PAIRS_JSON", "commit", "locked", "read_pairs_doc", "replace_folder", "write_json_atomic", "staging_dir"]
 
@@ -82,16 +83,6 @@ def staging_dir(parent: Path, name: str) -> Path:
     return path
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def remove_stale(out_dir: Path) -> list[Path]:
     """Removes staging folders and temp JSON files left by writers that were killed.
 
@@ -105,7 +96,7 @@ def remove_stale(out_dir: Path) -> list[Path]:
     candidates = [*out_dir.glob("*/.*.new-*-*"), *out_dir.glob(f".{PAIRS_JSON}.*.tmp")]
     for path in candidates:
         match = re.search(r"\.new-(\d+)-[0-9a-f]+$", path.name) or re.search(r"\.(\d+)\.[0-9a-f]+\.tmp$", path.name)
-        if match is None or _pid_alive(int(match.group(1))):
+        if match is None or pid_alive(int(match.group(1))):
             continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

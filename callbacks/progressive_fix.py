@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lightning_modules.difix.fixer_spec import FixerSpec, check_fixer, load_fixer
+from lightning_modules.difix.image_fixer import FixerOutputError
 from callbacks.protocols import AcceptsPostRenderFix, GrowsTrainingSet, RendersViews
 from datamodules.camera_json import read_cameras_json
 from datamodules.cameras import Cameras, interpolate_path, nearest_views, pose_distance, step_pose_toward
@@ -220,7 +221,13 @@ class ProgressiveFixCallback(Callback):
             for chunk in group.split(self.batch_size):
                 cams = novel[chunk].to(pl_module.device)
                 rgb, alpha = pl_module.render_views(cams)
-                out, ref = self.fix_images(rgb, cams, data)
+                where = f"novel view(s) {cams.names} at step {trainer.global_step}; nothing was added to training"
+                if not bool(torch.isfinite(rgb).all()):
+                    raise FloatingPointError(f"{type(pl_module).__name__} rendered NaN/Inf for {where}")
+                try:
+                    out, ref = self.fix_images(rgb, cams, data)
+                except FixerOutputError as err:
+                    raise FixerOutputError(f"{err} ({where})") from err
                 for j, i in enumerate(chunk.tolist()):
                     renders[i], alphas[i], fixed[i], refs[i] = rgb[j].cpu(), alpha[j].cpu(), out[j].cpu(), ref[j, 0].cpu()
                 bar.update(len(chunk))

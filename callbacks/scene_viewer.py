@@ -135,6 +135,8 @@ class SceneViewer:
         self._running = True
         self._active = 0  # frames being prepared, waiting for the render lock or rendering
         self.server = viser.ViserServer(host=host, port=port, label=label, verbose=False)
+        if port != 0 and self.port != port:  # viser takes the next free port without a word
+            log.warning("viewer: port %d is in use; serving on port %d instead", port, self.port)
         self._set_initial_camera(initial_c2w, up)
         self._build_gui(move_resolution, rest_resolution, fix_enabled, fix_mode)
         self.server.on_client_connect(self._connect)

@@ -21,7 +21,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
 from callbacks.protocols import RendersViews
-from lightning_modules.difix.fixer_spec import FixerSpec
+from lightning_modules.difix.fixer_spec import FixerSpec, check_fixer
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ class ViewerCallback(Callback):
             return
         if not isinstance(pl_module, RendersViews):
             raise TypeError(f"{type(pl_module).__name__} lacks render_views/scene_scale needed by ViewerCallback")
+        if self.fixer is not None:
+            check_fixer(self.fixer)  # before step 1, not at the first fixed frame
         from callbacks.scene_viewer import SceneViewer
 
         train = getattr(trainer.datamodule, "train_cameras", None)

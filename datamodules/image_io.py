@@ -7,13 +7,14 @@ PNG that a later run would try to read.
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
+
+from datamodules.temp_files import temp_path
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -159,7 +160,7 @@ def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
         The destination path.
 
     Raises:
-        ValueError: wrong shape, or a suffix PIL cannot write (message names the path).
+        ValueError: wrong shape, NaN/Inf values, or a suffix PIL cannot write (message names the path).
     """
     path = Path(path)
     if image.ndim != 3 or image.shape[0] not in (1, 3):
@@ -167,13 +168,16 @@ def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
     image_format = Image.registered_extensions().get(path.suffix.lower())
     if image_format is None:
         raise ValueError(f"{path}: unknown image suffix {path.suffix!r}; use one of {IMAGE_EXTENSIONS}")
+    if not bool(torch.isfinite(image).all()):  # NaN would be written as black: refuse instead
+        bad = int((~torch.isfinite(image)).sum())
+        raise ValueError(f"{path}: the image holds {bad} NaN/Inf values; not written (they would be black pixels)")
     array = (image.detach().float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu()
     array = array.permute(1, 2, 0).numpy()
     pil = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     # open(..., "xb") rather than mkstemp: mkstemp files are 0600, this respects the umask.
-    tmp_name = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp_name = temp_path(path)
     try:
         with open(tmp_name, "xb") as stream:
             pil.save(stream, format=image_format)

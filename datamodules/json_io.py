@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
+
+from datamodules.temp_files import temp_path
 
 __all__ = ["write_json_atomic", "umask_mode"]
 
@@ -36,7 +37,7 @@ def write_json_atomic(path: str | os.PathLike, doc: Any, indent: int = 1) -> Pat
     text = json.dumps(doc, indent=indent)
     path.parent.mkdir(parents=True, exist_ok=True)
     # open(..., "x") rather than mkstemp: mkstemp files are 0600, this respects the umask.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = temp_path(path)
     try:
         with open(tmp, "x") as stream:
             stream.write(text)

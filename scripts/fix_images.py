@@ -31,8 +31,10 @@ import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from datamodules.image_io import IMAGE_EXTENSIONS, list_images, load_image, save_image  # noqa: E402
+from datamodules.temp_files import remove_stale  # noqa: E402
 from lightning_modules.console import console_logging  # noqa: E402
 from lightning_modules.difix.fixer_spec import FixerSpec, check_fixer, load_fixer  # noqa: E402
+from lightning_modules.difix.image_fixer import FixerOutputError  # noqa: E402
 
 
 def expand_images(items: list[str], what: str) -> list[Path]:
@@ -73,6 +75,8 @@ def match_references(images: list[Path], refs: list[str] | None) -> list[Path | 
 def output_paths(images: list[Path], out_dir: Path | None, protected: set[Path]) -> list[Path]:
     """OUT/<stem>.png per image (OUT = <image folder>/fixed without --out); refuses duplicates and
     anything that would replace an input."""
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir}: is a file; name a folder (it is created when missing)")
     outs = [(out_dir or image.parent / "fixed") / f"{image.stem}.png" for image in images]
     seen: dict[Path, Path] = {}
     for image, out in zip(images, outs):
@@ -83,6 +87,28 @@ def output_paths(images: list[Path], out_dir: Path | None, protected: set[Path])
             raise ValueError(f"--images {seen[resolved]} and {image} would both be written to {out}; rename one")
         seen[resolved] = image
     return outs
+
+
+def input_notes(images: list[Path]) -> list[str]:
+    """What the fixer will not keep of the inputs: alpha channels and bit depths above 8."""
+    from PIL import Image
+
+    alpha, deep = [], []
+    for path in images:
+        with Image.open(path) as im:
+            if "A" in im.getbands() or "transparency" in im.info:
+                alpha.append(path.name)
+            # PNG's IHDR holds the bit depth (PIL opens 16-bit RGB at 8 bits and says nothing).
+            if im.format == "PNG" and path.read_bytes()[24:25] == b"\x10" or im.mode.startswith("I;16"):
+                deep.append(path.name)
+    notes = []
+    if alpha:
+        notes.append(f"{len(alpha)} image(s) have an alpha channel, which the fixer does not see and the output "
+                     f"does not keep (e.g. {alpha[0]}); composite them over their background first to choose it")
+    if deep:
+        notes.append(f"{len(deep)} image(s) have 16 bits per channel (e.g. {deep[0]}); they are fixed and written "
+                     "at 8 bits")
+    return notes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -128,6 +154,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
     refs = match_references(images, args.refs)
     protected = {p.resolve() for p in images} | {p.resolve() for p in refs if p is not None}
     outs = output_paths(images, args.out, protected)
+    for folder in sorted({out.parent for out in outs}):
+        remove_stale(folder)  # temporary PNGs of a killed earlier run
+    for note in input_notes(images):
+        print(f"fix_images: {note}", file=sys.stderr)
     fixer = load_fixer(spec).eval().requires_grad_(False)
     torch.manual_seed(args.seed)
     written = []
@@ -142,4 +172,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FixerOutputError, OSError, ValueError, KeyError) as err:  # said in one line, not a traceback
+        sys.exit(f"fix_images: {err}")

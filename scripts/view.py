@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,10 @@ def build_viewer(args: argparse.Namespace) -> Any:
     from lightning_modules.difix.fixer_spec import FixerSpec
     from lightning_modules.scene.load_scene import load_scene
 
+    if args.fixer is not None:
+        from lightning_modules.difix.fixer_spec import check_fixer
+
+        check_fixer(args.fixer)  # before serving: a bad fixer must not wait for the first fixed frame
     scene = load_scene(args.scene, args.module_class, args.device)
     refs = None
     if Path(args.scene).suffix == ".ckpt" and not args.no_references:
@@ -79,8 +84,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while stopping: no traceback
         viewer.stop()
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (OSError, ValueError, TypeError, KeyError) as err:  # said in one line, not a traceback
+        sys.exit(f"view: {err}")

@@ -27,12 +27,14 @@ def test_nerf_module_renders_the_same_on_cuda_as_on_cpu(tmp_path) -> None:
         pytest.skip("needs CUDA")
     from datamodules.cameras import Cameras, look_at
     from datamodules.scene_setup import SceneSetup
+    from lightning_modules.scene.nerf.field import FieldSettings
     from lightning_modules.scene.nerf.model import SamplingSettings
     from lightning_modules.scene.nerf.module import NerfSceneModule
 
     torch.manual_seed(0)
-    module = NerfSceneModule(num_levels=4, max_res=32, log2_hashmap_size=10, proposal_max_res=(16, 32),
-                             proposal_num_levels=2, proposal_log2_hashmap_size=8, appearance_embed_dim=0,
+    module = NerfSceneModule(field=FieldSettings(num_levels=4, max_res=32, log2_hashmap_size=10,
+                                                 proposal_max_res=(16, 32), proposal_num_levels=2,
+                                                 proposal_log2_hashmap_size=8, appearance_embed_dim=0),
                              sampling=SamplingSettings((16, 8), 8))
     eye = torch.tensor([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5]])
     K = torch.tensor([[20.0, 0, 8], [0, 20.0, 8], [0, 0, 1]])

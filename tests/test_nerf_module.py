@@ -13,15 +13,16 @@ import torch
 from datamodules.procedural import make_procedural_scene
 from datamodules.scene_datamodule import SceneDataModule, collate_views
 from lightning_modules.scene.evaluation import EvalSettings
+from lightning_modules.scene.nerf.field import FieldSettings
 from lightning_modules.scene.nerf.model import SamplingSettings
 from lightning_modules.scene.nerf.module import NerfSceneModule
 from lightning_modules.scene.path_video import PathSettings
 from main import cli_main
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--model.init_args.num_levels=4", "--model.init_args.max_res=32", "--model.init_args.log2_hashmap_size=10",
-        "--model.init_args.proposal_max_res=[16, 32]", "--model.init_args.proposal_num_levels=2",
-        "--model.init_args.proposal_log2_hashmap_size=8", "--model.init_args.num_rays=128",
+TINY = ["--model.init_args.field.num_levels=4", "--model.init_args.field.max_res=32", "--model.init_args.field.log2_hashmap_size=10",
+        "--model.init_args.field.proposal_max_res=[16, 32]", "--model.init_args.field.proposal_num_levels=2",
+        "--model.init_args.field.proposal_log2_hashmap_size=8", "--model.init_args.num_rays=128",
         "--model.init_args.sampling.num_proposal_samples=[16, 8]", "--model.init_args.sampling.num_nerf_samples=8"]
 
 
@@ -31,8 +32,9 @@ def scene_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_nerf(tmp_path: Path, **kw) -> NerfSceneModule:
-    args = dict(num_levels=4, max_res=32, log2_hashmap_size=10, appearance_embed_dim=4, proposal_max_res=(16, 32),
-                proposal_num_levels=2, proposal_log2_hashmap_size=8, num_rays=128, eval_chunk=1000,
+    args = dict(field=FieldSettings(num_levels=4, max_res=32, log2_hashmap_size=10, appearance_embed_dim=4,
+                                    proposal_max_res=(16, 32), proposal_num_levels=2, proposal_log2_hashmap_size=8),
+                num_rays=128, eval_chunk=1000,
                 sampling=SamplingSettings(num_proposal_samples=(16, 8), num_nerf_samples=8, anneal_steps=10),
                 evaluation=EvalSettings(pretrained_metrics=False, compute_fid=False, num_log_images=1),
                 predict=PathSettings(frames=0), output_dir=str(tmp_path / "out"))

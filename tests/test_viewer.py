@@ -265,3 +265,22 @@ def test_browser_shows_the_scene_and_it_changes_with_camera_and_fix(tmp_path: Pa
     assert np.abs(a - b).mean() > 3, "moving the camera did not change the page"
     assert np.abs(b - c).mean() > 3, "switching the fix on did not change the page"
     assert not viewer.errors
+
+
+def test_a_busy_port_is_said_on_the_console(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import socket
+
+    from callbacks.scene_viewer import SceneViewer
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with caplog.at_level(logging.WARNING, logger="callbacks.scene_viewer"):
+            viewer = SceneViewer(random_scene(10), port=port)
+        try:
+            assert viewer.port != port
+            assert f"port {port} is in use; serving on port {viewer.port}" in caplog.text
+        finally:
+            viewer.stop()

@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from ..safe_load import read_torch_file
@@ -79,14 +78,14 @@ def read_model_index(name_or_path: str, cache_dir: str | None = None, revision: 
     folder = Path(name_or_path).expanduser()
     if folder.is_dir():
         path = folder / "model_index.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return read_json_file(path) if path.is_file() else {}
     from huggingface_hub import hf_hub_download
 
     try:
         path = hf_hub_download(str(name_or_path), "model_index.json", cache_dir=cache_dir, revision=revision)
     except _hub_errors():
         return {}
-    return json.loads(Path(path).read_text())
+    return read_json_file(path)
 
 
 def vae_has_difix_keys(name_or_path: str, cache_dir: str | None = None, revision: str | None = None) -> bool:
@@ -103,8 +102,11 @@ def vae_has_difix_keys(name_or_path: str, cache_dir: str | None = None, revision
                                                                         revision=revision)
     if not isinstance(path, (str, Path)) or not Path(path).is_file():
         return False
-    with safe_open(str(path), framework="pt") as f:
-        return any("skip_conv" in k or ".base_layer." in k for k in f.keys())
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return any("skip_conv" in k or ".base_layer." in k for k in f.keys())
+    except Exception as err:  # noqa: BLE001 - safetensors' own errors name no file
+        raise ValueError(f"{path}: cannot be read as safetensors ({err}); truncated? Download it again") from err
 
 
 def is_published_difix(model_index: dict[str, Any]) -> bool:
@@ -154,6 +156,36 @@ def snapshot_folder(name_or_path: str, cache_dir: str | None = None, revision: s
         raise PretrainedNotFoundError(offline_message(str(name_or_path), err, cache_dir)) from err
 
 
+def read_json_file(path: str | Path) -> Any:
+    """A JSON file's content; broken JSON raises ValueError naming the file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: broken JSON ({err}); download or write the file again") from err
+
+
+def read_safetensors(path: str | Path) -> dict[str, Tensor]:
+    """All tensors of a .safetensors file; a truncated / damaged file raises ValueError naming it."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - safetensors' own errors name no file
+        raise ValueError(f"{path}: cannot be read as safetensors ({err}); truncated? Download it again") from err
+
+
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The header metadata of a .safetensors file (reads the header only); errors name the file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as err:  # noqa: BLE001 - safetensors' own errors name no file
+        raise ValueError(f"{path}: cannot be read as safetensors ({err}); truncated? Download it again") from err
+
+
 def read_component_weights(folder: Path) -> tuple[dict[str, Tensor], Path]:
     """The state dict of one diffusers component folder (safetensors, sharded or not; or .bin).
 
@@ -163,21 +195,19 @@ def read_component_weights(folder: Path) -> tuple[dict[str, Tensor], Path]:
     Raises:
         FileNotFoundError naming the folder when no weights file is there.
     """
-    from safetensors.torch import load_file
-
     single = folder / "diffusion_pytorch_model.safetensors"
     if single.is_file():
-        return load_file(str(single)), single
+        return read_safetensors(single), single
     index = folder / "diffusion_pytorch_model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        shards = sorted(set(read_json_file(index).get("weight_map", {}).values()))
         state: dict[str, Tensor] = {}
         for shard in shards:
-            state.update(load_file(str(folder / shard)))
+            state.update(read_safetensors(folder / shard))
         return state, index
     binary = folder / "diffusion_pytorch_model.bin"
     if binary.is_file():
-        return torch.load(binary, map_location="cpu", weights_only=True), binary
+        return read_torch_file(binary, "component weights"), binary
     raise FileNotFoundError(
         f"{folder}: no diffusion_pytorch_model.safetensors (or sharded .safetensors / .bin) in this component "
         "folder; download the full model folder again (e.g. `hf download nvidia/difix_ref --local-dir DIR`)"
@@ -197,14 +227,14 @@ def load_difix_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, Tens
     if not path.is_file():
         raise FileNotFoundError(f"DifixNet.from_checkpoint: {path} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        meta = safetensors_metadata(path)
         if "difix_net_config" not in meta:
             raise ValueError(f"{path}: safetensors file has no 'difix_net_config' metadata (not a Difix export)")
-        return json.loads(meta["difix_net_config"]), load_file(str(path))
+        try:
+            config = json.loads(meta["difix_net_config"])
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: its 'difix_net_config' metadata is broken JSON ({err})") from err
+        return config, read_safetensors(path)
     ckpt = read_torch_file(path, "fixer")  # weights only: refuses pickled code before it runs
     if isinstance(ckpt, dict) and "state_dict" in ckpt and "difix_net_config" not in ckpt:
         kind = (ckpt.get("hyper_parameters") or {}).get("_class_path") or "another LightningModule"

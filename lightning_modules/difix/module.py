@@ -24,6 +24,7 @@ from datamodules.image_io import save_image
 
 from .image_fixer import ImageFixer
 from .net import DEFAULT_PROMPT, DifixNet
+from ..options import check_learning_rates
 from .fixer_spec import build_difix_net
 from .schedules import cosine_to_tenth
 
@@ -129,6 +130,7 @@ class DifixModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_learning_rates("DifixModule", lr=lr, skip_lr=lr * skip_lr_scale)
         self.net: DifixNet | None = None
         self.lpips: torch.nn.Module | None = None
         self.gram: torch.nn.Module | None = None

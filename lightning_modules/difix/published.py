@@ -26,7 +26,6 @@ is never imported.
 from __future__ import annotations
 
 import inspect
-import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,7 @@ import torch
 from torch import Tensor
 
 from ..safe_load import read_torch_file
-from .loading import (PretrainedNotFoundError, offline_message, read_component_weights, snapshot_folder,
+from .loading import (PretrainedNotFoundError, offline_message, read_component_weights, read_json_file, snapshot_folder,
                       unet_is_multiview)
 
 if TYPE_CHECKING:
@@ -219,7 +218,7 @@ def load_published_folder(cls: type[DifixNet], name_or_path: str, model_index: d
     if missing := [s for s in needed if not (folder / s).is_dir()]:
         raise PretrainedNotFoundError(offline_message(str(folder), FileNotFoundError(f"no {missing[0]}/ in {folder}")))
     vae_cfg_path = folder / "vae" / "config.json"
-    vae_cfg, extras = split_vae_config(json.loads(vae_cfg_path.read_text()), str(vae_cfg_path))
+    vae_cfg, extras = split_vae_config(read_json_file(vae_cfg_path), str(vae_cfg_path))
     vae_state, vae_file = read_component_weights(folder / "vae")
     unet_state, unet_file = read_component_weights(folder / "unet")
     skip_scale = 0.0 if extras.get("ignore_skip") else float(extras.get("gamma", 1.0))

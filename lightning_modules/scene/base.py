@@ -26,6 +26,7 @@ from datamodules.cameras import Cameras
 from datamodules.image_io import save_image
 from datamodules.json_io import write_json_atomic
 from datamodules.scene_setup import ProvidesSceneSetup, SceneSetup
+from datamodules.temp_files import check_writable
 
 from .evaluation import EvalSettings, SceneEvaluator
 from .path_video import PathSettings, path_cameras, render_path
@@ -109,6 +110,12 @@ class SceneModule(pl.LightningModule):
             self.background = tuple(float(c) for c in (setup.background or (0.0, 0.0, 0.0)))  # type: ignore[assignment]
         if not self.is_initialised:
             self.init_representation(setup)
+
+    def setup(self, stage: str) -> None:
+        """Before any step: the output folder (metrics, exports, videos) must be writable, so a
+        bad ``output_dir`` fails now, not at the first validation or after training."""
+        if self._trainer is None or self.trainer.is_global_zero:
+            check_writable(self.output_path, "output_dir")
 
     def configure_model(self) -> None:
         """Takes the datamodule's ``SceneSetup`` (runs before a checkpoint restores state)."""

@@ -28,6 +28,7 @@ from torch import Tensor
 from datamodules.cameras import Cameras
 from datamodules.scene_setup import SceneSetup
 
+from ..options import check_learning_rates, check_number
 from .base import SceneModule
 from .evaluation import EvalSettings
 from .gaussian_init import initial_gaussians
@@ -126,6 +127,11 @@ class GaussianSceneModule(SceneModule):
     ) -> None:
         super().__init__(render_background, evaluation, predict, output_dir, rng_seed)
         self.save_hyperparameters()
+        owner = "GaussianSceneModule"
+        check_learning_rates(owner, means_lr=means_lr, scales_lr=scales_lr, quats_lr=quats_lr,
+                             opacities_lr=opacities_lr, sh0_lr=sh0_lr, shN_lr=shN_lr)
+        check_number(owner, "means_lr_final_factor", means_lr_final_factor, above=0.0, high=1.0)
+        check_number(owner, "lr_decay_steps", lr_decay_steps, low=1, integer=True, optional=True)
         self.automatic_optimization = False
         if strategy is not None and not isinstance(strategy, (DefaultStrategy, MCMCStrategy)):
             raise TypeError(

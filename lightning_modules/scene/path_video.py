@@ -12,6 +12,7 @@ half-written video under the final name.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 
 from datamodules.cameras import Cameras, interpolate_path
 from datamodules.image_io import save_image
+from datamodules.temp_files import remove_stale, temp_path
 
 __all__ = ["PathSettings", "VideoStream", "label_image", "path_cameras", "render_path", "to_uint8"]
 
@@ -44,6 +46,12 @@ class PathSettings:
     path: str | None = None
     frames: int = 60
     fps: int = 30
+
+    def __post_init__(self) -> None:
+        if isinstance(self.frames, bool) or not isinstance(self.frames, int) or self.frames < 0:
+            raise ValueError(f"predict.frames must be an integer >= 0 (0: no path video), got {self.frames!r}")
+        if isinstance(self.fps, bool) or not isinstance(self.fps, int) or self.fps <= 0:
+            raise ValueError(f"predict.fps must be a positive integer, got {self.fps!r}")
 
 
 # Settings are hyperparameters, so checkpoints hold them; allow them in weights-only loading.
@@ -67,8 +75,15 @@ def path_cameras(settings: PathSettings, train_cameras: Cameras | None) -> Camer
     return Cameras.from_c2w(c2w, K, train_cameras.width[0], train_cameras.height[0], names)
 
 
-def to_uint8(image: Tensor) -> np.ndarray:
-    """(3, H, W) [0, 1] tensor -> (H, W, 3) uint8 array, rounded as ``save_image`` rounds."""
+def to_uint8(image: Tensor, what: str = "frame") -> np.ndarray:
+    """(3, H, W) [0, 1] tensor -> (H, W, 3) uint8 array, rounded as ``save_image`` rounds.
+
+    Raises:
+        ValueError: naming `what`, when the image holds NaN/Inf (it would become black pixels).
+    """
+    if not bool(torch.isfinite(image).all()):
+        raise ValueError(f"{what}: the render holds NaN/Inf values; not written (they would be black pixels). "
+                         "Check the camera (finite, positive intrinsics) and the scene's parameters")
     return (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
@@ -111,7 +126,7 @@ class VideoStream:
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.stem}.tmp{os.getpid()}{self.path.suffix}")
+        self._tmp = temp_path(self.path, keep_suffix=True)  # ffmpeg picks the format by the suffix
         self._writer = imageio.get_writer(self._tmp, fps=fps, codec="libx264", macro_block_size=1, quality=8)
         self.frames = 0
 
@@ -178,8 +193,14 @@ def render_path(
     """
     cameras.common_size("render_path")  # a video has one frame size
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale(out)  # videos / frame folders half-written by killed runs
     names = ["video"] + (["video_fixed", "video_compare"] if fix is not None else [])
+    folders = (["frames"] + (["frames_fixed"] if fix is not None else [])) if save_frames else []
     streams: dict[str, VideoStream] = {}
+    # Frames go to fresh hidden folders that replace the old ones at the end: a re-run never
+    # mixes its frames with an earlier run's (other length or size).
+    staged = {name: temp_path(out / name, "new") for name in folders}
     try:
         for name in names:
             streams[name] = VideoStream(out / f"{name}.mp4", fps)
@@ -191,21 +212,42 @@ def render_path(
             fixed = fix(rgb, cams).clamp(0, 1) if fix is not None else None
             for j in range(len(cams)):
                 index = start + j
-                plain = to_uint8(rgb[j])
+                plain = to_uint8(rgb[j], f"frame {index} ({cams.names[j]}) of {out / 'video.mp4'}")
                 streams["video"].append(plain)
                 if save_frames:
-                    save_image(rgb[j], out / "frames" / f"{index:05d}.png")
+                    save_image(rgb[j], staged["frames"] / f"{index:05d}.png")
                 if fixed is not None:
-                    better = to_uint8(fixed[j])
+                    better = to_uint8(fixed[j], f"frame {index} ({cams.names[j]}) of {out / 'video_fixed.mp4'}")
                     streams["video_fixed"].append(better)
                     streams["video_compare"].append(
                         np.concatenate([label_image(plain, labels[0]), label_image(better, labels[1])], axis=1))
                     if save_frames:
-                        save_image(fixed[j], out / "frames_fixed" / f"{index:05d}.png")
+                        save_image(fixed[j], staged["frames_fixed"] / f"{index:05d}.png")
             bar.update(len(cams))
         bar.close()
     except BaseException:
         for stream in streams.values():
             stream.abort()
+        for folder in staged.values():
+            shutil.rmtree(folder, ignore_errors=True)
         raise
-    return {name: stream.close() for name, stream in streams.items()}
+    written = {name: stream.close() for name, stream in streams.items()}
+    for name, folder in staged.items():
+        replace_folder(folder, out / name)
+    # What an earlier run wrote here and this one did not (e.g. its Difix3D+ videos) no longer
+    # matches the new plain video: removed, not left beside it.
+    for name in sorted({"video_fixed", "video_compare"} - set(names)):
+        (out / f"{name}.mp4").unlink(missing_ok=True)
+    for name in sorted({"frames", "frames_fixed"} - set(folders)):
+        shutil.rmtree(out / name, ignore_errors=True)
+    return written
+
+
+def replace_folder(staged: Path, final: Path) -> None:
+    """Puts a complete staged folder in the place of `final` (the old one removed after)."""
+    old = temp_path(final, "new") if final.exists() else None
+    if old is not None:
+        os.rename(final, old)
+    os.rename(staged, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -9,12 +9,72 @@ a 32-d per-image appearance embedding; proposal fields 5 levels, resolutions 16-
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
 from .encoding import HashEncoding, sh_encoding
 
-__all__ = ["NerfField", "ProposalField", "trunc_exp"]
+__all__ = ["FieldSettings", "NerfField", "ProposalField", "build_fields", "trunc_exp"]
+
+
+@dataclass
+class FieldSettings:
+    """Sizes of the NeRF field and its proposal fields (defaults: nerfstudio's nerfacto).
+
+    Attributes:
+        num_levels: field hash-grid levels (16).
+        base_res: coarsest grid resolution (16).
+        max_res: finest grid resolution (2048).
+        log2_hashmap_size: log2 entries per level (19).
+        features_per_level: features per level (2).
+        hidden_dim: density MLP width (64).
+        geo_feat_dim: geometry features to the colour MLP (15).
+        hidden_dim_color: colour MLP width (64).
+        appearance_embed_dim: per-image appearance code size (32; 0: none).
+        proposal_max_res: finest resolution of each proposal field (128, 256): one entry per
+            proposal level of `SamplingSettings.num_proposal_samples`.
+        proposal_num_levels: proposal hash-grid levels (5).
+        proposal_log2_hashmap_size: proposal log2 entries per level (17).
+        proposal_hidden_dim: proposal MLP width (16).
+    """
+
+    num_levels: int = 16
+    base_res: int = 16
+    max_res: int = 2048
+    log2_hashmap_size: int = 19
+    features_per_level: int = 2
+    hidden_dim: int = 64
+    geo_feat_dim: int = 15
+    hidden_dim_color: int = 64
+    appearance_embed_dim: int = 32
+    proposal_max_res: tuple[int, ...] = (128, 256)
+    proposal_num_levels: int = 5
+    proposal_log2_hashmap_size: int = 17
+    proposal_hidden_dim: int = 16
+
+    def __post_init__(self) -> None:
+        self.proposal_max_res = tuple(int(r) for r in self.proposal_max_res)
+        at_least = {"num_levels": 1, "base_res": 2, "log2_hashmap_size": 4, "features_per_level": 1, "hidden_dim": 1,
+                    "geo_feat_dim": 0, "hidden_dim_color": 1, "appearance_embed_dim": 0, "proposal_num_levels": 1,
+                    "proposal_log2_hashmap_size": 4, "proposal_hidden_dim": 1}
+        for name, low in at_least.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"NeRF field: {name} must be an integer >= {low}, got {value!r}")
+        for name in ("log2_hashmap_size", "proposal_log2_hashmap_size"):
+            if getattr(self, name) > 26:  # 2^26 entries x levels x features: beyond any GPU at float32
+                raise ValueError(f"NeRF field: {name} must be <= 26, got {getattr(self, name)}")
+        if self.max_res < self.base_res:
+            raise ValueError(f"NeRF field: max_res {self.max_res} must be >= base_res {self.base_res}")
+        if not self.proposal_max_res or min(self.proposal_max_res) < 16:
+            raise ValueError(f"NeRF field: proposal_max_res needs one resolution >= 16 per proposal level, got "
+                             f"{self.proposal_max_res}")
+
+
+# Settings are hyperparameters, so checkpoints hold them; allow them in weights-only loading.
+torch.serialization.add_safe_globals([FieldSettings])
 
 
 class _TruncExp(torch.autograd.Function):
@@ -137,3 +197,13 @@ class NerfField(nn.Module):
         sigma, geo = self.density(x)
         rgb = self.color_mlp(torch.cat([sh_encoding(dirs, 4), geo, codes], dim=-1))
         return sigma, rgb
+
+
+def build_fields(settings: FieldSettings) -> tuple[NerfField, list[ProposalField]]:
+    """The field and one proposal field per entry of ``settings.proposal_max_res``."""
+    s = settings
+    field = NerfField(s.num_levels, s.base_res, s.max_res, s.log2_hashmap_size, s.features_per_level, s.hidden_dim,
+                      s.geo_feat_dim, s.hidden_dim_color, s.appearance_embed_dim)
+    proposals = [ProposalField(s.proposal_num_levels, r, s.proposal_log2_hashmap_size, s.proposal_hidden_dim)
+                 for r in s.proposal_max_res]
+    return field, proposals

@@ -8,6 +8,7 @@ the box only.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,21 @@ class SamplingSettings:
     far_plane: float = 1000.0
     anneal_slope: float = 10.0
     anneal_steps: int = 1000
+
+    def __post_init__(self) -> None:
+        self.num_proposal_samples = tuple(int(n) for n in self.num_proposal_samples)
+        if not self.num_proposal_samples or min(self.num_proposal_samples) < 1:
+            raise ValueError(f"NeRF sampling: num_proposal_samples needs >= 1 sample per proposal level, got "
+                             f"{self.num_proposal_samples}")
+        if isinstance(self.num_nerf_samples, bool) or not isinstance(self.num_nerf_samples, int) or self.num_nerf_samples < 1:
+            raise ValueError(f"NeRF sampling: num_nerf_samples must be an integer >= 1, got {self.num_nerf_samples!r}")
+        if not (0.0 <= self.near_plane < self.far_plane) or not math.isfinite(self.far_plane):
+            raise ValueError(f"NeRF sampling: need 0 <= near_plane < far_plane (finite), got {self.near_plane}, "
+                             f"{self.far_plane}")
+        if not self.anneal_slope > 0:
+            raise ValueError(f"NeRF sampling: anneal_slope must be > 0, got {self.anneal_slope}")
+        if isinstance(self.anneal_steps, bool) or not isinstance(self.anneal_steps, int) or self.anneal_steps < 1:
+            raise ValueError(f"NeRF sampling: anneal_steps must be an integer >= 1, got {self.anneal_steps!r}")
 
 
 @dataclass

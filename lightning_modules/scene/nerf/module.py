@@ -23,11 +23,12 @@ from torch import Tensor
 from datamodules.cameras import Cameras
 from datamodules.scene_setup import SceneSetup
 
+from ...options import check_learning_rates, check_number
 from ..base import SceneModule
 from ..evaluation import EvalSettings
 from ..gaussian_init import look_at_center
 from ..path_video import PathSettings
-from .field import NerfField, ProposalField
+from .field import FieldSettings, build_fields
 from .model import NerfModel, RayOutputs, SamplingSettings
 from .rendering import distortion_loss, interlevel_loss
 from .sampling import camera_rays
@@ -40,19 +41,7 @@ class NerfSceneModule(SceneModule):
     """A NeRF of one scene, trained on a ``SceneDataModule``.
 
     Args:
-        num_levels: field hash-grid levels (nerfacto: 16).
-        base_res: coarsest grid resolution (16).
-        max_res: finest grid resolution (2048).
-        log2_hashmap_size: log2 entries per level (19).
-        features_per_level: features per level (2).
-        hidden_dim: density MLP width (64).
-        geo_feat_dim: geometry features to the colour MLP (15).
-        hidden_dim_color: colour MLP width (64).
-        appearance_embed_dim: per-image appearance code size (32; 0: none).
-        proposal_max_res: finest resolution of each proposal field (128, 256).
-        proposal_num_levels: proposal hash-grid levels (5).
-        proposal_log2_hashmap_size: proposal log2 entries per level (17).
-        proposal_hidden_dim: proposal MLP width (16).
+        field: sizes of the field and proposal fields (None: nerfacto's, `FieldSettings`).
         sampling: sample counts, near/far, annealing (None: nerfacto's).
         unbounded: contract space beyond the box (captured scenes); False samples inside the
             box only (objects on a background, e.g. NeRF-synthetic).
@@ -74,19 +63,7 @@ class NerfSceneModule(SceneModule):
 
     def __init__(
         self,
-        num_levels: int = 16,
-        base_res: int = 16,
-        max_res: int = 2048,
-        log2_hashmap_size: int = 19,
-        features_per_level: int = 2,
-        hidden_dim: int = 64,
-        geo_feat_dim: int = 15,
-        hidden_dim_color: int = 64,
-        appearance_embed_dim: int = 32,
-        proposal_max_res: tuple[int, ...] = (128, 256),
-        proposal_num_levels: int = 5,
-        proposal_log2_hashmap_size: int = 17,
-        proposal_hidden_dim: int = 16,
+        field: FieldSettings | None = None,
         sampling: SamplingSettings | None = None,
         unbounded: bool = True,
         bound: float = 1.0,
@@ -106,19 +83,22 @@ class NerfSceneModule(SceneModule):
     ) -> None:
         super().__init__(render_background, evaluation, predict, output_dir, rng_seed)
         self.save_hyperparameters()
+        field = field or FieldSettings()
         sampling = sampling or SamplingSettings()
-        if len(proposal_max_res) != len(sampling.num_proposal_samples):
+        if len(field.proposal_max_res) != len(sampling.num_proposal_samples):
             raise ValueError(
-                f"NerfSceneModule: proposal_max_res {tuple(proposal_max_res)} needs one entry per proposal level "
-                f"of sampling.num_proposal_samples {tuple(sampling.num_proposal_samples)}"
+                f"NerfSceneModule: field.proposal_max_res {field.proposal_max_res} needs one entry per proposal "
+                f"level of sampling.num_proposal_samples {sampling.num_proposal_samples}"
             )
-        if bound <= 0 or num_rays < 1 or eval_chunk < 1:
-            raise ValueError(f"NerfSceneModule: need bound > 0, num_rays >= 1, eval_chunk >= 1; got {bound}, {num_rays}, {eval_chunk}")
-        field = NerfField(num_levels, base_res, max_res, log2_hashmap_size, features_per_level, hidden_dim,
-                          geo_feat_dim, hidden_dim_color, appearance_embed_dim)
-        proposals = [ProposalField(proposal_num_levels, r, proposal_log2_hashmap_size, proposal_hidden_dim)
-                     for r in proposal_max_res]
-        self.model = NerfModel(field, proposals, sampling, unbounded)
+        owner = "NerfSceneModule"
+        check_number(owner, "bound", bound, above=0.0)
+        for name, value in (("num_rays", num_rays), ("eval_chunk", eval_chunk)):
+            check_number(owner, name, value, low=1, integer=True)
+        check_number(owner, "lr_decay_steps", lr_decay_steps, low=1, integer=True, optional=True)
+        check_learning_rates(owner, lr=lr, lr_final=lr_final)
+        for name, value in (("interlevel_loss_mult", interlevel_loss_mult), ("distortion_loss_mult", distortion_loss_mult)):
+            check_number(owner, name, value, low=0.0)
+        self.model = NerfModel(*build_fields(field), sampling, unbounded)
         # The box the field lives in (normalised world): set from the scene, kept in checkpoints.
         self.register_buffer("box_center", torch.zeros(3))
         self.register_buffer("box_size", torch.ones(()))
