@@ -29,7 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lightning_modules.difix.net import DifixNet  # noqa: E402
+from lightning_modules.difix.net.net import DifixNet  # noqa: E402
+from lightning_modules.difix.loading.base_models import net_from_config
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -96,11 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     for config in [args.fixer] if args.fixer else args.config:
         start = time.perf_counter()
         if args.fixer:
-            from lightning_modules.difix.fixer_spec import build_difix_net
+            from lightning_modules.difix.fixers.spec import build_difix_net
 
             net = build_difix_net(args.fixer).eval().requires_grad_(False).to(device)
         else:
-            net = DifixNet.from_config(config, seed=0).eval().to(device)
+            net = net_from_config(config, seed=0).eval().to(device)
         build_s = time.perf_counter() - start
         n_params = sum(p.numel() for p in net.parameters()) / 1e6
         for use_compile in compiled:

@@ -28,15 +28,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from callbacks.post_render_fix import NearestViewFix, reference_views_from_checkpoint  # noqa: E402
-from datamodules.cameras import Cameras, look_at  # noqa: E402
+from datamodules.cameras.cameras import Cameras, look_at  # noqa: E402
+from lightning_modules.difix.loading.base_models import net_from_config
 
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def random_scene(num: int, device: torch.device):
     """A GaussianSceneModule of ``num`` random Gaussians in the unit cube (SH degree 0)."""
-    from lightning_modules.scene.gaussians import Gaussians
-    from lightning_modules.scene.module import GaussianSceneModule
+    from lightning_modules.scene.gaussians.splats import Gaussians
+    from lightning_modules.scene.gaussians.module import GaussianSceneModule
 
     module = GaussianSceneModule(sh_degree=0)
     g = Gaussians.random(num, 1.0, center=(0.0, 0.0, 0.0), sh_degree=0, init_opacity=0.5, init_scale=1.0,
@@ -57,13 +58,13 @@ def orbit(n: int, radius: float, width: int, height: int, fov_deg: float = 50.0)
 
 def build_fixer(spec: str, dtype: str, seed: int = 0) -> torch.nn.Module:
     """The fixer a spec names, in `dtype` on the renders' device (arch:NAME: random weights)."""
-    from lightning_modules.difix.fixer_spec import FixerSpec, load_fixer
+    from lightning_modules.difix.fixers.spec import FixerSpec, load_fixer
 
     if spec.startswith("arch:"):
-        from lightning_modules.difix.image_fixer import ImageFixer
-        from lightning_modules.difix.net import DifixNet
+        from lightning_modules.difix.fixers.image_fixer import ImageFixer
+        from lightning_modules.difix.net.net import DifixNet
 
-        return ImageFixer(DifixNet.from_config(spec.split(":", 1)[1], seed=seed), name=spec, dtype=dtype)
+        return ImageFixer(net_from_config(spec.split(":", 1)[1], seed=seed), name=spec, dtype=dtype)
     return load_fixer(FixerSpec(name=spec, dtype=dtype))
 
 
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from lightning_modules.scene.load_scene import load_scene, scene_device
+    from lightning_modules.scene.open_scene import open_scene, scene_device
 
     device = scene_device(args.device)
     cuda = device.type == "cuda"
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     dtype_name = args.dtype
 
     start = time.perf_counter()
-    scene = load_scene(args.scene, args.module_class, device) if args.scene else random_scene(args.gaussians, device)
+    scene = open_scene(args.scene, args.module_class, device) if args.scene else random_scene(args.gaussians, device)
     refs = reference_views_from_checkpoint(args.scene) if args.scene and args.scene.endswith(".ckpt") else None
     if refs is None:
         ring = orbit(8, 2.5 * float(scene.scene_scale), 64, 64)

@@ -64,7 +64,7 @@ def run_case(backend: str, n: int, res: int, threads: int, repeats: int, overlap
     import torch
 
     sys.path.insert(0, str(REPO))
-    from lightning_modules.scene.rasterize import render
+    from lightning_modules.scene.gaussians.rasterize import render
 
     torch.set_num_threads(threads)
     device = "cuda" if backend == "gsplat" else "cpu"

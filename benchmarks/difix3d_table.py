@@ -26,9 +26,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from callbacks.progressive_fix import ProgressiveFixCallback  # noqa: E402
-from datamodules.json_io import write_json_atomic  # noqa: E402
+from datamodules.files.json_io import write_json_atomic  # noqa: E402
 from lightning_modules.scene.nerf.module import NerfSceneModule  # noqa: E402
-from main import cli_main  # noqa: E402
+from difix3d.cli import cli_main  # noqa: E402
 
 METRICS = ("psnr", "ssim", "lpips", "fid")
 

@@ -23,9 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure  # noqa: E402
 
-from datamodules.image_io import load_image  # noqa: E402
-from datamodules.json_io import write_json_atomic  # noqa: E402
-from datamodules.prior_corpus import package_data_images, pyramid, render_scene_views  # noqa: E402
+from datamodules.files.image_io import load_image  # noqa: E402
+from datamodules.files.json_io import write_json_atomic  # noqa: E402
+from datamodules.pairs.prior_corpus import package_data_images, pyramid, render_scene_views  # noqa: E402
+from lightning_modules.difix.loading.builders import net_from_checkpoint
 
 
 def clean_sets(scene_seeds: list[int], photos: list[str], size: int, views: int) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
@@ -48,7 +49,7 @@ def clean_sets(scene_seeds: list[int], photos: list[str], size: int, views: int)
 def load_model(args: argparse.Namespace):
     """A callable images (N,3,H,W), refs -> (N,3,H,W) in [0, 1] and its label."""
     if args.prior:
-        from lightning_modules.difix.prior_loading import net_from_prior
+        from lightning_modules.difix.loading.from_prior import net_from_prior
 
         net = net_from_prior(args.prior, vae_lora_rank=0, reference_attention=False).eval()
 
@@ -63,9 +64,9 @@ def load_model(args: argparse.Namespace):
 
         return {"prior_vae": lambda i, r: autoencode(i, r, False), "prior_vae_skips": lambda i, r: autoencode(i, r, True),
                 "prior_difix_path": lambda i, r: net(i, None)}
-    from lightning_modules.difix.net import DifixNet
+    from lightning_modules.difix.net.net import DifixNet
 
-    net = DifixNet.from_checkpoint(args.fixer).eval()
+    net = net_from_checkpoint(args.fixer).eval()
     return {"fixer": lambda i, r: net(i, r)}
 
 

@@ -1,28 +1,17 @@
-"""Lightning callbacks: Difix3D progressive fix, curated-pair writing, the live viewer.
-
-Import-light: names resolve lazily (PEP 562), so `import callbacks` pulls in nothing heavy.
-"""
+"""Lightning callbacks: the Difix3D progressive fix (and its Difix3D+ post-render fix), checkpoints
+that never damage the last good one, the finite guard, curation (callbacks/curation/) and the
+live viewer (callbacks/viewer/). Names resolve on first use."""
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from datamodules.lazy_exports import lazy_exports
 
-_EXPORTS: dict[str, str] = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "ProgressiveFixCallback": "callbacks.progressive_fix",
-    "RendersViews": "callbacks.protocols",
-    "GrowsTrainingSet": "callbacks.protocols",
-    "PairWriter": "callbacks.pair_writer",
-    "ViewerCallback": "callbacks.viewer",
-    "SceneViewer": "callbacks.scene_viewer",
     "NearestViewFix": "callbacks.post_render_fix",
     "BestAndLastCheckpoint": "callbacks.checkpoints",
-}
-
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'callbacks' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    "AtomicCheckpointIO": "callbacks.checkpoints",
+    "FiniteGuard": "callbacks.finite_guard",
+    "PairWriter": "callbacks.curation.pair_writer",
+    "ViewerCallback": "callbacks.viewer.callback",
+    "SceneViewer": "callbacks.viewer.server",
+})

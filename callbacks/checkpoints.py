@@ -21,7 +21,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from datamodules.temp_files import remove_stale, temp_path
+from datamodules.files.temp_files import remove_stale, temp_path
 
 __all__ = ["AtomicCheckpointIO", "BestAndLastCheckpoint"]
 
@@ -55,7 +55,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     folder is on another filesystem that move is a copy that truncates the old `last.ckpt`
     first, so a full disk mid-copy destroys the last good checkpoint (measured: a 587 kB
     last.ckpt replaced by an unreadable 606 kB file). Here the bytes go to a hidden temporary
-    in the same folder (`datamodules.temp_files`; those of killed runs are removed), are flushed, and `os.replace` swaps them in: the old file stays
+    in the same folder (`datamodules.files.temp_files`; those of killed runs are removed), are flushed, and `os.replace` swaps them in: the old file stays
     whole until the new one is complete, whatever fails. `main.py` installs it for every run.
     """
 

@@ -19,13 +19,13 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from datamodules.cameras import Cameras
+from datamodules.cameras.cameras import Cameras
 
-from lightning_modules.difix.fixer_spec import FixerSpec, load_fixer
-from lightning_modules.difix.image_fixer import IdentityFixer, ImageFixer
+from lightning_modules.difix.fixers.spec import FixerSpec, load_fixer
+from lightning_modules.difix.fixers.image_fixer import IdentityFixer, ImageFixer
 from lightning_modules.safe_load import read_torch_file
 
-from .progressive_fix import apply_fixer, nearest_references
+from callbacks.progressive_fix import apply_fixer, nearest_references
 
 __all__ = ["NearestViewFix", "reference_views_from_checkpoint"]
 
@@ -34,7 +34,7 @@ class NearestViewFix:
     """Difix on renders with the nearest training views as references (Difix3D+).
 
     Args:
-        fixer: a fixer name or ``FixerSpec`` (``lightning_modules.difix.fixer_spec``: its dtype
+        fixer: a fixer name or ``FixerSpec`` (``lightning_modules.difix.fixers.spec``: its dtype
             and device included), a built fixer, or a function returning one (called once, at
             the first fix).
         train_cameras: cameras of the reference views (None or empty: no references).
@@ -118,7 +118,7 @@ def reference_views_from_checkpoint(ckpt: str | Path) -> tuple[Cameras, list[Ten
     state: dict[str, Any] = read_torch_file(ckpt, "scene checkpoint")  # no code runs from the file
     hparams = dict(state.get("datamodule_hyper_parameters") or {})
     # LightningCLI records the datamodule's class path beside its arguments.
-    class_path = hparams.pop("_class_path", "datamodules.scene_datamodule.SceneDataModule")
+    class_path = hparams.pop("_class_path", "datamodules.scene.datamodule.SceneDataModule")
     hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
     if "path" not in hparams:
         return None

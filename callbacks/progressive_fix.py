@@ -14,15 +14,15 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lightning_modules.difix.fixer_spec import FixerSpec, check_fixer, load_fixer
-from lightning_modules.difix.image_fixer import FixerOutputError
-from callbacks.protocols import AcceptsPostRenderFix, GrowsTrainingSet, RendersViews
-from datamodules.camera_json import read_cameras_json
-from datamodules.cameras import Cameras, interpolate_path, nearest_views, pose_distance, step_pose_toward
+from lightning_modules.difix.fixers.spec import FixerSpec, check_fixer, load_fixer
+from lightning_modules.image_grids import log_image, tile_grid
+from lightning_modules.difix.fixers.image_fixer import FixerOutputError
+from lightning_modules.scene.contracts import AcceptsPostRenderFix, GrowsTrainingSet, RendersViews
+from datamodules.cameras.camera_json import read_cameras_json
+from datamodules.cameras.cameras import Cameras, interpolate_path, nearest_views, pose_distance, step_pose_toward
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class ProgressiveFixCallback(Callback):
             local folder of one, a reference `model_*.pkl`, a DifixModule checkpoint `.ckpt`,
             exported fixer weights, an SD-Turbo hub name or folder (untrained), "tiny[:SEED]",
             "identity") or a `FixerSpec` with how it runs (size, dtype, device, latent). See
-            `lightning_modules.difix.fixer_spec`.
+            `lightning_modules.difix.fixers.spec`.
         start_step: first global step at which a fix happens.
         fix_every_n_steps: steps between fixes (2,000 in the reference code, 1,500 in the paper).
         step_size: how far a novel camera moves per fix, as a fraction of the scene extent
@@ -248,24 +248,15 @@ class ProgressiveFixCallback(Callback):
         }
         if trainer.logger is not None:
             trainer.logger.log_metrics(metrics, step=trainer.global_step)
-            self._log_grid(trainer, renders, fixed, refs)
+        self._log_grid(trainer, renders, fixed, refs)
         log.info("progressive fix %d at step %d: %s", self.num_fixes, trainer.global_step, metrics)
 
     def _log_grid(self, trainer: Trainer, renders: list[Tensor], fixed: list[Tensor], refs: list[Tensor]) -> None:
-        if not isinstance(trainer.logger, TensorBoardLogger) or self.log_images <= 0:
+        """One row per fixed view: render | fixed | reference."""
+        if self.log_images <= 0 or not renders:
             return
-        from torchvision.utils import make_grid
-
-        rows = []
-        for r, f, ref in list(zip(renders, fixed, refs))[: self.log_images]:
-            if ref.shape[-2:] != r.shape[-2:]:
-                ref = F.interpolate(ref[None], size=r.shape[-2:], mode="bilinear")[0]
-            rows += [r, f, ref]
-        h = max(t.shape[-2] for t in rows)
-        w = max(t.shape[-1] for t in rows)
-        rows = [F.pad(t, (0, w - t.shape[-1], 0, h - t.shape[-2])) for t in rows]
-        grid = make_grid(torch.stack(rows), nrow=3, padding=2)
-        trainer.logger.experiment.add_image("fix/render_fixed_reference", grid, global_step=trainer.global_step)
+        tiles = [t for r, f, ref in list(zip(renders, fixed, refs))[: self.log_images] for t in (r, f, ref)]
+        log_image(trainer.loggers, "fix/render_fixed_reference", tile_grid(tiles, columns=3), trainer.global_step)
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:

@@ -19,10 +19,14 @@ import torch
 
 # Modules that register the settings classes checkpoints hold (torch.serialization.add_safe_globals).
 SAFE_GLOBAL_MODULES = (
+    "datamodules.readers.scene_data",
+    "datamodules.procedural.scene",
     "lightning_modules.scene.evaluation",
     "lightning_modules.scene.path_video",
-    "lightning_modules.scene.strategy",
+    "lightning_modules.scene.gaussians.strategy",
+    "lightning_modules.scene.nerf.field",
     "lightning_modules.scene.nerf.model",
+    "lightning_modules.difix.training.net_spec",
 )
 
 

@@ -47,10 +47,10 @@ curate() {
       case $bg in white) rgb=1.0,1.0,1.0 ;; black) rgb=0.0,0.0,0.0 ;; grey) rgb=0.5,0.5,0.5 ;;
         *) echo "curate: unknown background '$bg' in '$job' (white, black or grey)" >&2; return 2 ;; esac
       name=object_${seed}_$bg
-      extra=(--data.init_args.procedural_background="[$rgb]")
+      extra=(--data.init_args.procedural.background="[$rgb]")
     fi
     curate_args "$OUT/pairs" "$strategy" "$name" "$split" \
-      --data.init_args.path="$OUT/scenes/$name" --data.init_args.procedural_seed="$seed" "${extra[@]}"
+      --data.init_args.path="$OUT/scenes/$name" --data.init_args.procedural.seed="$seed" "${extra[@]}"
     runs+=(--next --say "curate: $strategy pairs from procedural scene $name ($split split)" "${CURATE_ARGS[@]}")
   done
   "$PY" scripts/run_many.py "${runs[@]:1}"
@@ -104,7 +104,7 @@ plain=$!
 
 say "fine-tune the tiny fixer from the prior on the curated pairs"
 "$PY" main.py fit --config configs/demo/difix_pairs.yaml \
-  --model.init_args.pretrained="$PRIOR/last.ckpt" \
+  --model.init_args.net.pretrained="$PRIOR/last.ckpt" \
   --trainer.logger.init_args.save_dir="$LOGS"
 
 # The rows merge into one table.json: the 3DGS and control rows must be in before the others start.

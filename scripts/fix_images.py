@@ -5,7 +5,7 @@
     python scripts/fix_images.py --fixer outputs/difix/last.ckpt --images renders/ --refs ref.png \\
         --out fixed/ --size 576 1024 --latent sample --device cuda --dtype bfloat16
 
---fixer: any fixer name (`lightning_modules/difix/fixer_spec.py`: "nvidia/difix_ref" (default),
+--fixer: any fixer name (`lightning_modules/difix/fixers/spec.py`: "nvidia/difix_ref" (default),
 "nvidia/difix", a local folder of either, a reference model_*.pkl, a DifixModule .ckpt,
 exported weights, "tiny"); the first line printed says what was loaded and how it runs.
 --images: files and/or folders (their image files, sorted). --refs
@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from datamodules.image_io import IMAGE_EXTENSIONS, list_images, load_image, save_image  # noqa: E402
-from datamodules.temp_files import remove_stale  # noqa: E402
+from datamodules.files.image_io import IMAGE_EXTENSIONS, list_images, load_image, save_image  # noqa: E402
+from datamodules.files.temp_files import remove_stale  # noqa: E402
 from lightning_modules.console import console_logging  # noqa: E402
-from lightning_modules.difix.fixer_spec import FixerSpec, check_fixer, load_fixer  # noqa: E402
-from lightning_modules.difix.image_fixer import FixerOutputError  # noqa: E402
+from lightning_modules.difix.fixers.spec import FixerSpec, check_fixer, load_fixer  # noqa: E402
+from lightning_modules.difix.fixers.image_fixer import FixerOutputError  # noqa: E402
 
 
 def expand_images(items: list[str], what: str) -> list[Path]:

@@ -30,8 +30,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 # rest) on a real capture. NAME PATH FORMAT DOWNSCALE (statuette 1000x658 -> 100x66; fern
 # 4032x3024 -> 126x94).
 curate_real() {
-  curate_pairs "$OUT/pairs_real" sparse "$1" train --data.init_args.path="$2" --data.init_args.format="$3" \
-    --data.init_args.downscale="$4" --data.init_args.procedural=false
+  curate_pairs "$OUT/pairs_real" sparse "$1" train --data.init_args.path="$2" --data.init_args.read.format="$3" \
+    --data.init_args.read.downscale="$4" --data.init_args.procedural=null
 }
 say "curate: sparse pairs from fern and statuette, side by side (logs: $OUT/curate_{fern,statuette}.log)"
 curate_real fern "$SHARED/fern_llff" llff 32 > "$OUT/curate_fern.log" 2>&1 &
@@ -53,11 +53,11 @@ plain=$!
 # of them, drawn as often as any procedural pair; in a fixed order (train_order), not in the
 # order the two curations above happened to finish (statuette's, the smaller, finished first).
 say "fine-tune the fixer from the prior on the procedural + real pairs"
-EXTRA='[{"class_path": "datamodules.pairs.PairDataModule", "init_args": {"source": "json",
+EXTRA='[{"class_path": "datamodules.pairs.datamodule.PairDataModule", "init_args": {"source": "json",
   "json_path": "'"$OUT"'/pairs_real/pairs.json", "resolution": 64, "crop_size": 64, "num_refs": 1,
   "train_order": ["statuette/sparse", "fern/sparse"]}}]'
 "$PY" main.py fit --config configs/demo/difix_pairs.yaml \
-  --model.init_args.pretrained="$OUT/prior/last.ckpt" \
+  --model.init_args.net.pretrained="$OUT/prior/last.ckpt" \
   --data.init_args.extra="$EXTRA" \
   --trainer.callbacks.init_args.dirpath="$OUT/fixer_real" \
   --trainer.logger.init_args.name=difix_pairs_real \

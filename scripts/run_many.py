@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (main.py explains why)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (difix3d/cli.py explains why)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SEPARATOR = "--next"
@@ -49,7 +49,7 @@ def split_commands(argv: list[str]) -> list[tuple[str | None, list[str]]]:
 
 def main(argv: list[str]) -> int:
     commands = split_commands(argv)
-    from main import cli_main  # after the argument check: a usage error costs no imports
+    from difix3d.cli import cli_main  # after the argument check: a usage error costs no imports
 
     start = time.monotonic()
     for i, (say, args) in enumerate(commands, 1):

@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scene", help="a scene checkpoint (.ckpt) or a Gaussian .ply")
     p.add_argument("--fixer", default=None,
-                   help="fixer name (lightning_modules/difix/fixer_spec.py): nvidia/difix_ref, nvidia/difix, a folder "
+                   help="fixer name (lightning_modules/difix/fixers/spec.py): nvidia/difix_ref, nvidia/difix, a folder "
                         "of either, a reference model_*.pkl, a DifixModule .ckpt, exported weights, or 'tiny'")
     p.add_argument("--num-refs", type=int, default=1, help="reference views per fixed frame")
     p.add_argument("--fix", action="store_true", help="start with the fix switched on")
@@ -48,15 +48,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_viewer(args: argparse.Namespace) -> Any:
     """Loads the scene (and fixer references) and starts serving it; returns the SceneViewer."""
     from callbacks.post_render_fix import NearestViewFix, reference_views_from_checkpoint
-    from callbacks.scene_viewer import SceneViewer
-    from lightning_modules.difix.fixer_spec import FixerSpec
-    from lightning_modules.scene.load_scene import load_scene
+    from callbacks.viewer.server import SceneViewer
+    from lightning_modules.difix.fixers.spec import FixerSpec
+    from lightning_modules.scene.open_scene import open_scene
 
     if args.fixer is not None:
-        from lightning_modules.difix.fixer_spec import check_fixer
+        from lightning_modules.difix.fixers.spec import check_fixer
 
         check_fixer(args.fixer)  # before serving: a bad fixer must not wait for the first fixed frame
-    scene = load_scene(args.scene, args.module_class, args.device)
+    scene = open_scene(args.scene, args.module_class, args.device)
     refs = None
     if Path(args.scene).suffix == ".ckpt" and not args.no_references:
         refs = reference_views_from_checkpoint(args.scene)

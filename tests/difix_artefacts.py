@@ -29,8 +29,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from lightning_modules.difix.net import DifixNet
-from lightning_modules.difix.tiny import TINY_CONFIG, build_components, save_components
+from lightning_modules.difix.net.net import DifixNet
+from lightning_modules.difix.net.architectures import TINY_CONFIG, build_components, save_components
+from lightning_modules.difix.loading.base_models import tiny_net
 
 RANK = 4
 SCALE = 8.0 / RANK  # peft's default alpha / r
@@ -38,7 +39,7 @@ SCALE = 8.0 / RANK  # peft's default alpha / r
 
 def trained_tiny(seed: int = 0) -> DifixNet:
     """The tiny net with non-trivial decoder LoRA B and skip convs (as after training)."""
-    net = DifixNet.tiny(seed=seed).eval()
+    net = tiny_net(seed=seed).eval()
     gen = torch.Generator().manual_seed(seed + 100)
     with torch.no_grad():
         for name, p in net.named_parameters():
@@ -89,7 +90,7 @@ def write_published_folder(net: DifixNet, folder: Path, multiview: bool, unet_en
         unet_entry: model_index's unet entry instead of the published one (e.g. LEGACY_GUESS_UNET).
         scheduler_extra: scheduler config keys to set (e.g. {"clip_sample": True}).
     """
-    components = build_components(TINY_CONFIG, seed=0)  # same text encoder / tokenizer as DifixNet.tiny(0)
+    components = build_components(TINY_CONFIG, seed=0)  # same text encoder / tokenizer as tiny_net(0)
     if scheduler_extra:
         from diffusers import DDPMScheduler
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datamodules.cameras import look_at
-from datamodules.colmap import ColmapCamera, ColmapImage, ColmapPoints, colmap_pose_from_c2w, write_colmap_binary, write_colmap_text
-from datamodules.image_io import save_image
-from datamodules.llff import opencv_to_llff_c2w
-from datamodules.point_ply import write_point_ply
+from datamodules.cameras.cameras import look_at
+from datamodules.readers.colmap import ColmapCamera, ColmapImage, ColmapPoints, colmap_pose_from_c2w, write_colmap_binary, write_colmap_text
+from datamodules.files.image_io import save_image
+from datamodules.readers.llff import opencv_to_llff_c2w
+from datamodules.readers.point_ply import write_point_ply
 
 
 @dataclass

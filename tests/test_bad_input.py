@@ -12,11 +12,12 @@ import torch
 from test_path_video import FakeScene, decode, orbit_cameras
 from test_run_safety import REPO, run
 
-from datamodules.camera_json import read_cameras_json
-from datamodules.image_io import save_image
-from lightning_modules.difix.fixer_spec import check_fixer
-from lightning_modules.difix.image_fixer import FixerOutputError
-from lightning_modules.difix.net import DifixNet
+from datamodules.cameras.camera_json import read_cameras_json
+from datamodules.files.image_io import save_image
+from lightning_modules.difix.fixers.spec import check_fixer
+from lightning_modules.difix.fixers.image_fixer import FixerOutputError
+from lightning_modules.difix.net.net import DifixNet
+from lightning_modules.difix.loading.base_models import tiny_net
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWa
 @pytest.fixture(scope="module")
 def nan_fixer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny fixer whose skip convs hold NaN (as broken weights or a float16 overflow would)."""
-    net = DifixNet.tiny(seed=0)
+    net = tiny_net(seed=0)
     with torch.no_grad():
         net.skips.convs[0].weight.fill_(float("nan"))
     return net.export_weights(tmp_path_factory.mktemp("nan") / "nan_fixer.safetensors")
@@ -44,8 +45,8 @@ def test_a_nan_fixer_stops_a_scene_fit_naming_the_fixer_and_the_views(nan_fixer:
     args = ["fit", "--config", str(REPO / "configs/demo/difix3d.yaml"), "--trainer.enable_progress_bar=false",
             f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}", f"--trainer.callbacks.fixer={nan_fixer}",
             "--trainer.callbacks.start_step=2", f"--data.init_args.path={tmp_path / 'scene'}",
-            "--data.init_args.procedural_num_views=8", "--data.init_args.procedural_size=24",
-            "--data.init_args.test_every=4", "--trainer.max_steps=4", f"--model.init_args.output_dir={tmp_path / 'out'}"]
+            "--data.init_args.procedural.num_views=8", "--data.init_args.procedural.size=24",
+            "--data.init_args.read.test_every=4", "--trainer.max_steps=4", f"--model.init_args.output_dir={tmp_path / 'out'}"]
     with pytest.raises(FixerOutputError, match=rf"fixer {nan_fixer}: non-finite.*novel view\(s\) \['novel_") as err:
         run(args)
     assert "learning rate" not in str(err.value)
@@ -62,7 +63,7 @@ def test_damaged_fixer_files_fail_the_check_before_anything_loads(tmp_path: Path
 
     from difix_artefacts import trained_tiny, write_published_folder
 
-    net = DifixNet.tiny(seed=0)
+    net = tiny_net(seed=0)
     for name in ("fixer.safetensors", "fixer.pt"):
         path = _truncate(net.export_weights(tmp_path / name))
         with pytest.raises(ValueError, match=rf"{name}.*(truncated|cannot be read)"):
@@ -86,18 +87,18 @@ def test_a_scene_checkpoint_is_not_a_fixer_and_fails_before_step_1(tmp_path: Pat
     logs = tmp_path / "logs"
     base = ["--config", str(REPO / "configs/demo/scene.yaml"), "--trainer.enable_progress_bar=false",
             f"--trainer.logger.init_args.save_dir={logs}", "--trainer.logger.init_args.version=0",
-            f"--data.init_args.path={tmp_path / 'scene'}", "--data.init_args.procedural_num_views=8",
-            "--data.init_args.procedural_size=24", "--data.init_args.test_every=4", "--trainer.max_steps=2",
+            f"--data.init_args.path={tmp_path / 'scene'}", "--data.init_args.procedural.num_views=8",
+            "--data.init_args.procedural.size=24", "--data.init_args.read.test_every=4", "--trainer.max_steps=2",
             "--model.init_args.predict.frames=0", f"--model.init_args.output_dir={tmp_path / 'out'}"]
     run(["fit", *base])
     scene_ckpt = next(logs.rglob("last.ckpt"))
     with pytest.raises(ValueError, match="GaussianSceneModule.*not a fixer"):
         check_fixer(str(scene_ckpt))
-    from lightning_modules.scene.load_scene import load_scene
+    from lightning_modules.scene.open_scene import open_scene
 
-    fixer_ckpt = DifixNet.tiny(seed=0).export_weights(tmp_path / "fixer.ckpt")
+    fixer_ckpt = tiny_net(seed=0).export_weights(tmp_path / "fixer.ckpt")
     with pytest.raises(ValueError, match="fixer checkpoint, not a scene"):
-        load_scene(fixer_ckpt)  # the viewer's scene argument
+        open_scene(fixer_ckpt)  # the viewer's scene argument
 
 
 @pytest.mark.parametrize(("doc", "error"), [
@@ -172,7 +173,7 @@ def test_nerf_options_that_make_no_sense_are_refused_by_name() -> None:
 
 
 def test_other_options_named(tmp_path: Path) -> None:
-    from lightning_modules.scene.module import GaussianSceneModule
+    from lightning_modules.scene.gaussians.module import GaussianSceneModule
     from lightning_modules.scene.path_video import PathSettings
 
     with pytest.raises(ValueError, match="means_lr"):
@@ -202,8 +203,8 @@ def test_a_scene_output_dir_that_cannot_be_written_fails_before_step_1(tmp_path:
     (tmp_path / "a_file").write_text("")
     args = ["fit", "--config", str(REPO / "configs/demo/scene.yaml"), "--trainer.enable_progress_bar=false",
             f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}", f"--data.init_args.path={tmp_path / 'scene'}",
-            "--data.init_args.procedural_num_views=8", "--data.init_args.procedural_size=24",
-            "--data.init_args.test_every=4", "--trainer.max_steps=2",
+            "--data.init_args.procedural.num_views=8", "--data.init_args.procedural.size=24",
+            "--data.init_args.read.test_every=4", "--trainer.max_steps=2",
             f"--model.init_args.output_dir={tmp_path / 'a_file' / 'out'}"]
     with pytest.raises(OSError, match="output_dir .*a_file/out cannot be written"):
         run(args)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from datamodules.cameras import (
+from datamodules.cameras.cameras import (
     Cameras,
     interpolate_path,
     look_at,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from main import cli_main
+from difix3d.cli import cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml"))

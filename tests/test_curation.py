@@ -16,18 +16,20 @@ import torch
 
 import lightning.pytorch as pl
 
-from callbacks import pair_store
-from callbacks.pair_writer import CYCLE_STAGE1_DIR, PairWriter
-from datamodules.cameras import pose_distance
-from datamodules.colmap import ColmapCamera, ColmapImage, ColmapPoints, colmap_pose_from_c2w, write_colmap_binary
-from datamodules.image_io import load_image, read_image_size, save_image
-from datamodules.pairs import PairDataModule, read_pairs_json
-from datamodules.procedural import make_procedural_scene
-from datamodules.read_scene import read_scene
-from datamodules.scene_data import SceneFormatError
-from datamodules.scene_datamodule import SceneDataModule
-from lightning_modules.scene.module import GaussianSceneModule
-from lightning_modules.scene.strategy import DefaultStrategy
+from datamodules.pairs import store as pair_store
+from callbacks.curation.pair_writer import CYCLE_STAGE1_DIR, PairWriter
+from datamodules.cameras.cameras import pose_distance
+from datamodules.readers.colmap import ColmapCamera, ColmapImage, ColmapPoints, colmap_pose_from_c2w, write_colmap_binary
+from datamodules.files.image_io import load_image, read_image_size, save_image
+from datamodules.pairs.datamodule import PairDataModule, read_pairs_json
+from datamodules.procedural.scene import make_procedural_scene
+from datamodules.readers.read_scene import read_scene
+from datamodules.readers.scene_data import ReadOptions, SceneFormatError
+
+READ_FIELDS = set(ReadOptions.__dataclass_fields__)
+from datamodules.scene.datamodule import SceneDataModule
+from lightning_modules.scene.gaussians.module import GaussianSceneModule
+from lightning_modules.scene.gaussians.strategy import DefaultStrategy
 from scene_writers import make_rig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +46,8 @@ def _fit(out: Path, scene: Path, steps: int = 6, fit_dir: Path | None = None, **
     data = {k[5:]: v for k, v in kwargs.items() if k.startswith("data_")}
     writer = {k: v for k, v in kwargs.items() if not k.startswith("data_")}
     writer.setdefault("scene_name", "proc")
-    dm = SceneDataModule(str(scene), **{"test_every": 4, "steps_per_epoch": 1000, **data})
+    read = ReadOptions(**{"test_every": 4, **{k: v for k, v in data.items() if k in READ_FIELDS}})
+    dm = SceneDataModule(str(scene), read=read, steps_per_epoch=1000, **{k: v for k, v in data.items() if k not in READ_FIELDS})
     model = GaussianSceneModule(sh_degree=0, max_init_points=300, strategy=DefaultStrategy(refine_start_iter=10**6),
                                 output_dir=str(fit_dir or out.parent / "fit"))
     trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, callbacks=[PairWriter(out_dir=str(out), **writer)],
@@ -165,14 +168,14 @@ def test_groups_by_colmap_camera_id_or_path_pattern(tmp_path: Path, scene: Path)
         read_scene(root, test_every=0, train_group="3")
     with pytest.raises(SceneFormatError, match="only COLMAP scenes"):
         read_scene(scene, train_group="1", group_by="camera_id")
-    dm = SceneDataModule(str(root), test_every=0, train_group="1")
+    dm = SceneDataModule(str(root), read=ReadOptions(test_every=0, train_group="1"))
     dm.setup()
     assert dm.heldout_indices == [3, 4, 5] and len(dm.heldout_images) == 3
     assert dm.heldout_cameras.names == ["left/img_1", "left/img_3", "left/img_5"]
 
 
 def _cli(config: str, root: Path, *args: str) -> None:
-    from main import cli_main
+    from difix3d.cli import cli_main
 
     with contextlib.redirect_stdout(io.StringIO()):
         cli_main(["fit", "--config", str(REPO / config), "--trainer.logger=false", "--trainer.enable_progress_bar=false",
@@ -184,13 +187,13 @@ def test_cycle_two_stages_through_the_demo_configs(tmp_path: Path) -> None:
     scene, out = tmp_path / "scene", tmp_path / "pairs"
     common = ["--trainer.max_steps=6", f"--trainer.callbacks.init_args.out_dir={out}", "--model.init_args.strategy.init_args.refine_start_iter=1000"]
     _cli("configs/demo/curate_cycle_stage1.yaml", tmp_path, *common, f"--data.init_args.path={scene}",
-         "--data.init_args.procedural_num_views=8", f"--data.init_args.procedural_size={SIZE}",
+         "--data.init_args.procedural.num_views=8", f"--data.init_args.procedural.size={SIZE}",
          f"--model.init_args.output_dir={tmp_path / 'fit1'}")
     stage1 = out / "procedural" / CYCLE_STAGE1_DIR
     assert not (out / "pairs.json").exists()  # stage 1 writes a scene, no pairs
     shifted = read_scene(stage1, normalize=False, test_every=0)
     manifest = json.loads((stage1 / "cycle_manifest.json").read_text())
-    original = SceneDataModule(str(scene), test_every=8)
+    original = SceneDataModule(str(scene), read=ReadOptions(test_every=8))
     original.setup()
     assert len(shifted) == len(manifest["images"]) == len(original.train_cameras) == 7
     # Each shifted camera is its original moved sideways (camera +x) by shift x scene_scale, same orientation.
@@ -244,7 +247,7 @@ def test_crash_mid_write_leaves_the_previous_pairs(scene: Path, tmp_path: Path, 
     out = tmp_path / "pairs"
     _fit(out, scene, strategy="sparse", data_train_every=2)
     before, files = (out / "pairs.json").read_text(), _files_under(out)
-    import callbacks.pair_writer as pw
+    import callbacks.curation.pair_writer as pw
 
     calls = {"n": 0}
 
@@ -347,7 +350,7 @@ def test_stale_staging_and_temp_files_of_killed_writers_are_removed(tmp_path: Pa
     import os
     import subprocess
 
-    from callbacks import pair_store
+    from datamodules.pairs import store as pair_store
 
     dead = subprocess.Popen(["true"])
     dead.wait()

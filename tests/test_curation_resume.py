@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from datamodules.image_io import load_image
-from datamodules.procedural import make_procedural_scene
+from datamodules.files.image_io import load_image
+from datamodules.procedural.scene import make_procedural_scene
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,10 +23,11 @@ import os, signal, sys
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from callbacks.checkpoints import AtomicCheckpointIO
-from callbacks.pair_writer import PairWriter
-from datamodules.scene_datamodule import SceneDataModule
-from lightning_modules.scene.module import GaussianSceneModule
-from lightning_modules.scene.strategy import DefaultStrategy
+from callbacks.curation.pair_writer import PairWriter
+from datamodules.readers.scene_data import ReadOptions
+from datamodules.scene.datamodule import SceneDataModule
+from lightning_modules.scene.gaussians.module import GaussianSceneModule
+from lightning_modules.scene.gaussians.strategy import DefaultStrategy
 
 scene, out, ckpts, kill_at, resume = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 
@@ -36,7 +37,7 @@ class Kill(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 pl.seed_everything(0)
-dm = SceneDataModule(scene, test_every=4, steps_per_epoch=1000)
+dm = SceneDataModule(scene, read=ReadOptions(test_every=4), steps_per_epoch=1000)
 model = GaussianSceneModule(sh_degree=0, max_init_points=300, strategy=DefaultStrategy(refine_start_iter=10**6),
                             output_dir=out + "_fit")
 writer = PairWriter(out_dir=out, scene_name="proc", strategy="underfit", render="train", at_fractions=[0.25, 0.5, 0.75])

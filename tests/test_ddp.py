@@ -39,16 +39,16 @@ trainer:
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
       init_args: {{dirpath: {ckpt}, save_last: true, save_top_k: 0}}
 model:
-  class_path: lightning_modules.difix.module.DifixModule
+  class_path: lightning_modules.difix.training.module.DifixModule
   init_args:
-    pretrained: null
+    net: {{pretrained: null}}
     w_lpips: 0.0
     w_gram: 0.0
     pretrained_backbone: false
     lr: 3.0e-3
     skip_lr_scale: 5.0
 data:
-  class_path: datamodules.pairs.PairDataModule
+  class_path: datamodules.pairs.datamodule.PairDataModule
   init_args:
     source: synthetic
     resolution: 32
@@ -86,7 +86,7 @@ def _column(rows: list[dict[str, str]], key: str) -> list[tuple[int, float]]:
 
 def _full_val_psnr_input() -> tuple[float, float]:
     """PSNR(input, target) over the whole validation set, and over rank 0's half only."""
-    from datamodules.pairs import PairDataModule
+    from datamodules.pairs.datamodule import PairDataModule
 
     data = PairDataModule(source="synthetic", resolution=32, crop_size=32, num_refs=1, degradations=["noise"],
                           degradation_strength=5.0, num_train=8, num_val=4, batch_size=1, val_batch_size=2,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from main import cli_main
+from difix3d.cli import cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,8 +42,8 @@ def test_difix3d_demo_config_fixes_and_reports_plain_and_fixed(tmp_path: Path) -
               f"--trainer.logger.init_args.save_dir={logs}", "--trainer.logger.init_args.version=0",
               "--trainer.callbacks.fixer=tiny", "--trainer.callbacks.start_step=2",
               "--trainer.callbacks.fix_every_n_steps=2", f"--data.init_args.path={scene}",
-              "--data.init_args.procedural_num_views=8", "--data.init_args.procedural_size=24",
-              "--data.init_args.test_every=4", "--data.init_args.train_every=1",
+              "--data.init_args.procedural.num_views=8", "--data.init_args.procedural.size=24",
+              "--data.init_args.read.test_every=4", "--data.init_args.read.train_every=1",
               "--data.init_args.steps_per_epoch=3", "--data.init_args.max_val_views=1",
               "--model.init_args.max_init_points=300", "--model.init_args.predict.frames=0",
               f"--model.init_args.output_dir={out}"]

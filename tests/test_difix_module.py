@@ -13,14 +13,16 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from datamodules.pairs import PairDataModule
-from lightning_modules.difix.module import DifixModule
-from lightning_modules.difix.net import DifixNet
+from datamodules.pairs.datamodule import PairDataModule
+from lightning_modules.difix.training.module import DifixModule
+from lightning_modules.difix.training.net_spec import DifixNetSpec
+from lightning_modules.difix.net.net import DifixNet
 from tolerances import CROSS_PATH
+from lightning_modules.difix.loading.builders import net_from_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-TINY = {"pretrained": None, "pretrained_backbone": False, "lr": 1e-3}
+TINY = {"net": DifixNetSpec(pretrained=None), "pretrained_backbone": False, "lr": 1e-3}
 
 
 def _trainer(tmp_path: Path, **kwargs: Any) -> Trainer:
@@ -41,7 +43,7 @@ def _synthetic(**kwargs: Any) -> PairDataModule:
 
 
 def test_construction_loads_nothing() -> None:
-    module = DifixModule(pretrained="stabilityai/sd-turbo")  # no hub access, no weights
+    module = DifixModule(net=DifixNetSpec(pretrained="stabilityai/sd-turbo"))  # no hub access, no weights
     assert module.net is None and module.lpips is None
 
 
@@ -91,10 +93,10 @@ def test_fit_logs_metrics_grid_and_saves_lean_checkpoint(tmp_path: Path) -> None
     module.net.eval()
     with torch.no_grad():
         expected = module.net(x, refs)
-        torch.testing.assert_close(DifixNet.from_checkpoint(path).eval()(x, refs), expected, **CROSS_PATH)
+        torch.testing.assert_close(net_from_checkpoint(path).eval()(x, refs), expected, **CROSS_PATH)
         # ...and so does the module's exported weights file.
         exported = module.export_weights(tmp_path / "difix.safetensors")
-        torch.testing.assert_close(DifixNet.from_checkpoint(exported).eval()(x, refs), expected, **CROSS_PATH)
+        torch.testing.assert_close(net_from_checkpoint(exported).eval()(x, refs), expected, **CROSS_PATH)
     # LightningModule.load_from_checkpoint builds the net and refills the frozen weights.
     reloaded = DifixModule.load_from_checkpoint(path)
     with torch.no_grad():
@@ -121,7 +123,7 @@ class _FixedPairs(Dataset):
 def test_val_lpips_is_logged_with_a_real_backbone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A real VGG16 file is 528 MB: LPIPS is replaced by a stand-in that needs none (mean |a - b|);
     # what is tested is that DifixModule computes and logs it when the backbone is real.
-    import lightning_modules.difix.losses as losses
+    import lightning_modules.difix.training.losses as losses
 
     class StandIn(torch.nn.Module):
         def __init__(self, **_: Any) -> None:
@@ -170,7 +172,7 @@ def test_pretrained_difix_module_checkpoint_fine_tunes_from_its_weights(tmp_path
     trainer.save_checkpoint(ckpt)
     export = trained.export_weights(tmp_path / "first.safetensors")
     for source in (ckpt, export):
-        module = DifixModule(**{**TINY, "pretrained": str(source)}, gram_warmup_steps=0, gram_crop_size=None)
+        module = DifixModule(**{**TINY, "net": DifixNetSpec(pretrained=str(source))}, gram_warmup_steps=0, gram_crop_size=None)
         module.configure_model()
         got, want = module.net.trainable_state_dict(), trained.net.trainable_state_dict()
         assert set(got) == set(want)
@@ -178,13 +180,13 @@ def test_pretrained_difix_module_checkpoint_fine_tunes_from_its_weights(tmp_path
             torch.testing.assert_close(got[key], value, rtol=0, atol=0, msg=key)  # the same tensors, loaded
         assert f"DifixModule checkpoint {source}" in module.net.describe()
     # ... and training continues from them (a second fit moves the weights on).
-    module = DifixModule(**{**TINY, "pretrained": str(ckpt)}, gram_warmup_steps=0, gram_crop_size=None)
+    module = DifixModule(**{**TINY, "net": DifixNetSpec(pretrained=str(ckpt))}, gram_warmup_steps=0, gram_crop_size=None)
     _trainer(tmp_path / "second", max_steps=2, limit_val_batches=0).fit(
         module, train_dataloaders=DataLoader(_FixedPairs(), batch_size=1, shuffle=False))
     moved = module.net.trainable_state_dict()
     assert any(not torch.equal(moved[k], v) for k, v in trained.net.trainable_state_dict().items())
     # Other LoRA ranks than the checkpoint's cannot load its weights: said with the stored ranks.
-    wrong = DifixModule(**{**TINY, "pretrained": str(ckpt)}, unet_lora_rank=4)
+    wrong = DifixModule(**{**TINY, "net": DifixNetSpec(pretrained=str(ckpt), unet_lora_rank=4)})
     with pytest.raises(KeyError, match="unet_lora_rank': 0"):
         wrong.configure_model()
 
@@ -258,7 +260,7 @@ def test_ssim_term_matches_torchmetrics_and_has_gradients() -> None:
 @pytest.mark.slow
 def test_demo_config_fixer_beats_raw_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CPU demo (~1 min): fixed val PSNR above the degraded input's, checkpoint and logs written."""
-    from main import cli_main
+    from difix3d.cli import cli_main
 
     config = Path(__file__).resolve().parents[1] / "configs" / "demo" / "difix.yaml"
     monkeypatch.chdir(tmp_path)  # lightning_logs/ and outputs/ land here

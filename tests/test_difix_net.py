@@ -7,20 +7,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_modules.difix.net import DifixNet, PretrainedNotFoundError
+from lightning_modules.difix.net.net import DifixNet
+from lightning_modules.difix.loading.hub_files import PretrainedNotFoundError
 from tolerances import CROSS_PATH
-from lightning_modules.difix.tiny import TINY_CONFIG, build_components, save_components
+from lightning_modules.difix.net.architectures import TINY_CONFIG, build_components, save_components
+from lightning_modules.difix.loading.base_models import tiny_net
+from lightning_modules.difix.loading.builders import net_from_checkpoint, net_from_pretrained
 
 
 @pytest.fixture(scope="module")
 def net() -> DifixNet:
-    return DifixNet.tiny(seed=0).eval()
+    return tiny_net(seed=0).eval()
 
 
 @pytest.fixture(scope="module")
 def plain_net() -> DifixNet:
     """Same weights, diffusers' default attention processors (no view mixing)."""
-    return DifixNet.tiny(seed=0, reference_attention=False).eval()
+    return tiny_net(seed=0, reference_attention=False).eval()
 
 
 def _images(*shape: int, seed: int = 1) -> torch.Tensor:
@@ -67,7 +70,7 @@ def test_all_views_output_decodes_every_slot(net: DifixNet) -> None:
 
 
 def test_trainable_and_frozen_sets() -> None:
-    net = DifixNet.tiny(seed=0)
+    net = tiny_net(seed=0)
     trainable = {n for n, p in net.named_parameters() if p.requires_grad}
     frozen = {n for n, p in net.named_parameters() if not p.requires_grad}
     assert not any(n.startswith("vae.encoder.") or n.startswith("vae.quant_conv") for n in trainable)
@@ -80,7 +83,7 @@ def test_trainable_and_frozen_sets() -> None:
     assert not any(type(m).__name__ == "CLIPTextModel" for m in net.modules())  # text encoder dropped
     assert all(c.weight.eq(1e-5).all() and c.bias is None for c in net.skips.convs)
 
-    lora = DifixNet.tiny(seed=0, unet_lora_rank=4)
+    lora = tiny_net(seed=0, unet_lora_rank=4)
     unet_trainable = [n for n, p in lora.unet.named_parameters() if p.requires_grad]
     assert unet_trainable and all("lora_" in n for n in unet_trainable)
     assert any(not p.requires_grad for p in lora.unet.parameters())
@@ -88,9 +91,9 @@ def test_trainable_and_frozen_sets() -> None:
 
 def test_build_is_seeded_and_leaves_global_rng_alone() -> None:
     rng = torch.random.get_rng_state()
-    a = DifixNet.tiny(seed=0, unet_lora_rank=2)
+    a = tiny_net(seed=0, unet_lora_rank=2)
     assert torch.equal(torch.random.get_rng_state(), rng)
-    b = DifixNet.tiny(seed=0, unet_lora_rank=2)
+    b = tiny_net(seed=0, unet_lora_rank=2)
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)  # LoRA A included
 
@@ -100,7 +103,7 @@ def test_gradient_checkpointing_keeps_skips_and_gradients() -> None:
     views = _images(1, 2, 3, 32, 32)
     grads = []
     for checkpointing in (False, True):
-        net = DifixNet.tiny(seed=0, gradient_checkpointing=checkpointing)
+        net = tiny_net(seed=0, gradient_checkpointing=checkpointing)
         with torch.no_grad():  # open the skips so their contribution is visible
             for conv in net.skips.convs:
                 conv.weight.fill_(0.05)
@@ -116,7 +119,7 @@ def test_gradient_checkpointing_keeps_skips_and_gradients() -> None:
 
 @pytest.mark.parametrize("size_mode", ["pad", "resize"])
 def test_odd_sizes_return_input_size(size_mode: str) -> None:
-    net = DifixNet.tiny(seed=0, size_mode=size_mode).eval()
+    net = tiny_net(seed=0, size_mode=size_mode).eval()
     x, refs = _images(1, 3, 37, 50), _images(1, 1, 3, 20, 30)  # refs are resized to the render
     with torch.no_grad():
         out = net(x, refs)
@@ -128,7 +131,7 @@ def test_residual_output_changes_the_image_only_by_the_denoising_step(tmp_path: 
     """output="residual": input + decode(x0) - decode(z); a step that leaves the latent alone is identity."""
     import types
 
-    net = DifixNet.tiny(seed=0, output="residual").eval()
+    net = tiny_net(seed=0, output="residual").eval()
     x, refs = _images(2, 3, 37, 50), _images(2, 1, 3, 37, 50, seed=5)
     with torch.no_grad():
         moved = net(x, refs)
@@ -144,13 +147,13 @@ def test_residual_output_changes_the_image_only_by_the_denoising_step(tmp_path: 
         assert (net(x, refs) - x).abs().mean() > 0.05
     # The option is part of the build config: an export rebuilds a residual net.
     net.output = "residual"
-    assert DifixNet.from_checkpoint(net.export_weights(tmp_path / "w.pt")).output == "residual"
+    assert net_from_checkpoint(net.export_weights(tmp_path / "w.pt")).output == "residual"
     with pytest.raises(ValueError, match="output"):
-        DifixNet.tiny(seed=0, output="blend")
+        tiny_net(seed=0, output="blend")
 
 
 def test_export_and_from_checkpoint_reproduce_outputs(tmp_path: Path) -> None:
-    net = DifixNet.tiny(seed=0)
+    net = tiny_net(seed=0)
     with torch.no_grad():  # stand-in for training: move every trained tensor
         for p in net.trainable_parameters():
             p.add_(torch.randn_like(p) * 0.01)
@@ -160,7 +163,7 @@ def test_export_and_from_checkpoint_reproduce_outputs(tmp_path: Path) -> None:
         expected = net(x, refs)
     for name in ("weights.safetensors", "weights.pt"):
         path = net.export_weights(tmp_path / name)
-        loaded = DifixNet.from_checkpoint(path).eval()
+        loaded = net_from_checkpoint(path).eval()
         with torch.no_grad():
             torch.testing.assert_close(loaded(x, refs), expected, **CROSS_PATH)
     keys = set(net.trainable_state_dict())
@@ -172,43 +175,43 @@ def test_from_checkpoint_names_bad_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pt"
     torch.save({"x": torch.zeros(1)}, bad)
     with pytest.raises(ValueError, match="bad.pt"):
-        DifixNet.from_checkpoint(bad)
+        net_from_checkpoint(bad)
 
 
 def test_from_pretrained_local_sd_folder(tmp_path: Path) -> None:
     folder = save_components(build_components(TINY_CONFIG, seed=0), tmp_path / "tiny-sd")
     assert {p.name for p in folder.iterdir()} == {"unet", "vae", "scheduler", "text_encoder", "tokenizer"}
-    net = DifixNet.from_pretrained(str(folder)).eval()
+    net = net_from_pretrained(str(folder)).eval()
     assert net.build_config["base"] == {"kind": "pretrained", "name_or_path": str(folder), "revision": None}
     assert not any(type(m).__name__ == "CLIPTextModel" for m in net.modules())
     x = _images(1, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(net(x), DifixNet.tiny(seed=0).eval()(x), **CROSS_PATH)
+        torch.testing.assert_close(net(x), tiny_net(seed=0).eval()(x), **CROSS_PATH)
     # Exported weights of a folder-based net rebuild from the folder (no text encoder needed).
     path = net.export_weights(tmp_path / "w.safetensors")
     with torch.no_grad():
-        torch.testing.assert_close(DifixNet.from_checkpoint(path).eval()(x), net(x), **CROSS_PATH)
+        torch.testing.assert_close(net_from_checkpoint(path).eval()(x), net(x), **CROSS_PATH)
 
 
 def test_offline_pretrained_error_says_what_to_download(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(PretrainedNotFoundError) as info:
-            DifixNet.from_pretrained("stabilityai/sd-turbo", cache_dir=str(tmp_path / "empty-cache"))
+            net_from_pretrained("stabilityai/sd-turbo", cache_dir=str(tmp_path / "empty-cache"))
     message = str(info.value)
     assert "hf download stabilityai/sd-turbo --local-dir" in message
     assert "huggingface-cli download stabilityai/sd-turbo" in message
     assert "HF_HOME" in message
     (tmp_path / "partial" / "unet").mkdir(parents=True)
     with pytest.raises(PretrainedNotFoundError, match="missing subfolders.*vae"):
-        DifixNet.from_pretrained(str(tmp_path / "partial"))
+        net_from_pretrained(str(tmp_path / "partial"))
 
 
 def test_processors_are_per_instance(net: DifixNet) -> None:
     from diffusers import UNet2DConditionModel
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    from lightning_modules.difix.attention import MultiViewAttnProcessor
+    from lightning_modules.difix.net.attention import MultiViewAttnProcessor
 
     kinds = {name: type(p) for name, p in net.unet.attn_processors.items()}
     assert all(k is MultiViewAttnProcessor for n, k in kinds.items() if n.endswith("attn1.processor"))

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_modules.difix.fixer_spec import load_fixer
-from datamodules.image_io import load_image, save_image
+from lightning_modules.difix.fixers.spec import load_fixer
+from datamodules.files.image_io import load_image, save_image
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fix_images.py"

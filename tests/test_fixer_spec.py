@@ -8,11 +8,14 @@ import pytest
 import torch
 from difix_artefacts import trained_tiny, write_published_folder, write_reference_pkl
 
-import lightning_modules.difix.fixer_spec as fixer_spec
-from lightning_modules.difix.fixer_spec import FixerSpec, as_fixer_spec, load_fixer
-from lightning_modules.difix.image_fixer import IdentityFixer, ImageFixer
-from lightning_modules.difix.module import DifixModule
-from lightning_modules.difix.net import DifixNet
+import lightning_modules.difix.fixers.spec as fixer_spec
+from lightning_modules.difix.fixers.spec import FixerSpec, as_fixer_spec, load_fixer
+from lightning_modules.difix.fixers.image_fixer import IdentityFixer, ImageFixer
+from lightning_modules.difix.training.module import DifixModule
+from lightning_modules.difix.training.net_spec import DifixNetSpec
+from lightning_modules.difix.net.net import DifixNet
+from lightning_modules.difix.loading.base_models import tiny_net
+from lightning_modules.difix.loading.builders import net_from_pretrained
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 TOL = {"atol": 1e-5, "rtol": 0}
@@ -25,9 +28,9 @@ def spellings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, 
     weights = trained_tiny(seed=0)
     folder = write_published_folder(weights, root / "difix_ref", multiview=True)
     pkl = write_reference_pkl(weights, root / "model_10.pkl", root / "sd-turbo-tiny")
-    export = DifixNet.from_pretrained(str(folder)).export_weights(root / "fixer.safetensors")
+    export = net_from_pretrained(str(folder)).export_weights(root / "fixer.safetensors")
     return {"published folder": (str(folder), weights), "reference pkl": (str(pkl), weights),
-            "exported weights": (str(export), weights), "tiny": ("tiny:0", DifixNet.tiny(seed=0))}
+            "exported weights": (str(export), weights), "tiny": ("tiny:0", tiny_net(seed=0))}
 
 
 @pytest.fixture
@@ -35,7 +38,7 @@ def local_reference_base(spellings, monkeypatch: pytest.MonkeyPatch) -> None:
     """The pkl's base is stabilityai/sd-turbo on the hub; here the tiny base folder beside it."""
     base = str(Path(spellings["reference pkl"][0]).parent / "sd-turbo-tiny")
     monkeypatch.setattr(fixer_spec, "REFERENCE_BASE", base)
-    import lightning_modules.difix.fixer_checks as checks
+    import lightning_modules.difix.fixers.checks as checks
 
     monkeypatch.setattr(checks, "REFERENCE_BASE", base)
 
@@ -52,7 +55,7 @@ def test_every_spelling_loads_the_same_weights_for_difix_module_and_load_fixer(
     x, refs = _inputs()
     with torch.no_grad():
         expected = weights.eval()(x, refs)
-        module = DifixModule(pretrained=name, pretrained_backbone=False, w_lpips=0.0, w_gram=0.0)
+        module = DifixModule(net=DifixNetSpec(pretrained=name), pretrained_backbone=False, w_lpips=0.0, w_gram=0.0)
         module.configure_model()
         torch.testing.assert_close(module.net.eval()(x, refs), expected, **TOL)
         torch.testing.assert_close(load_fixer(FixerSpec(name=name, dtype="float32"))(x, refs), expected, **TOL)
@@ -62,7 +65,7 @@ def test_callers_pass_their_spec_through_the_one_loader(spellings, monkeypatch: 
                                                         tmp_path: Path) -> None:
     from callbacks.post_render_fix import NearestViewFix
     from callbacks.progressive_fix import ProgressiveFixCallback
-    from callbacks.viewer import ViewerCallback
+    from callbacks.viewer.callback import ViewerCallback
 
     calls: list[tuple[str, dict]] = []
     real = fixer_spec.build_difix_net
@@ -85,7 +88,7 @@ def test_callers_pass_their_spec_through_the_one_loader(spellings, monkeypatch: 
     module_spec = importlib.util.spec_from_file_location("fix_images", script)
     fix_images = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(fix_images)
-    from datamodules.image_io import save_image
+    from datamodules.files.image_io import save_image
 
     save_image(torch.rand(3, 16, 16), tmp_path / "a.png")
     fix_images.main(["--fixer", spec.name, "--images", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_modules.scene.gaussians import Gaussians, knn_rms_distance, rgb_to_sh, sh_to_rgb
-from lightning_modules.scene.ply import read_ply, rotate_sh, transform_splats, write_ply
-from lightning_modules.scene.strategy import DefaultStrategy, MCMCStrategy, compute_relocation_torch
+from lightning_modules.scene.gaussians.splats import Gaussians, knn_rms_distance, rgb_to_sh, sh_to_rgb
+from lightning_modules.scene.gaussians.ply import read_ply, rotate_sh, transform_splats, write_ply
+from lightning_modules.scene.gaussians.strategy import DefaultStrategy, MCMCStrategy, compute_relocation_torch
 
 
 def _random_gaussians(n: int = 50, sh_degree: int = 3, seed: int = 0) -> Gaussians:
@@ -138,7 +138,7 @@ def test_rotate_sh_keeps_view_dependent_colour() -> None:
     T = torch.eye(4, dtype=torch.float64)
     T[:3, :3] = R
     moved = transform_splats(splats, T)
-    from datamodules.cameras import quat_to_rotmat
+    from datamodules.cameras.cameras import quat_to_rotmat
 
     assert torch.allclose(quat_to_rotmat(moved["quats"].double())[0], R, atol=1e-5)
 
@@ -249,7 +249,7 @@ def test_mcmc_strategy_runs_on_cpu_and_adds_gaussians() -> None:
 def test_atomic_writes_get_normal_permissions(tmp_path: Path) -> None:
     import os
 
-    from datamodules.json_io import umask_mode, write_json_atomic
+    from datamodules.files.json_io import umask_mode, write_json_atomic
 
     ply = write_ply(tmp_path / "g.ply", _random_gaussians(3).raw())
     js = write_json_atomic(tmp_path / "m.json", {"a": 1})

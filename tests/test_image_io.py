@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.image_io import list_images, load_image, read_image_size, save_image
+from datamodules.files.image_io import list_images, load_image, read_image_size, save_image
 
 
 def test_save_load_round_trip_is_exact_to_8_bits(tmp_path):

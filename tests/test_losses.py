@@ -7,8 +7,8 @@ import pytest
 import torch
 from torchvision.transforms.v2.functional import gaussian_blur
 
-from lightning_modules.difix.backbones import load_vgg16, torchvision_cache_path
-from lightning_modules.difix.losses import GRAM_LAYER_WEIGHTS, GramLoss, LPIPSLoss, gram_loss_from_features
+from lightning_modules.difix.training.backbones import load_vgg16, torchvision_cache_path
+from lightning_modules.difix.training.losses import GRAM_LAYER_WEIGHTS, GramLoss, LPIPSLoss, gram_loss_from_features
 
 VGG_FILE = "vgg16-397923af.pth"
 

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from datamodules.mixed_pairs import MixedPairDataModule
-from datamodules.pairs import PairDataError, PairDataModule
+from datamodules.pairs.mixed import MixedPairDataModule
+from datamodules.pairs.datamodule import PairDataError, PairDataModule
 
 
 def _synthetic(num_train: int, num_val: int, seed: int, num_refs: int = 1) -> PairDataModule:
@@ -40,7 +40,7 @@ def test_rejects_bad_settings() -> None:
 def test_an_extra_pairs_json_needs_only_a_train_split(tmp_path) -> None:
     # Pairs curated from other scenes (PairWriter with split "train") have no val/test split:
     # only the primary's are used, so the extra source must load without them.
-    from datamodules.image_io import save_image
+    from datamodules.files.image_io import save_image
     items = []
     for i in range(3):
         for kind in ("render", "target", "ref"):

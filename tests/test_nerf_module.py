@@ -10,14 +10,15 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from datamodules.procedural import make_procedural_scene
-from datamodules.scene_datamodule import SceneDataModule, collate_views
+from datamodules.procedural.scene import make_procedural_scene
+from datamodules.readers.scene_data import ReadOptions
+from datamodules.scene.datamodule import SceneDataModule, collate_views
 from lightning_modules.scene.evaluation import EvalSettings
 from lightning_modules.scene.nerf.field import FieldSettings
 from lightning_modules.scene.nerf.model import SamplingSettings
 from lightning_modules.scene.nerf.module import NerfSceneModule
 from lightning_modules.scene.path_video import PathSettings
-from main import cli_main
+from difix3d.cli import cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model.init_args.field.num_levels=4", "--model.init_args.field.max_res=32", "--model.init_args.field.log2_hashmap_size=10",
@@ -43,7 +44,7 @@ def tiny_nerf(tmp_path: Path, **kw) -> NerfSceneModule:
 
 
 def data(scene_dir: Path) -> SceneDataModule:
-    return SceneDataModule(path=str(scene_dir), test_every=4, steps_per_epoch=1000, max_val_views=1)
+    return SceneDataModule(path=str(scene_dir), read=ReadOptions(test_every=4), steps_per_epoch=1000, max_val_views=1)
 
 
 def trainer(tmp_path: Path, max_steps: int, **kw) -> pl.Trainer:
@@ -128,7 +129,7 @@ def test_difix3d_nerf_demo_config_fixes_tests_and_predicts(scene_dir: Path, tmp_
     common = ["--config", str(REPO / "configs/demo/difix3d_nerf.yaml"), "--trainer.enable_progress_bar=false",
               f"--trainer.logger.init_args.save_dir={logs}", "--trainer.logger.init_args.version=0",
               "--trainer.callbacks.fixer=tiny", "--trainer.callbacks.start_step=2", "--trainer.callbacks.fix_every_n_steps=2",
-              f"--data.init_args.path={scene_dir}", "--data.init_args.test_every=4", "--data.init_args.train_every=1",
+              f"--data.init_args.path={scene_dir}", "--data.init_args.read.test_every=4", "--data.init_args.read.train_every=1",
               "--data.init_args.steps_per_epoch=3", "--data.init_args.max_val_views=1",
               "--model.init_args.predict.frames=2", f"--model.init_args.output_dir={out}", "--trainer.log_every_n_steps=1",
               *TINY]
@@ -152,7 +153,7 @@ def test_difix3d_nerf_demo_config_fixes_tests_and_predicts(scene_dir: Path, tmp_
 
 
 def test_pair_writer_curates_from_a_nerf(scene_dir: Path, tmp_path: Path) -> None:
-    from callbacks.pair_writer import PairWriter
+    from callbacks.curation.pair_writer import PairWriter
 
     pairs = tmp_path / "pairs"
     writer = PairWriter(out_dir=str(pairs), scene_name="proc", strategy="sparse", render="heldout", max_views=2)
@@ -171,7 +172,7 @@ def test_lego_demo_config_runs_a_step(shared_data: Path, tmp_path: Path) -> None
         cli_main(["fit", "--config", str(REPO / "configs/demo/nerf_lego.yaml"), "--trainer.max_steps=2",
                   f"--data.init_args.path={shared_data / 'lego_blender_400'}", "--trainer.limit_val_batches=0",
                   "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path}",
-                  "--model.init_args.num_rays=256", "--data.init_args.max_train_views=4"])
+                  "--model.init_args.num_rays=256", "--data.init_args.read.max_train_views=4"])
     assert list(tmp_path.rglob("last.ckpt"))
 
 

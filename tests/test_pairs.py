@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.degradations import DEGRADATIONS, Degrader, make_generator, procedural_image, shift_image
-from datamodules.image_io import load_image, save_image
-from datamodules.pairs import PairDataError, PairDataModule
+from datamodules.pairs.degradations import DEGRADATIONS, Degrader, make_generator, procedural_image, shift_image
+from datamodules.files.image_io import load_image, save_image
+from datamodules.pairs.datamodule import PairDataError, PairDataModule
 
 H, W = 24, 32
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.cameras import Cameras, look_at
+from datamodules.cameras.cameras import Cameras, look_at
 from lightning_modules.scene.path_video import label_image, render_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,15 +96,15 @@ def test_label_draws_text_in_the_corner() -> None:
 
 
 def test_predict_on_the_difix3d_demo_writes_plain_fixed_and_compare_videos(tmp_path: Path) -> None:
-    from main import cli_main
+    from difix3d.cli import cli_main
 
     logs, out = tmp_path / "logs", tmp_path / "out"
     common = ["--config", str(REPO / "configs/demo/difix3d.yaml"), "--trainer.enable_progress_bar=false",
               f"--trainer.logger.init_args.save_dir={logs}", "--trainer.logger.init_args.version=0",
               "--trainer.callbacks.fixer=tiny", "--trainer.callbacks.start_step=100",
-              f"--data.init_args.path={tmp_path / 'scene'}", "--data.init_args.procedural_num_views=8",
-              "--data.init_args.procedural_size=24", "--data.init_args.test_every=4",
-              "--data.init_args.train_every=1", "--data.init_args.steps_per_epoch=2",
+              f"--data.init_args.path={tmp_path / 'scene'}", "--data.init_args.procedural.num_views=8",
+              "--data.init_args.procedural.size=24", "--data.init_args.read.test_every=4",
+              "--data.init_args.read.train_every=1", "--data.init_args.steps_per_epoch=2",
               "--data.init_args.max_val_views=1", "--model.init_args.max_init_points=200",
               "--model.init_args.predict.frames=4", f"--model.init_args.output_dir={out}"]
     with contextlib.redirect_stdout(io.StringIO()):

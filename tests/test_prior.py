@@ -6,13 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules import prior_corpus
-from datamodules.image_io import save_image
-from datamodules.prior_corpus import PriorCorpusDataModule
-from lightning_modules.difix.module import DifixModule
-from lightning_modules.difix.net import DifixNet
-from lightning_modules.difix.prior_loading import is_prior_checkpoint, read_prior
+from datamodules.pairs import prior_corpus
+from datamodules.files.image_io import save_image
+from datamodules.pairs.prior_corpus import PriorCorpusDataModule
+from lightning_modules.difix.training.module import DifixModule
+from lightning_modules.difix.training.net_spec import DifixNetSpec
+from lightning_modules.difix.net.net import DifixNet
+from lightning_modules.difix.loading.from_prior import is_prior_checkpoint, read_prior
 from tolerances import CROSS_PATH
+from lightning_modules.difix.loading.builders import net_from_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -53,7 +55,7 @@ def test_corpus_rejects_bad_settings() -> None:
 
 
 def test_prior_trains_through_main_and_starts_difix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from main import cli_main
+    from difix3d.cli import cli_main
 
     out = tmp_path / "prior"
     cli_main(["fit", "--config", str(REPO / "configs/demo/prior.yaml"), "--trainer.logger=false",
@@ -69,7 +71,7 @@ def test_prior_trains_through_main_and_starts_difix(tmp_path: Path, monkeypatch:
     assert info["config"]["vae"]["latent_channels"] == 4 and info["timestep"] == 199
 
     # DifixModule starts from it the way it starts from SD-Turbo: VAE, UNet, skips, prompt loaded.
-    module = DifixModule(pretrained=str(ckpt), pretrained_backbone=False, w_lpips=0.0, w_gram=0.0)
+    module = DifixModule(net=DifixNetSpec(pretrained=str(ckpt)), pretrained_backbone=False, w_lpips=0.0, w_gram=0.0)
     module.configure_model()
     net = module.net
     assert net.build_config["base"]["kind"] == "prior"
@@ -87,20 +89,21 @@ def test_prior_trains_through_main_and_starts_difix(tmp_path: Path, monkeypatch:
             p.add_(0.01)  # stands in for fine-tuning of a trained tensor
         expected = net.eval()(x, refs)
         exported = module.export_weights(tmp_path / "fixer.pt")
-        torch.testing.assert_close(DifixNet.from_checkpoint(exported).eval()(x, refs), expected, **CROSS_PATH)
+        torch.testing.assert_close(net_from_checkpoint(exported).eval()(x, refs), expected, **CROSS_PATH)
 
     # ... from any working directory (the prior's path is stored absolute), and a missing prior
     # is named with the way out.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    relative = DifixModule(pretrained="../prior/last.ckpt", pretrained_backbone=False, w_lpips=0.0, w_gram=0.0)
+    relative = DifixModule(net=DifixNetSpec(pretrained="../prior/last.ckpt"), pretrained_backbone=False, w_lpips=0.0,
+                           w_gram=0.0)
     relative.configure_model()
     assert relative.net.build_config["base"]["path"] == str(ckpt.resolve())
     moved = tmp_path / "moved.ckpt"
     ckpt.rename(moved)
     with pytest.raises(FileNotFoundError, match="pretrained"):
-        DifixNet.from_checkpoint(exported)
+        net_from_checkpoint(exported)
     with torch.no_grad():
-        torch.testing.assert_close(DifixNet.from_checkpoint(exported, pretrained=str(moved)).eval()(x, refs),
+        torch.testing.assert_close(net_from_checkpoint(exported, pretrained=str(moved)).eval()(x, refs),
                                    expected, **CROSS_PATH)

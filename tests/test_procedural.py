@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import datamodules.procedural as procedural
-from datamodules.image_io import load_image
-from datamodules.procedural import ProceduralScene, first_hit, is_complete, main, make_procedural_scene
-from datamodules.read_scene import read_scene
+import datamodules.procedural.scene as procedural
+from datamodules.files.image_io import load_image
+from datamodules.procedural.scene import ProceduralScene, first_hit, is_complete, main, make_procedural_scene
+from datamodules.readers.read_scene import read_scene
 
 
 @pytest.fixture(scope="module")

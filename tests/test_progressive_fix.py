@@ -10,14 +10,15 @@ import pytest
 import torch
 
 from callbacks.progressive_fix import ProgressiveFixCallback
-from datamodules.cameras import Cameras, look_at, pose_distance
-from datamodules.procedural import make_procedural_scene
-from datamodules.scene_datamodule import SceneDataModule
-from lightning_modules.scene.losses import photometric_loss
+from datamodules.cameras.cameras import Cameras, look_at, pose_distance
+from datamodules.procedural.scene import make_procedural_scene
+from datamodules.readers.scene_data import ReadOptions
+from datamodules.scene.datamodule import SceneDataModule
+from lightning_modules.scene.gaussians.losses import photometric_loss
 from lightning_modules.scene.evaluation import EvalSettings
-from lightning_modules.scene.module import GaussianSceneModule
+from lightning_modules.scene.gaussians.module import GaussianSceneModule
 from lightning_modules.scene.path_video import PathSettings
-from lightning_modules.scene.strategy import DefaultStrategy
+from lightning_modules.scene.gaussians.strategy import DefaultStrategy
 
 
 def ring(n: int, radius: float, height: float = 0.0) -> torch.Tensor:
@@ -97,7 +98,7 @@ def small_module(tmp_path: Path) -> GaussianSceneModule:
 
 
 def small_data(scene_dir: Path) -> SceneDataModule:
-    return SceneDataModule(path=str(scene_dir), test_every=4, steps_per_epoch=1000, max_val_views=1)
+    return SceneDataModule(path=str(scene_dir), read=ReadOptions(test_every=4), steps_per_epoch=1000, max_val_views=1)
 
 
 def make_trainer(tmp_path: Path, max_steps: int, callbacks: list) -> pl.Trainer:

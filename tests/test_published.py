@@ -10,9 +10,12 @@ import torch
 from difix_artefacts import LEGACY_GUESS_UNET, trained_tiny, write_published_folder, write_reference_pkl, write_vae
 from safetensors.torch import load_file, save_file
 
-from lightning_modules.difix.fixer_spec import FixerSpec, check_fixer, load_fixer
-from lightning_modules.difix.net import DifixNet, PretrainedNotFoundError
-from lightning_modules.difix.published import WeightKeyError
+from lightning_modules.difix.fixers.spec import FixerSpec, check_fixer, load_fixer
+from lightning_modules.difix.net.net import DifixNet
+from lightning_modules.difix.loading.hub_files import PretrainedNotFoundError
+from lightning_modules.difix.loading.published import WeightKeyError
+from lightning_modules.difix.loading.builders import net_from_checkpoint, net_from_pretrained
+from lightning_modules.difix.loading.published import net_from_reference_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 TOL = {"atol": 1e-5, "rtol": 0}
@@ -46,7 +49,7 @@ def _copy(folder: Path, dst: Path) -> Path:
 
 
 def test_published_folder_matches_the_net_holding_the_same_weights(folder: Path, ref: DifixNet, inputs) -> None:
-    net = DifixNet.from_pretrained(str(folder))
+    net = net_from_pretrained(str(folder))
     assert net.reference_attention and net.build_config["vae_lora_rank"] == 4
     torch.testing.assert_close(_out(net, inputs), _out(ref, inputs), **TOL)
     torch.testing.assert_close(_out(net, inputs, with_ref=False), _out(ref, inputs, with_ref=False), **TOL)
@@ -54,23 +57,23 @@ def test_published_folder_matches_the_net_holding_the_same_weights(folder: Path,
     assert {n for n, p in net.named_parameters() if p.requires_grad} == {
         n for n, p in ref.named_parameters() if p.requires_grad}
     # Decoder LoRA merged into the decoder (vae_lora_rank=0): same output, no LoRA tensors.
-    merged = DifixNet.from_pretrained(str(folder), vae_lora_rank=0)
+    merged = net_from_pretrained(str(folder), vae_lora_rank=0)
     assert not any("lora" in k for k in merged.state_dict())
     torch.testing.assert_close(_out(merged, inputs), _out(ref, inputs), **TOL)
 
 
 def test_skip_lora_decoder_lora_and_reference_attention_each_change_the_output(
         folder: Path, inputs, tmp_path: Path) -> None:
-    base = _out(DifixNet.from_pretrained(str(folder)), inputs)
+    base = _out(net_from_pretrained(str(folder)), inputs)
     state = load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
     for key in ("decoder.skip_conv_1.lora_B.vae_skip.weight", "decoder.skip_conv_4.lora_A.vae_skip.weight",
                 "decoder.up_blocks.0.resnets.0.conv1.lora_B.vae_skip.weight"):
         edited = _copy(folder, tmp_path / key)
         write_vae(edited, {**state, key: state[key] + 0.5})
-        assert (_out(DifixNet.from_pretrained(str(edited)), inputs) - base).abs().max() > 1e-3, key
+        assert (_out(net_from_pretrained(str(edited)), inputs) - base).abs().max() > 1e-3, key
     # nvidia/difix (the UNet entry is the stock class, no module file): no reference attention.
     plain = write_published_folder(trained_tiny(seed=0), tmp_path / "difix", multiview=False)
-    net = DifixNet.from_pretrained(str(plain))
+    net = net_from_pretrained(str(plain))
     assert not net.reference_attention
     assert (_out(net, inputs) - base).abs().max() > 1e-3
 
@@ -80,7 +83,7 @@ def test_skip_convs_feed_the_decoder_as_the_reference_vae_forward_does(folder: P
     the input of up block n-1, where encoder_acts[i] is the input of encoder down block i."""
     import torch.nn.functional as F
 
-    net = DifixNet.from_pretrained(str(folder)).eval()
+    net = net_from_pretrained(str(folder)).eval()
     state = load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
     skip = {n: state[f"decoder.skip_conv_{n}.base_layer.weight"] + 2.0 * torch.einsum(
         "or,rikl->oikl", state[f"decoder.skip_conv_{n}.lora_B.vae_skip.weight"].flatten(1),
@@ -109,22 +112,22 @@ def test_folder_without_model_index_is_recognised_by_its_vae_keys(folder: Path, 
                                                                      tmp_path: Path) -> None:
     bare = _copy(folder, tmp_path / "bare")
     (bare / "model_index.json").unlink()
-    net = DifixNet.from_pretrained(str(bare), reference_attention=True)
+    net = net_from_pretrained(str(bare), reference_attention=True)
     torch.testing.assert_close(_out(net, inputs), _out(ref, inputs), **TOL)
 
 
 def test_merged_layout_loads_for_inference_and_for_fine_tuning_with_new_lora(folder: Path, ref: DifixNet, inputs,
                                                                               tmp_path: Path) -> None:
-    merged = DifixNet.from_pretrained(str(folder), vae_lora_rank=0)
+    merged = net_from_pretrained(str(folder), vae_lora_rank=0)
     flat = _copy(folder, tmp_path / "merged")
     vae = {k[4:]: v for k, v in merged.state_dict().items() if k.startswith("vae.")}
     vae.update({f"decoder.skip_conv_{j + 1}.weight": c.weight.detach() for j, c in enumerate(merged.skips.convs)})
     write_vae(flat, vae)
-    torch.testing.assert_close(_out(DifixNet.from_pretrained(str(flat)), inputs), _out(ref, inputs), **TOL)
-    with_lora = DifixNet.from_pretrained(str(flat), vae_lora_rank=4)
+    torch.testing.assert_close(_out(net_from_pretrained(str(flat)), inputs), _out(ref, inputs), **TOL)
+    with_lora = net_from_pretrained(str(flat), vae_lora_rank=4)
     assert any("lora_A" in n for n, p in with_lora.named_parameters() if p.requires_grad)
     torch.testing.assert_close(_out(with_lora, inputs), _out(ref, inputs), **TOL)
-    unet_lora = DifixNet.from_pretrained(str(folder), unet_lora_rank=4)  # fine-tune a UNet LoRA on it
+    unet_lora = net_from_pretrained(str(folder), unet_lora_rank=4)  # fine-tune a UNet LoRA on it
     assert all("lora_" in n for n, p in unet_lora.unet.named_parameters() if p.requires_grad)
     torch.testing.assert_close(_out(unet_lora, inputs), _out(ref, inputs), **TOL)
 
@@ -134,60 +137,60 @@ def test_unknown_and_missing_weights_raise_naming_the_key(folder: Path, tmp_path
     extra = _copy(folder, tmp_path / "extra")
     write_vae(extra, {**state, "decoder.skip_conv_5.weight": torch.zeros(4, 4, 1, 1)})
     with pytest.raises(WeightKeyError, match="skip_conv_5"):
-        DifixNet.from_pretrained(str(extra))
+        net_from_pretrained(str(extra))
     odd = _copy(folder, tmp_path / "odd")
     write_vae(odd, {**state, "decoder.conv_norm_out.lora_A.vae_skip.weight": torch.zeros(4, 64),
                     "decoder.conv_norm_out.lora_B.vae_skip.weight": torch.zeros(64, 4)})
     with pytest.raises(WeightKeyError, match="decoder.conv_norm_out.lora_A.vae_skip.weight"):
-        DifixNet.from_pretrained(str(odd))
+        net_from_pretrained(str(odd))
     for gone in ("decoder.skip_conv_2.base_layer.weight", "decoder.up_blocks.1.resnets.0.conv2.lora_A.vae_skip.weight",
                  "decoder.conv_out.base_layer.bias", "encoder.conv_in.weight"):
         cut = _copy(folder, tmp_path / gone)
         write_vae(cut, {k: v for k, v in state.items() if k != gone})
         with pytest.raises(WeightKeyError, match=gone.replace(".", r"\.")):
-            DifixNet.from_pretrained(str(cut))
+            net_from_pretrained(str(cut))
     unet = _copy(folder, tmp_path / "unet")
     unet_state = load_file(str(unet / "unet" / "diffusion_pytorch_model.safetensors"))
     gone = "conv_in.weight"
     save_file({k: v for k, v in unet_state.items() if k != gone}, str(unet / "unet" / "diffusion_pytorch_model.safetensors"))
     with pytest.raises(WeightKeyError, match="'conv_in.weight'"):
-        DifixNet.from_pretrained(str(unet))
+        net_from_pretrained(str(unet))
 
 
 def test_reference_pkl_loads_on_its_base(ref: DifixNet, inputs, tmp_path: Path) -> None:
     pkl = write_reference_pkl(ref, tmp_path / "model_1000.pkl", tmp_path / "sd-turbo-tiny")
-    net = DifixNet.from_reference_checkpoint(pkl, base=str(tmp_path / "sd-turbo-tiny"))
+    net = net_from_reference_checkpoint(pkl, base=str(tmp_path / "sd-turbo-tiny"))
     torch.testing.assert_close(_out(net, inputs), _out(ref, inputs), **TOL)
-    merged = DifixNet.from_reference_checkpoint(pkl, base=str(tmp_path / "sd-turbo-tiny"), vae_lora_rank=0)
+    merged = net_from_reference_checkpoint(pkl, base=str(tmp_path / "sd-turbo-tiny"), vae_lora_rank=0)
     torch.testing.assert_close(_out(merged, inputs), _out(ref, inputs), **TOL)
-    unet_lora = DifixNet.from_reference_checkpoint(pkl, base=str(tmp_path / "sd-turbo-tiny"), unet_lora_rank=4)
+    unet_lora = net_from_reference_checkpoint(pkl, base=str(tmp_path / "sd-turbo-tiny"), unet_lora_rank=4)
     torch.testing.assert_close(_out(unet_lora, inputs), _out(ref, inputs), **TOL)
     # A fixer fine-tuned from the pkl rebuilds from it (build_config base "reference_checkpoint").
     export = net.export_weights(tmp_path / "from_pkl.safetensors")
-    torch.testing.assert_close(_out(DifixNet.from_checkpoint(export), inputs), _out(net, inputs), **TOL)
+    torch.testing.assert_close(_out(net_from_checkpoint(export), inputs), _out(net, inputs), **TOL)
     # bf16 UNet (reference trained in bf16) loads too, within bf16 rounding.
     bf16 = write_reference_pkl(ref, tmp_path / "model_bf16.pkl", tmp_path / "base2", unet_dtype=torch.bfloat16)
-    assert (_out(DifixNet.from_reference_checkpoint(bf16, base=str(tmp_path / "base2")), inputs)
+    assert (_out(net_from_reference_checkpoint(bf16, base=str(tmp_path / "base2")), inputs)
             - _out(ref, inputs)).abs().max() < 0.05
     # Unknown / missing entries are named.
     ckpt = torch.load(pkl, weights_only=True)
     ckpt["state_dict_unet"]["not_a_unet_key.weight"] = torch.zeros(1)
     torch.save(ckpt, tmp_path / "bad.pkl")
     with pytest.raises(WeightKeyError, match="not_a_unet_key"):
-        DifixNet.from_reference_checkpoint(tmp_path / "bad.pkl", base=str(tmp_path / "sd-turbo-tiny"))
+        net_from_reference_checkpoint(tmp_path / "bad.pkl", base=str(tmp_path / "sd-turbo-tiny"))
     ckpt = torch.load(pkl, weights_only=True)
     del ckpt["state_dict_vae"]["decoder.skip_conv_3.base_layer.weight"]
     torch.save(ckpt, tmp_path / "noskip.pkl")
     with pytest.raises(WeightKeyError, match="skip_conv_3"):
-        DifixNet.from_reference_checkpoint(tmp_path / "noskip.pkl", base=str(tmp_path / "sd-turbo-tiny"))
+        net_from_reference_checkpoint(tmp_path / "noskip.pkl", base=str(tmp_path / "sd-turbo-tiny"))
 
 
 def test_checkpoints_and_exports_of_a_published_net_rebuild_from_it(folder: Path, inputs, tmp_path: Path) -> None:
-    net = DifixNet.from_pretrained(str(folder))
+    net = net_from_pretrained(str(folder))
     with torch.no_grad():
         net.skips.convs[0].weight.add_(0.1)  # "fine-tuned"
     path = net.export_weights(tmp_path / "ft.safetensors")
-    torch.testing.assert_close(_out(DifixNet.from_checkpoint(path), inputs), _out(net, inputs), **TOL)
+    torch.testing.assert_close(_out(net_from_checkpoint(path), inputs), _out(net, inputs), **TOL)
 
 
 def test_every_fixer_spec_loads_through_load_fixer(folder: Path, ref: DifixNet, inputs, tmp_path: Path,
@@ -196,7 +199,7 @@ def test_every_fixer_spec_loads_through_load_fixer(folder: Path, ref: DifixNet, 
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))  # hermetic: nothing cached
     pkl = write_reference_pkl(ref, tmp_path / "model_5.pkl", tmp_path / "base")
-    export = DifixNet.from_pretrained(str(folder)).export_weights(tmp_path / "w.pt")
+    export = net_from_pretrained(str(folder)).export_weights(tmp_path / "w.pt")
     expected = _out(ref, inputs)
     for spec in (str(folder), str(export)):
         torch.testing.assert_close(_out(load_fixer(spec), inputs), expected, **TOL)
@@ -225,13 +228,14 @@ def test_check_fixer_is_cheap_and_says_what_to_do(folder: Path, tmp_path: Path,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(PretrainedNotFoundError, match="hf download nvidia/difix_ref --local-dir"):
-            DifixNet.from_pretrained("nvidia/difix_ref", cache_dir=str(tmp_path / "empty"))
+            net_from_pretrained("nvidia/difix_ref", cache_dir=str(tmp_path / "empty"))
 
 
 def test_difix_module_fine_tunes_from_a_published_folder(folder: Path, ref: DifixNet, inputs) -> None:
-    from lightning_modules.difix.module import DifixModule
+    from lightning_modules.difix.training.module import DifixModule
+    from lightning_modules.difix.training.net_spec import DifixNetSpec
 
-    module = DifixModule(pretrained=str(folder), pretrained_backbone=False, w_lpips=0.0, w_gram=0.5,
+    module = DifixModule(net=DifixNetSpec(pretrained=str(folder)), pretrained_backbone=False, w_lpips=0.0, w_gram=0.5,
                          gram_cross_batch=True, gram_crop_size=None)
     module.configure_model()
     assert module.gram.cross_batch
@@ -254,7 +258,7 @@ def test_latent_sample_draws_from_the_global_rng(ref: DifixNet, inputs) -> None:
 
 
 def test_image_fixer_runs_the_net_at_resize_to_and_returns_the_input_size() -> None:
-    from lightning_modules.difix.image_fixer import ImageFixer
+    from lightning_modules.difix.fixers.image_fixer import ImageFixer
 
     seen = []
 

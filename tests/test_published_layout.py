@@ -13,10 +13,13 @@ import pytest
 import torch
 from difix_artefacts import DIFIX_REF_UNET, LEGACY_GUESS_UNET, trained_tiny, write_published_folder, write_reference_pkl
 
-from lightning_modules.difix.fixer_spec import FixerSpec, load_fixer
-from lightning_modules.difix.lanczos import lanczos_resize
-from lightning_modules.difix.net import DifixNet
-from lightning_modules.difix.published import WeightKeyError
+from lightning_modules.difix.fixers.spec import FixerSpec, load_fixer
+from lightning_modules.difix.net.lanczos import lanczos_resize
+from lightning_modules.difix.net.net import DifixNet
+from lightning_modules.difix.loading.published import WeightKeyError
+from lightning_modules.difix.loading.base_models import tiny_net
+from lightning_modules.difix.loading.builders import net_from_pretrained
+from lightning_modules.difix.loading.published import net_from_reference_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 TOL = {"atol": 1e-5, "rtol": 0}
@@ -44,7 +47,7 @@ def _run(net: torch.nn.Module, x: torch.Tensor, refs: torch.Tensor | None) -> to
 
 def _same_weights(weights: DifixNet, reference_attention: bool) -> DifixNet:
     """A net built from the constructor with `weights`' tensors, reference attention as asked."""
-    net = DifixNet.tiny(seed=0, reference_attention=reference_attention)
+    net = tiny_net(seed=0, reference_attention=reference_attention)
     net.load_state_dict(weights.state_dict())
     return net.eval()
 
@@ -54,7 +57,7 @@ def test_difix_ref_layout_loads_with_reference_attention_on_and_runs_no_remote_c
     index = json.loads((difix_ref / "model_index.json").read_text())
     assert index["unet"] == DIFIX_REF_UNET and index["vae"] == ["autoencoder_kl", "AutoencoderKL"]
     assert (difix_ref / "unet" / "unet_2d_condition.py").is_file()  # raises if imported
-    net = DifixNet.from_pretrained(str(difix_ref))
+    net = net_from_pretrained(str(difix_ref))
     assert net.reference_attention
     x, refs = _pair()
     on, off = _same_weights(weights, True), _same_weights(weights, False)
@@ -67,23 +70,23 @@ def test_difix_ref_layout_loads_with_reference_attention_on_and_runs_no_remote_c
 def test_any_custom_unet_entry_or_module_file_means_multi_view(difix_ref: Path, weights: DifixNet,
                                                                tmp_path: Path) -> None:
     legacy = write_published_folder(weights, tmp_path / "legacy", multiview=True, unet_entry=LEGACY_GUESS_UNET)
-    assert DifixNet.from_pretrained(str(legacy)).reference_attention
+    assert net_from_pretrained(str(legacy)).reference_attention
     # A stock entry beside a module file in unet/ (a hand-edited index): the file decides.
     edited = Path(shutil.copytree(difix_ref, tmp_path / "edited"))
     index = json.loads((edited / "model_index.json").read_text())
     (edited / "model_index.json").write_text(json.dumps({**index, "unet": ["diffusers", "UNet2DConditionModel"]}))
-    net = DifixNet.from_pretrained(str(edited))
+    net = net_from_pretrained(str(edited))
     assert net.reference_attention and "unet_2d_condition.py" in net.describe()
     plain = write_published_folder(weights, tmp_path / "difix", multiview=False)
-    net = DifixNet.from_pretrained(str(plain))
+    net = net_from_pretrained(str(plain))
     assert not net.reference_attention and "reference attention: off" in net.describe()
     # An explicit setting still wins, and the line says so.
-    forced = DifixNet.from_pretrained(str(plain), reference_attention=True)
+    forced = net_from_pretrained(str(plain), reference_attention=True)
     assert forced.reference_attention and "set explicitly" in forced.describe()
 
 
 def test_published_models_use_the_reference_pipelines_resizing_by_default(difix_ref: Path) -> None:
-    net = DifixNet.from_pretrained(str(difix_ref)).eval()
+    net = net_from_pretrained(str(difix_ref)).eval()
     assert net.size_mode == "reference"
     x, refs = _pair(1, size=(37, 50))  # not a multiple of 8
     seen = []
@@ -93,19 +96,19 @@ def test_published_models_use_the_reference_pipelines_resizing_by_default(difix_
     assert seen == [(32, 48)] and out.shape == x.shape  # rounded down to 8, back to the input size
     # The same as resizing by hand with Pillow-weight Lanczos around a net at that size (which
     # is a multiple of the tiny net's 16 too, so padding changes nothing there).
-    manual = DifixNet.from_pretrained(str(difix_ref), size_mode="pad").eval()
+    manual = net_from_pretrained(str(difix_ref), size_mode="pad").eval()
     small = _run(manual, lanczos_resize(x, (32, 48)).clamp(0, 1), lanczos_resize(refs, (32, 48)).clamp(0, 1))
     expected = ((lanczos_resize(small * 2 - 1, (37, 50)).clamp(-1, 1) + 1) / 2)
     torch.testing.assert_close(out, expected, **TOL)
-    assert DifixNet.from_pretrained(str(difix_ref), size_mode="pad").size_mode == "pad"
+    assert net_from_pretrained(str(difix_ref), size_mode="pad").size_mode == "pad"
 
 
 def test_clip_sample_is_forced_off_as_difix_pipeline_does(weights: DifixNet, difix_ref: Path, tmp_path: Path) -> None:
     clipped = write_published_folder(weights, tmp_path / "clip", multiview=True, scheduler_extra={"clip_sample": True})
-    net = DifixNet.from_pretrained(str(clipped))
+    net = net_from_pretrained(str(clipped))
     assert net.scheduler.config.clip_sample is False
     x, refs = _pair(2)
-    torch.testing.assert_close(_run(net, x, refs), _run(DifixNet.from_pretrained(str(difix_ref)), x, refs), **TOL)
+    torch.testing.assert_close(_run(net, x, refs), _run(net_from_pretrained(str(difix_ref)), x, refs), **TOL)
 
 
 def test_load_fixer_logs_one_line_of_what_it_built(difix_ref: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -128,7 +131,7 @@ def test_dtype_casts_weights_and_keeps_an_fp16_vae_in_float32(difix_ref: Path) -
     out = _run(bf16, x, refs)
     assert next(bf16.net.unet.parameters()).dtype == torch.bfloat16 and out.dtype == torch.float32
     assert (out - fp32).abs().mean() < 0.02  # bf16 rounding, not another result
-    net = DifixNet.from_pretrained(str(difix_ref))
+    net = net_from_pretrained(str(difix_ref))
     net.vae.register_to_config(force_upcast=True)
     net.to_dtype(torch.float16)
     assert next(net.unet.parameters()).dtype == torch.float16
@@ -152,25 +155,25 @@ def test_lanczos_matches_pillows_float_resize() -> None:
 def test_reference_pkl_extras_are_used_or_named(weights: DifixNet, tmp_path: Path) -> None:
     pkl = write_reference_pkl(weights, tmp_path / "model_1.pkl", tmp_path / "base")
     base = str(tmp_path / "base")
-    assert DifixNet.from_reference_checkpoint(pkl, base=base).reference_attention  # mv_unet on by default
+    assert net_from_reference_checkpoint(pkl, base=base).reference_attention  # mv_unet on by default
     ckpt = torch.load(pkl, weights_only=True)
     torch.save({**ckpt, "mv_unet": False}, tmp_path / "flag.pkl")
-    net = DifixNet.from_reference_checkpoint(tmp_path / "flag.pkl", base=base)
+    net = net_from_reference_checkpoint(tmp_path / "flag.pkl", base=base)
     assert not net.reference_attention and "mv_unet flag is False" in net.describe()
     torch.save({**ckpt, "ema": {}}, tmp_path / "odd.pkl")
     with pytest.raises(WeightKeyError, match=r"odd\.pkl.*'ema'"):
-        DifixNet.from_reference_checkpoint(tmp_path / "odd.pkl", base=base)
+        net_from_reference_checkpoint(tmp_path / "odd.pkl", base=base)
     for field, value in (("rank_vae", "four"), ("state_dict_unet", [1, 2]), ("mv_unet", "yes")):
         torch.save({**ckpt, field: value}, tmp_path / f"{field}.pkl")
         with pytest.raises(ValueError, match=rf"{field}\.pkl: field '{field}'"):
-            DifixNet.from_reference_checkpoint(tmp_path / f"{field}.pkl", base=base)
+            net_from_reference_checkpoint(tmp_path / f"{field}.pkl", base=base)
 
 
 def test_fix_images_prints_the_load_line(difix_ref: Path, tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     import subprocess
     import sys
 
-    from datamodules.image_io import save_image
+    from datamodules.files.image_io import save_image
 
     save_image(torch.rand(3, 37, 45), tmp_path / "in" / "a.png")
     save_image(torch.rand(3, 37, 45), tmp_path / "ref.png")

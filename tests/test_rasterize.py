@@ -14,9 +14,9 @@ from gsplat.cuda._torch_impl import (
     _world_to_cam,
 )
 
-from lightning_modules.scene import rasterize_pairs
-from lightning_modules.scene.rasterize import render
-from lightning_modules.scene.rasterize_torch import _find_pairs, project_gaussians, rasterization_torch
+from lightning_modules.scene.gaussians import rasterize_pairs
+from lightning_modules.scene.gaussians.rasterize import render
+from lightning_modules.scene.gaussians.rasterize_torch import _find_pairs, project_gaussians, rasterization_torch
 
 H, W = 8, 10
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.point_ply import PlyFormatError, read_point_ply, write_point_ply
-from datamodules.read_scene import detect_format, read_scene
-from datamodules.scene_data import SceneFormatError
+from datamodules.readers.point_ply import PlyFormatError, read_point_ply, write_point_ply
+from datamodules.readers.read_scene import detect_format, read_scene
+from datamodules.readers.scene_data import ReadOptions, SceneFormatError
 from scene_writers import Rig, make_rig, write_blender, write_colmap, write_llff, write_nerfstudio
 
 
@@ -126,9 +126,9 @@ def test_negative_downscale_fails_in_every_reader(rig: Rig, tmp_path: Path, fmt:
 
 
 def test_downscale_too_small_to_evaluate_names_downscale(rig: Rig, tmp_path: Path) -> None:
-    from datamodules.scene_datamodule import SceneDataModule
+    from datamodules.scene.datamodule import SceneDataModule
 
     root = write_nerfstudio(rig, tmp_path / "ns")
-    dm = SceneDataModule(str(root), downscale=8)  # 40x30 -> 5x4 pixels
+    dm = SceneDataModule(str(root), read=ReadOptions(downscale=8))  # 40x30 -> 5x4 pixels
     with pytest.raises(SceneFormatError, match=r"downscale 8 leaves 6 image\(s\) smaller than 11x11"):
         dm.setup("fit")

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.cameras import Cameras
-from datamodules.colmap import (
+from datamodules.cameras.cameras import Cameras
+from datamodules.readers.colmap import (
     read_colmap_model,
     write_colmap_binary,
     write_colmap_text,
 )
-from datamodules.distortion import distort_normalized, undistort_image, undistort_points
-from datamodules.image_io import save_image
-from datamodules.read_scene import read_scene
-from datamodules.scene_data import SceneFormatError
+from datamodules.cameras.distortion import distort_normalized, undistort_image, undistort_points
+from datamodules.files.image_io import save_image
+from datamodules.readers.read_scene import read_scene
+from datamodules.readers.scene_data import SceneFormatError
 from scene_writers import Rig, make_rig, write_blender, write_colmap, write_llff, write_nerfstudio
 
 
@@ -255,8 +255,8 @@ def test_shared_scenes(shared_data: Path) -> None:
 def test_llff_without_sfm_points_seeds_points_in_the_frustums() -> None:
     import math
 
-    from datamodules.cameras import look_at
-    from datamodules.llff import frustum_points
+    from datamodules.cameras.cameras import look_at
+    from datamodules.readers.llff import frustum_points
 
     c2w = look_at(torch.tensor([[0.0, 0.0, -3.0], [0.5, 0.0, -3.0]]), torch.zeros(3))
     K = torch.tensor([[40.0, 0, 32], [0, 40.0, 24], [0, 0, 1]]).expand(2, 3, 3).double()

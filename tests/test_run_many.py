@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.image_io import load_image
+from datamodules.files.image_io import load_image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -22,8 +22,8 @@ def _curate(tmp_path: Path, seed: int, out: Path, *extra: str) -> list[str]:
             "--trainer.max_steps=4", "--model.init_args.sh_degree=0", "--model.init_args.max_init_points=200",
             f"--trainer.callbacks.out_dir={out}", f"--trainer.callbacks.scene_name=scene_{seed}",
             f"--model.init_args.output_dir={tmp_path / f'fit_{seed}'}",
-            f"--data.init_args.path={tmp_path / f'scene_{seed}'}", f"--data.init_args.procedural_seed={seed}",
-            "--data.init_args.procedural_num_views=8", "--data.init_args.procedural_size=24", *extra]
+            f"--data.init_args.path={tmp_path / f'scene_{seed}'}", f"--data.init_args.procedural.seed={seed}",
+            "--data.init_args.procedural.num_views=8", "--data.init_args.procedural.size=24", *extra]
 
 
 def _renders(out: Path, scene: str) -> dict[str, object]:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from callbacks.finite_guard import FiniteGuard, NonFiniteError, all_finite, non_finite_names
-from main import CheckpointOptionError, cli_main
+from difix3d.cli import CheckpointOptionError, cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,8 +32,8 @@ def scene_args(tmp_path: Path, logs: Path, out: Path, max_steps: int, every: int
         "--config", str(REPO / "configs/demo/scene.yaml"), "--trainer.enable_progress_bar=false",
         f"--trainer.max_steps={max_steps}", f"--trainer.logger.init_args.save_dir={logs}",
         "--trainer.logger.init_args.version=0", f"--trainer.callbacks.init_args.every_n_train_steps={every}",
-        f"--data.init_args.path={tmp_path / 'scene'}", "--data.init_args.procedural_num_views=8",
-        "--data.init_args.procedural_size=24", "--data.init_args.test_every=4",
+        f"--data.init_args.path={tmp_path / 'scene'}", "--data.init_args.procedural.num_views=8",
+        "--data.init_args.procedural.size=24", "--data.init_args.read.test_every=4",
         "--data.init_args.steps_per_epoch=20", "--data.init_args.max_val_views=1",
         "--model.init_args.strategy.init_args.refine_start_iter=10",
         "--model.init_args.strategy.init_args.refine_every=10",
@@ -177,8 +177,8 @@ def test_progressive_fix_checks_fixer_and_targets_before_step_1(
     args = ["fit", "--config", str(REPO / "configs/demo/difix3d.yaml"), "--trainer.enable_progress_bar=false",
             f"--trainer.logger.init_args.save_dir={logs}", f"--trainer.callbacks.fixer={fixer}",
             f"--trainer.callbacks.targets={targets}", "--trainer.callbacks.start_step=1000",
-            f"--data.init_args.path={tmp_path / 'scene'}", "--data.init_args.procedural_num_views=8",
-            "--data.init_args.procedural_size=24", "--data.init_args.test_every=4", "--trainer.max_steps=5",
+            f"--data.init_args.path={tmp_path / 'scene'}", "--data.init_args.procedural.num_views=8",
+            "--data.init_args.procedural.size=24", "--data.init_args.read.test_every=4", "--trainer.max_steps=5",
             f"--model.init_args.output_dir={tmp_path / 'out'}"]
     with pytest.raises((FileNotFoundError, ValueError), match=error):
         run(args)

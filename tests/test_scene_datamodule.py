@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.cameras import Cameras
-from datamodules.procedural import make_procedural_scene
-from datamodules.scene_datamodule import SceneDataModule, collate_views
+from datamodules.cameras.cameras import Cameras
+from datamodules.procedural.scene import ProceduralOptions, make_procedural_scene
+from datamodules.readers.scene_data import ReadOptions
+
+READ_FIELDS = set(ReadOptions.__dataclass_fields__)
+from datamodules.scene.datamodule import SceneDataModule, collate_views
 from scene_writers import make_rig, write_colmap
 
 SIZE = 24
@@ -21,7 +24,8 @@ def scene_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _dm(path: Path, **kwargs: object) -> SceneDataModule:
-    dm = SceneDataModule(str(path), **kwargs)
+    read = ReadOptions(**{k: v for k, v in kwargs.items() if k in READ_FIELDS})
+    dm = SceneDataModule(str(path), read=read, **{k: v for k, v in kwargs.items() if k not in READ_FIELDS})
     dm.setup("fit")
     return dm
 
@@ -34,6 +38,11 @@ def _extras(dm: SceneDataModule, n: int = 3, value: float = 0.25, real_view_weig
     dm.set_fixed_views(images, cams, torch.full((n,), 0.5), masks, real_view_weight=real_view_weight)
 
 
+def _train_batches(dm: SceneDataModule) -> list[dict]:
+    """The training batches as the model gets them (Lightning's transfer hook picks the views)."""
+    return [dm.on_before_batch_transfer(b, 0) for b in dm.train_dataloader()]
+
+
 def test_signature_is_fully_typed() -> None:
     params = list(inspect.signature(SceneDataModule.__init__).parameters.values())[1:]
     assert all(p.annotation is not inspect.Parameter.empty for p in params)
@@ -41,8 +50,8 @@ def test_signature_is_fully_typed() -> None:
 
     parser = ArgumentParser()
     parser.add_class_arguments(SceneDataModule, "data")
-    cfg = parser.parse_args(["--data.path", "x", "--data.background", "[0, 0, 0]", "--data.max_train_views", "3"])
-    assert cfg.data.background == (0.0, 0.0, 0.0) and cfg.data.max_train_views == 3
+    cfg = parser.parse_args(["--data.path", "x", "--data.background", "[0, 0, 0]", "--data.read.max_train_views", "3"])
+    assert cfg.data.background == (0.0, 0.0, 0.0) and cfg.data.read.max_train_views == 3
 
 
 def test_setup_caches_images_and_cameras(scene_dir: Path) -> None:
@@ -69,7 +78,7 @@ def test_train_draws_never_include_test_images(scene_dir: Path) -> None:
     test_names = set(dm.test_cameras.names)
     test_pixels = torch.stack(dm.test_images)
     seen = []
-    for batch in dm.train_dataloader():
+    for batch in _train_batches(dm):
         assert batch["image"].shape == (1, 3, SIZE, SIZE) and batch["mask"].shape == (1, 1, SIZE, SIZE)
         assert isinstance(batch["camera"], Cameras) and len(batch["camera"]) == 1
         assert batch["name"][0] not in test_names
@@ -90,46 +99,43 @@ def test_train_draws_never_include_test_images(scene_dir: Path) -> None:
 
 def test_real_view_probability_extremes(scene_dir: Path) -> None:
     dm = _dm(scene_dir, steps_per_epoch=30, real_view_probability=0.0)
-    assert not any(b["is_fixed"].item() for b in dm.train_dataloader())  # no extras: always real
+    assert not any(b["is_fixed"].item() for b in _train_batches(dm))  # no extras: always real
     _extras(dm)
-    assert all(b["is_fixed"].item() for b in dm.train_dataloader())
+    assert all(b["is_fixed"].item() for b in _train_batches(dm))
     dm.clear_fixed_views()
-    assert dm.num_fixed_views == 0 and not any(b["is_fixed"].item() for b in dm.train_dataloader())
+    assert dm.num_fixed_views == 0 and not any(b["is_fixed"].item() for b in _train_batches(dm))
     with pytest.raises(ValueError, match="real_view_probability"):
         SceneDataModule(str(scene_dir), real_view_probability=1.5)
 
 
 def test_draws_are_deterministic_and_state_dict_resumes_exactly(scene_dir: Path) -> None:
     def names(dm: SceneDataModule) -> list[str]:
-        return [b["name"][0] for b in dm.train_dataloader()]
+        return [b["name"][0] for b in _train_batches(dm)]
 
     a, b = _dm(scene_dir, steps_per_epoch=20), _dm(scene_dir, steps_per_epoch=20)
     assert names(a) == names(b)
     assert names(a) != names(_dm(scene_dir, steps_per_epoch=20, seed=1))
     _extras(a, real_view_weight=0.8)
     state = a.state_dict()
-    continued = [(x["name"][0], float(x["weight"]), float(x["image"].mean())) for x in a.train_dataloader()]
+    continued = [(x["name"][0], float(x["weight"]), float(x["image"].mean())) for x in _train_batches(a)]
     fresh = _dm(scene_dir, steps_per_epoch=20)
     fresh.load_state_dict(state)
     assert fresh.num_fixed_views == 3 and fresh.real_view_weight == 0.8
-    resumed = [(x["name"][0], float(x["weight"]), float(x["image"].mean())) for x in fresh.train_dataloader()]
+    resumed = [(x["name"][0], float(x["weight"]), float(x["image"].mean())) for x in _train_batches(fresh)]
     assert resumed == continued
     assert torch.equal(fresh.fixed_cameras.world_to_camera, a.fixed_cameras.world_to_camera)
 
 
-def test_prefetched_batches_are_redrawn_after_a_fix(scene_dir: Path) -> None:
-    """A loader that fetches ahead drew batch k before the fix; the transfer hook redraws it
-    with the current fixed views and the checkpoint counts only batches the model got."""
-    from types import SimpleNamespace
-
+def test_batches_hold_draw_indices_and_take_the_views_current_when_used(scene_dir: Path) -> None:
+    """A loader that fetches ahead holds only draw indices: the transfer hook picks the views
+    when the batch is used (after a fix in between), and the checkpoint counts only the draws
+    that reached the model."""
     dm = _dm(scene_dir, steps_per_epoch=10, real_view_probability=0.0)
     it = iter(dm.train_dataloader())
-    dm.trainer = SimpleNamespace(training=True)  # what the hook reads from a Trainer
     first = dm.on_before_batch_transfer(next(it), 0)
-    prefetched = next(it)  # index 1, drawn before the fix
-    assert dm.state_dict()["draws"] == 1
+    prefetched = next(it)  # index 1, fetched before the fix
+    assert set(prefetched) == {"draw"} and dm.state_dict()["draws"] == 1
     _extras(dm)
-    assert not prefetched["is_fixed"].item()
     got = dm.on_before_batch_transfer(prefetched, 0)
     assert got["is_fixed"].item() and int(got["index"]) == 1 and not first["is_fixed"].item()
     assert dm.state_dict()["draws"] == 2
@@ -168,20 +174,20 @@ def test_collate_and_device_transfer(scene_dir: Path) -> None:
 
 
 def test_procedural_flag_writes_the_scene(tmp_path: Path) -> None:
-    dm = SceneDataModule(str(tmp_path / "made"), procedural=True, procedural_num_views=4, procedural_size=16)
+    dm = SceneDataModule(str(tmp_path / "made"), procedural=ProceduralOptions(num_views=4, size=16))
     dm.prepare_data()
     dm.setup("fit")
     assert (tmp_path / "made" / "transforms.json").is_file()
     assert len(dm.train_images) == 3 and dm.train_images[0].shape == (3, 16, 16)
-    white = SceneDataModule(str(tmp_path / "white"), procedural=True, procedural_num_views=4, procedural_size=16,
-                            procedural_background=(1.0, 1.0, 1.0))
+    white = SceneDataModule(str(tmp_path / "white"),
+                            procedural=ProceduralOptions(num_views=4, size=16, background=(1.0, 1.0, 1.0)))
     white.setup("fit")  # the objects alone on white: the top row sees only background
     assert (white.train_images[0][:, 0] == 1.0).all() and not (dm.train_images[0][:, 0] == 1.0).all()
     # the scene model's default background follows it (opaque dome scenes: none, i.e. black)
     assert white.scene_setup().background == (1.0, 1.0, 1.0) and dm.scene_setup().background is None
     with pytest.raises(ValueError, match="background must be an RGB triple"):  # at construction
-        SceneDataModule(str(tmp_path / "bad"), procedural=True, procedural_background=(2.0, 0.0, 0.0))
-    from datamodules.scene_data import SceneFormatError
+        SceneDataModule(str(tmp_path / "bad"), procedural=ProceduralOptions(background=(2.0, 0.0, 0.0)))
+    from datamodules.readers.scene_data import SceneFormatError
 
     with pytest.raises(SceneFormatError, match="scene folder not found"):
         SceneDataModule(str(tmp_path / "absent")).setup("fit")

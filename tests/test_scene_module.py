@@ -11,13 +11,13 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 import lightning.pytorch as pl
 
-from datamodules.cameras import Cameras, fov_to_focal, look_at
-from lightning_modules.scene.gaussians import Gaussians
-from datamodules.scene_setup import SceneSetup
+from datamodules.cameras.cameras import Cameras, fov_to_focal, look_at
+from lightning_modules.scene.gaussians.splats import Gaussians
+from datamodules.scene.scene_setup import SceneSetup
 from lightning_modules.scene.evaluation import EvalSettings
-from lightning_modules.scene.module import GaussianSceneModule
-from lightning_modules.scene.strategy import DefaultStrategy, MCMCStrategy
-from lightning_modules.scene.rasterize import render
+from lightning_modules.scene.gaussians.module import GaussianSceneModule
+from lightning_modules.scene.gaussians.strategy import DefaultStrategy, MCMCStrategy
+from lightning_modules.scene.gaussians.rasterize import render
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -145,7 +145,7 @@ def test_training_lowers_the_loss(tmp_path: Path, seed: int) -> None:
 
 
 def test_zero_weight_gives_zero_grad_and_mask_excludes_pixels(seed: int) -> None:
-    from lightning_modules.scene.losses import photometric_loss
+    from lightning_modules.scene.gaussians.losses import photometric_loss
 
     dm = _attach(_module(), TinyScene())
     module = _module()
@@ -243,7 +243,7 @@ def test_checkpoint_loads_into_a_fresh_module(tmp_path: Path) -> None:
     assert len(loaded.gaussians) == len(module.gaussians)
     assert loaded.scene_scale == module.scene_scale
     # .ply export in original units (the tiny scene's transform doubles the world).
-    from lightning_modules.scene.ply import read_ply
+    from lightning_modules.scene.gaussians.ply import read_ply
 
     path = loaded.export_ply(tmp_path / "pc.ply")
     stored = read_ply(path)
@@ -253,7 +253,7 @@ def test_checkpoint_loads_into_a_fresh_module(tmp_path: Path) -> None:
 
 def test_cli_demo_config_fit_test_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """configs/demo/scene.yaml through main.py (fit -> test -> predict), shrunk to seconds."""
-    from main import cli_main
+    from difix3d.cli import cli_main
 
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # offline: LPIPS skipped, not faked
@@ -264,9 +264,9 @@ def test_cli_demo_config_fit_test_predict(tmp_path: Path, monkeypatch: pytest.Mo
         "--trainer.enable_progress_bar=false",
         "--trainer.log_every_n_steps=1",
         f"--data.init_args.path={tmp_path / 'scene'}",
-        "--data.init_args.procedural_num_views=8",
-        "--data.init_args.procedural_size=24",
-        "--data.init_args.test_every=4",
+        "--data.init_args.procedural.num_views=8",
+        "--data.init_args.procedural.size=24",
+        "--data.init_args.read.test_every=4",
         "--data.init_args.steps_per_epoch=5",
         "--data.init_args.max_val_views=1",
         "--model.init_args.strategy.init_args.refine_start_iter=2",
@@ -300,7 +300,7 @@ def test_cli_demo_config_fit_test_predict(tmp_path: Path, monkeypatch: pytest.Mo
 @pytest.mark.slow
 def test_lego_demo_config_reaches_24db(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """configs/demo/scene_lego.yaml as shipped (fit + test on all 200 test views): >= 24 dB."""
-    from main import cli_main
+    from difix3d.cli import cli_main
 
     if not (shared_data / "lego_blender_400").is_dir():
         pytest.skip("lego_blender_400 is absent")

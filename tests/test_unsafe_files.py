@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lightning_modules.safe_load import UnsafeFileError
+from lightning_modules.difix.loading.published import net_from_reference_checkpoint
 
 
 class Payload:
@@ -29,18 +30,18 @@ def _payload_file(path: Path, marker: Path, **extra: object) -> Path:
 def _reader(name: str, base: Path):
     """(file suffix, function reading such a file) for each reader of user files."""
     from callbacks.post_render_fix import reference_views_from_checkpoint
-    from lightning_modules.difix.fixer_spec import load_fixer
-    from lightning_modules.difix.net import DifixNet
-    from lightning_modules.difix.prior_loading import net_from_prior
-    from lightning_modules.scene.load_scene import load_scene
+    from lightning_modules.difix.fixers.spec import load_fixer
+    from lightning_modules.difix.loading.builders import net_from_checkpoint
+    from lightning_modules.difix.loading.from_prior import net_from_prior
+    from lightning_modules.scene.open_scene import open_scene
 
     return {
-        "scene (viewer, benchmarks)": (".ckpt", load_scene),
+        "scene (viewer, benchmarks)": (".ckpt", open_scene),
         "reference views of a scene": (".ckpt", reference_views_from_checkpoint),
         "fixer .ckpt": (".ckpt", lambda p: load_fixer(str(p))),
-        "fixer export .pt": (".pt", DifixNet.from_checkpoint),
+        "fixer export .pt": (".pt", net_from_checkpoint),
         "prior": (".ckpt", net_from_prior),
-        "reference pkl": (".pkl", lambda p: DifixNet.from_reference_checkpoint(p, base=str(base))),
+        "reference pkl": (".pkl", lambda p: net_from_reference_checkpoint(p, base=str(base))),
     }[name]
 
 

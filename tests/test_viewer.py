@@ -18,14 +18,14 @@ import torch
 from torch import nn
 
 from callbacks.post_render_fix import NearestViewFix
-from datamodules.cameras import Cameras, look_at, rotmat_to_quat
+from datamodules.cameras.cameras import Cameras, look_at, rotmat_to_quat
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def random_scene(n: int = 1500):
-    from lightning_modules.scene.gaussians import Gaussians
-    from lightning_modules.scene.module import GaussianSceneModule
+    from lightning_modules.scene.gaussians.splats import Gaussians
+    from lightning_modules.scene.gaussians.module import GaussianSceneModule
 
     module = GaussianSceneModule(sh_degree=0)
     g = Gaussians.random(n, 1.0, center=(0.0, 0.0, 0.0), sh_degree=0, init_opacity=0.6, init_scale=1.0,
@@ -36,7 +36,7 @@ def random_scene(n: int = 1500):
 
 
 def test_viewer_camera_is_the_browser_pose_in_opencv_axes() -> None:
-    from callbacks.scene_viewer import render_size, viewer_camera
+    from callbacks.viewer.server import render_size, viewer_camera
 
     c2w = look_at(torch.tensor([[2.0, -1.0, 0.5]]), torch.zeros(3))[0]
     wxyz = rotmat_to_quat(c2w[:3, :3].double()[None])[0].numpy()
@@ -87,13 +87,13 @@ def test_nearest_view_fix_loads_once_and_follows_the_reference_count() -> None:
 
 
 def fit_demo(tmp_path: Path, extra: list[str], version: int) -> Path:
-    from main import cli_main
+    from difix3d.cli import cli_main
 
     args = ["fit", "--config", str(REPO / "configs/demo/difix3d.yaml"), "--trainer.enable_progress_bar=false",
             f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}", f"--trainer.logger.init_args.version={version}",
             "--trainer.callbacks.fixer=tiny", "--trainer.callbacks.start_step=100", "--trainer.max_steps=3",
-            f"--data.init_args.path={tmp_path / 'scene'}", "--data.init_args.procedural_num_views=8",
-            "--data.init_args.procedural_size=24", "--data.init_args.test_every=4", "--data.init_args.train_every=1",
+            f"--data.init_args.path={tmp_path / 'scene'}", "--data.init_args.procedural.num_views=8",
+            "--data.init_args.procedural.size=24", "--data.init_args.read.test_every=4", "--data.init_args.read.train_every=1",
             "--data.init_args.steps_per_epoch=3", "--data.init_args.max_val_views=1",
             "--model.init_args.max_init_points=200", "--model.init_args.predict.frames=0",
             f"--model.init_args.output_dir={tmp_path / f'out{version}'}", *extra]
@@ -112,7 +112,7 @@ def test_fit_callback_without_clients_changes_nothing_and_view_command_opens_the
     finally:
         sys.path.remove(str(REPO / "scripts"))
     plain = fit_demo(tmp_path, [], 0)
-    viewed = fit_demo(tmp_path, ["--trainer.callbacks+=callbacks.viewer.ViewerCallback",
+    viewed = fit_demo(tmp_path, ["--trainer.callbacks+=callbacks.viewer.callback.ViewerCallback",
                                  "--trainer.callbacks.port=0"], 1)
     a, b = (torch.load(p, map_location="cpu", weights_only=False)["state_dict"] for p in (plain, viewed))
     assert a.keys() == b.keys()
@@ -153,7 +153,7 @@ class FakeViewer:
 
 
 def test_training_holds_the_render_lock_and_lends_it_between_steps() -> None:
-    from callbacks.viewer import ViewerCallback
+    from callbacks.viewer.callback import ViewerCallback
 
     cb = ViewerCallback(port=0, max_pause_s=5.0)
     viewer = cb.viewer = FakeViewer(cb._lock)
@@ -179,7 +179,7 @@ def test_training_holds_the_render_lock_and_lends_it_between_steps() -> None:
 
 def test_fix_runs_at_rest_every_frame_or_when_fast_enough() -> None:
     pytest.importorskip("viser")
-    from callbacks.scene_viewer import SceneViewer
+    from callbacks.viewer.server import SceneViewer
 
     viewer = SceneViewer(random_scene(10), fix=lambda rgb, cams: rgb, port=0, realtime_ms=100.0)
     try:
@@ -271,13 +271,13 @@ def test_a_busy_port_is_said_on_the_console(caplog: pytest.LogCaptureFixture) ->
     import logging
     import socket
 
-    from callbacks.scene_viewer import SceneViewer
+    from callbacks.viewer.server import SceneViewer
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        with caplog.at_level(logging.WARNING, logger="callbacks.scene_viewer"):
+        with caplog.at_level(logging.WARNING, logger="callbacks.viewer.server"):
             viewer = SceneViewer(random_scene(10), port=port)
         try:
             assert viewer.port != port

@@ -1,35 +1,20 @@
-"""Difix: the single-step diffusion fixer (network, reference attention, VAE skips, training module).
-
-Imports are lazy so `import lightning_modules.difix` does not pull in diffusers or Lightning.
-"""
+"""Difix, the single-step diffusion fixer: the network (net/), building it from every kind of
+weights (loading/), the fixer as callers use it (fixers/), and training it (training/). Names
+resolve on first use, so importing this package pulls in neither diffusers nor Lightning."""
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from datamodules.lazy_exports import lazy_exports
 
-_EXPORTS = {
-    "DifixNet": ".net",
-    "PretrainedNotFoundError": ".net",
-    "load_difix_weights": ".net",
-    "WeightKeyError": ".published",
-    "ImageFixer": ".image_fixer",
-    "MultiViewAttnProcessor": ".attention",
-    "install_multiview_attention": ".attention",
-    "VaeSkips": ".vae_skips",
-    "DifixModule": ".module",
-    "TINY_CONFIG": ".tiny",
-    "SD_TURBO_CONFIG": ".tiny",
-    "build_components": ".tiny",
-    "save_components": ".tiny",
-    "LPIPSLoss": ".losses",
-    "GramLoss": ".losses",
-    "load_vgg16": ".backbones",
-}
-
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, {
+    "DifixNet": "lightning_modules.difix.net.net",
+    "FixerSpec": "lightning_modules.difix.fixers.spec",
+    "load_fixer": "lightning_modules.difix.fixers.spec",
+    "build_difix_net": "lightning_modules.difix.fixers.spec",
+    "net_from_pretrained": "lightning_modules.difix.loading.builders",
+    "net_from_checkpoint": "lightning_modules.difix.loading.builders",
+    "tiny_net": "lightning_modules.difix.loading.base_models",
+    "PretrainedNotFoundError": "lightning_modules.difix.loading.hub_files",
+    "DifixModule": "lightning_modules.difix.training.module",
+    "DifixNetSpec": "lightning_modules.difix.training.net_spec",
+    "DifixPriorModule": "lightning_modules.difix.training.prior",
+})

@@ -10,30 +10,31 @@ Everything else is written once here:
 * validation/test through ``SceneEvaluator`` (metrics.json with "mean" / "mean_fixed",
   FID, image grids);
 * the Difix3D+ post-render fix arrives through ``set_post_render_fix`` (the
-  ``PostRenderFixable`` protocol in callbacks/protocols.py) and is applied to test renders;
+  ``AcceptsPostRenderFix`` contract in lightning_modules/scene/contracts.py) and is applied to test renders;
 * ``predict`` renders the camera path video (``path_video``) and the predict views.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from datamodules.cameras import Cameras
-from datamodules.image_io import save_image
-from datamodules.json_io import write_json_atomic
-from datamodules.scene_setup import ProvidesSceneSetup, SceneSetup
-from datamodules.temp_files import check_writable
+from datamodules.cameras.cameras import Cameras
+from datamodules.files.image_io import save_image
+from datamodules.files.json_io import write_json_atomic
+from datamodules.scene.scene_setup import ProvidesSceneSetup, SceneSetup
+from lightning_modules.image_grids import log_image
+from datamodules.files.temp_files import check_writable
 
-from .evaluation import EvalSettings, SceneEvaluator
-from .path_video import PathSettings, path_cameras, render_path
+from lightning_modules.scene.contracts import PostRenderFix
+from lightning_modules.scene.evaluation import EvalSettings, SceneEvaluator
+from lightning_modules.scene.path_video import PathSettings, path_cameras, render_path
 
 __all__ = ["SceneModule"]
 
-PostRenderFix = Callable[[Tensor, Cameras], Tensor]
 
 
 class SceneModule(pl.LightningModule):
@@ -51,7 +52,7 @@ class SceneModule(pl.LightningModule):
     """
 
     # Options that do not change the trained scene: with `--ckpt_path` the command line's
-    # value wins over the checkpoint's (main.py's DifixCLI).
+    # value wins over the checkpoint's (difix3d/cli.py's DifixCLI).
     RUNTIME_OPTIONS: ClassVar[frozenset[str]] = frozenset({"output_dir", "evaluation", "predict", "render_background"})
 
     def __init__(
@@ -215,10 +216,7 @@ class SceneModule(pl.LightningModule):
 
     def log_image(self, tag: str, image: Tensor) -> None:
         """Adds a (3, H, W) image to every logger that takes images (TensorBoard)."""
-        for logger in self.loggers:
-            exp = getattr(logger, "experiment", None)
-            if hasattr(exp, "add_image"):
-                exp.add_image(tag, image.detach().cpu(), self.global_step)
+        log_image(self.loggers, tag, image, self.global_step)
 
     def on_validation_epoch_end(self) -> None:
         self._finish_eval("val")

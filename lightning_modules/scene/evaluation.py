@@ -16,8 +16,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from .fid import build_fid
-from .metrics import ImageMetrics, summarise
+from lightning_modules.scene.fid import build_fid
+from lightning_modules.scene.metrics import ImageMetrics, summarise
 
 __all__ = ["EvalSettings", "SceneEvaluator", "METRIC_KEYS"]
 

@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from datamodules.cameras import Cameras, interpolate_path
-from datamodules.image_io import save_image
-from datamodules.temp_files import remove_stale, temp_path
+from datamodules.cameras.cameras import Cameras, interpolate_path
+from datamodules.files.image_io import save_image
+from datamodules.files.temp_files import remove_stale, temp_path
 
 __all__ = ["PathSettings", "VideoStream", "label_image", "path_cameras", "render_path", "to_uint8"]
 
@@ -37,7 +37,7 @@ class PathSettings:
     """The camera path ``predict`` renders.
 
     Attributes:
-        path: JSON of cameras (``datamodules.camera_json`` layout, normalised world); None
+        path: JSON of cameras (``datamodules.cameras.camera_json`` layout, normalised world); None
             interpolates ``frames`` poses through the training cameras.
         frames: frames of the interpolated path (0: no path, only the predict views).
         fps: frame rate of the video.
@@ -62,7 +62,7 @@ def path_cameras(settings: PathSettings, train_cameras: Cameras | None) -> Camer
     """``settings.path``'s cameras, else ``frames`` poses interpolated through ``train_cameras``
     (at the first one's intrinsics and size); None when ``frames`` is 0 and no JSON is given."""
     if settings.path is not None:
-        from datamodules.camera_json import read_cameras_json
+        from datamodules.cameras.camera_json import read_cameras_json
 
         return read_cameras_json(settings.path)
     if settings.frames <= 0:

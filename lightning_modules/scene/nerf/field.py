@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .encoding import HashEncoding, sh_encoding
+from lightning_modules.scene.nerf.encoding import HashEncoding, sh_encoding
 
 __all__ = ["FieldSettings", "NerfField", "ProposalField", "build_fields", "trunc_exp"]
 

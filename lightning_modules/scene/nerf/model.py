@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .field import NerfField, ProposalField
-from .rendering import composite, render_weights
-from .sampling import anneal_weights, contract, ray_aabb, sample_pdf, spacing_to_distance
+from lightning_modules.scene.nerf.field import NerfField, ProposalField
+from lightning_modules.scene.nerf.rendering import composite, render_weights
+from lightning_modules.scene.nerf.sampling import anneal_weights, contract, ray_aabb, sample_pdf, spacing_to_distance
 
 __all__ = ["NerfModel", "SamplingSettings", "RayOutputs"]
 

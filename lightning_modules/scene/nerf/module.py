@@ -20,18 +20,18 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from datamodules.cameras import Cameras
-from datamodules.scene_setup import SceneSetup
+from datamodules.cameras.cameras import Cameras
+from datamodules.scene.scene_setup import SceneSetup
 
-from ...options import check_learning_rates, check_number
-from ..base import SceneModule
-from ..evaluation import EvalSettings
-from ..gaussian_init import look_at_center
-from ..path_video import PathSettings
-from .field import FieldSettings, build_fields
-from .model import NerfModel, RayOutputs, SamplingSettings
-from .rendering import distortion_loss, interlevel_loss
-from .sampling import camera_rays
+from lightning_modules.options import check_learning_rates, check_number
+from lightning_modules.scene.base import SceneModule
+from lightning_modules.scene.evaluation import EvalSettings
+from datamodules.cameras.cameras import look_at_center
+from lightning_modules.scene.path_video import PathSettings
+from lightning_modules.scene.nerf.field import FieldSettings, build_fields
+from lightning_modules.scene.nerf.model import NerfModel, RayOutputs, SamplingSettings
+from lightning_modules.scene.nerf.rendering import distortion_loss, interlevel_loss
+from lightning_modules.scene.nerf.sampling import camera_rays
 
 __all__ = ["NerfSceneModule"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from datamodules.cameras import Cameras
+from datamodules.cameras.cameras import Cameras
 
 __all__ = ["camera_rays", "contract", "spacing_to_distance", "sample_pdf", "ray_aabb", "anneal_weights"]
 

@@ -1,0 +1,102 @@
+"""Opens a trained scene for viewing or benchmarking: a scene-module checkpoint or a 3DGS .ply.
+
+A checkpoint's module class is the one LightningCLI recorded in its hyperparameters
+(``_class_path``), so Gaussian and NeRF scenes open alike; a checkpoint written outside the CLI
+needs the class named. A .ply in the INRIA 3DGS layout becomes a ``GaussianSceneModule``
+holding its Gaussians (in the .ply's own world).
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightning_modules.safe_load import read_torch_file
+
+__all__ = ["open_scene", "scene_device"]
+
+
+def scene_device(device: str = "auto") -> torch.device:
+    """"auto": CUDA when available, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# Class paths that checkpoints written before the Gaussian files moved record.
+MOVED_CLASSES = {"lightning_modules.scene.module.GaussianSceneModule":
+                 "lightning_modules.scene.gaussians.module.GaussianSceneModule"}
+
+
+def _import_class(path: str) -> type:
+    path = MOVED_CLASSES.get(path, path)
+    module, _, name = path.rpartition(".")
+    if module.split(".")[0] != "lightning_modules":  # a name from a file must not import anything else
+        raise ValueError(f"module class {path!r}: not one of this project's (lightning_modules.*)")
+    if not module:
+        raise ValueError(f"module class must be a dotted path such as "
+                         f"lightning_modules.scene.gaussians.module.GaussianSceneModule, got {path!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def open_scene(path: str | Path, module_class: str | None = None, device: str | torch.device = "auto") -> Any:
+    """A scene module in eval mode with ``render_views`` and ``scene_scale``.
+
+    Args:
+        path: a ``.ckpt`` written by a scene module's `fit`, or a Gaussian ``.ply``.
+        module_class: dotted class path of the checkpoint's module; None: the class the
+            checkpoint records.
+        device: "auto", "cpu", "cuda", ...
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: naming the file, when its kind or module class cannot be told.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"scene file {path} does not exist")
+    dev = scene_device(device) if isinstance(device, str) else device
+    from lightning_modules.scene.gaussians.module import GaussianSceneModule
+
+    if path.suffix == ".ply":
+        from lightning_modules.scene.gaussians.ply import read_ply
+
+        splats = read_ply(path)
+        means = splats["means"]
+        module = GaussianSceneModule(sh_degree=_sh_degree(splats["shN"].shape[1]))
+        module.gaussians.set_splats(splats)
+        # simple_trainer's scale from camera centres is not available: the splats' extent instead.
+        centre = means.median(dim=0).values
+        module.scene_scale = float((means - centre).norm(dim=-1).quantile(0.9).clamp_min(1e-3)) if len(means) else 1.0
+        return module.to(dev).eval()
+    if path.suffix != ".ckpt":
+        raise ValueError(f"{path}: expected a scene checkpoint (.ckpt) or a Gaussian .ply")
+    state = read_torch_file(path, "scene checkpoint")  # refuses pickled code before anything runs
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise ValueError(f"{path}: not a Lightning checkpoint of a scene (no state_dict)")
+    if "difix_net_config" in state or "difix_prior" in state:
+        raise ValueError(f"{path}: a Difix fixer checkpoint, not a scene; give it as the fixer (--fixer {path}) "
+                         "and a scene checkpoint (.ckpt of a scene fit) or .ply as the scene")
+    if module_class is None:
+        module_class = (state.get("hyper_parameters") or {}).get("_class_path")
+        if module_class is None and "gaussian_scene" in state:
+            module_class = f"{GaussianSceneModule.__module__}.GaussianSceneModule"
+        if module_class is None:
+            raise ValueError(f"{path}: the checkpoint does not name its scene module class; name it "
+                             "(e.g. --module-class lightning_modules.scene.gaussians.module.GaussianSceneModule)")
+    cls = _import_class(module_class)
+    from lightning_modules.scene.base import SceneModule
+
+    if not (isinstance(cls, type) and issubclass(cls, SceneModule)):
+        raise ValueError(f"{path}: its module class {module_class} is not a scene module (SceneModule); "
+                         "the viewer and benchmarks open scene checkpoints only")
+    return cls.load_from_checkpoint(str(path), map_location=dev, weights_only=True).eval()
+
+
+def _sh_degree(num_rest: int) -> int:
+    degree = int(round((num_rest + 1) ** 0.5)) - 1
+    if (degree + 1) ** 2 - 1 != num_rest:
+        raise ValueError(f"a .ply with {num_rest} higher SH coefficients per channel is no SH degree")
+    return degree
