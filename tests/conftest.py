@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from scene_writers import Rig
+    from helpers.scene_writers import Rig
 
 # Offline by construction: never let a test reach for the model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,6 +39,6 @@ def seed() -> int:
 @pytest.fixture(scope="module")
 def rig() -> Rig:
     """The small synthetic capture (tests/scene_writers.py) every reader test writes in each format."""
-    from scene_writers import make_rig
+    from helpers.scene_writers import make_rig
 
     return make_rig()

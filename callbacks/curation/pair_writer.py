@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,67 +30,20 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from callbacks.curation.cycle_scene import shift_sideways, write_cycle_scene
+from callbacks.curation.views import (SnapshotViews, nearest_references, safe_name, select_views, subset,
+                                      unique_names)
+from datamodules.files.image_io import resize_image, save_image
 from datamodules.pairs import store as pair_store
-from callbacks.curation.cycle_scene import MANIFEST, read_cycle_manifest, shift_sideways, write_cycle_scene
-from lightning_modules.scene.contracts import CurationSource, RendersViews, SeedPoints
-from datamodules.cameras.cameras import Cameras, nearest_views
-from datamodules.files.image_io import load_image, resize_image, save_image
 from datamodules.pairs.record import DEFAULT_PROMPT, PairRecord
 from lightning_modules.image_grids import log_image, tile_grid
+from lightning_modules.scene.contracts import CurationSource, RendersViews, SeedPoints
 
 __all__ = ["PairWriter", "CYCLE_STAGE1_DIR"]
 
 log = logging.getLogger(__name__)
 
 CYCLE_STAGE1_DIR = "cycle_stage1"
-
-
-@dataclass
-class _Views:
-    """What one snapshot renders and pairs.
-
-    Attributes:
-        cameras: N cameras to render.
-        targets: N real images (3, H, W) at the cameras' sizes.
-        masks: N validity masks (1, H, W) (undistorted captures) or None.
-        pool_cameras: M fitted cameras the references are chosen from.
-        pool_images: their M real images.
-        pool_names: their M names.
-        self_index: (N,) index of each view's own camera in the pool (-1: not in it), so a
-            target is never its own reference.
-        source: the scene folder the views come from (recorded per item).
-    """
-
-    cameras: Cameras
-    targets: list[Tensor]
-    masks: list[Tensor] | None
-    pool_cameras: Cameras
-    pool_images: list[Tensor]
-    pool_names: list[str]
-    self_index: list[int]
-    source: str = ""
-
-
-def safe_name(name: str) -> str:
-    """A view name as a file stem (``train/r_0`` -> ``train_r_0``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "view"
-
-
-def _unique(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for n in names:
-        k = seen.get(n, 0)
-        seen[n] = k + 1
-        out.append(n if k == 0 else f"{n}_{k}")
-    return out
-
-
-def _subset(n: int, max_views: int | None) -> list[int]:
-    """At most ``max_views`` of ``range(n)``, evenly spaced (all when None)."""
-    if max_views is None or n <= max_views:
-        return list(range(n))
-    return torch.linspace(0, n - 1, max_views).round().long().unique().tolist()
 
 
 class PairWriter(Callback):
@@ -271,61 +222,14 @@ class PairWriter(Callback):
             self._staging = None
 
     # ------------------------------------------------------------------ views
-    def _datamodule(self, trainer: Trainer) -> CurationSource:
+    def views(self, trainer: Trainer) -> SnapshotViews:
+        """The cameras to render, their real images and the reference pool, per ``render``."""
         data = trainer.datamodule
         if not isinstance(data, CurationSource):
             missing = [m for m in CurationSource.__annotations__ if not hasattr(data, m)]
             raise TypeError(f"PairWriter needs a datamodule with the CurationSource members (SceneDataModule); "
                             f"{type(data).__name__} lacks {missing}")
-        return data
-
-    def views(self, trainer: Trainer) -> _Views:
-        """The cameras to render, their real images and the reference pool, per ``render``."""
-        data = self._datamodule(trainer)
-        if self.render == "cycle_back":
-            return self._cycle_back_views(data)
-        pool = (data.train_cameras, list(data.train_images), list(data.train_cameras.names))
-        source = str(data.path)
-        if self.render == "train":
-            n = len(data.train_cameras)
-            idx = _subset(n, self.max_views)
-            masks = data.train_masks
-            return _Views(data.train_cameras[idx], [data.train_images[i] for i in idx],
-                          None if masks is None else [masks[i] for i in idx], *pool, self_index=idx, source=source)
-        cams = data.heldout_cameras
-        if len(cams) == 0:
-            raise ValueError(
-                f"PairWriter: scene {self.scene_name!r} has no held-out views (every view is fitted); set "
-                "data.train_every > 1, data.test_every > 0 or data.train_group, or use render: train"
-            )
-        idx = _subset(len(cams), self.max_views)
-        images, masks = data.heldout_images, data.heldout_masks
-        return _Views(cams[idx], [images[i] for i in idx], None if masks is None else [masks[i] for i in idx],
-                      *pool, self_index=[-1] * len(idx), source=source)
-
-    def _cycle_back_views(self, data: CurationSource) -> _Views:
-        root = Path(data.scene_root)
-        path = Path(self.manifest) if self.manifest is not None else root / MANIFEST
-        transform = data.transform
-        if transform is not None and not torch.allclose(transform.double(), torch.eye(4, dtype=torch.float64), atol=1e-9):
-            raise ValueError(
-                f"PairWriter: cycle stage 2 must keep stage 1's world: set data.normalize: false for {root} "
-                "(the original cameras in the manifest are in stage 1's normalised world)"
-            )
-        cameras, files, manifest = read_cycle_manifest(path)
-        images = [load_image(f, size=(int(cameras.width[i]), int(cameras.height[i]))) for i, f in enumerate(files)]
-        idx = _subset(len(cameras), self.max_views)
-        return _Views(cameras[idx], [images[i] for i in idx], None, cameras, images, list(cameras.names), self_index=idx,
-                      source=str(manifest.get("source", root)))
-
-    def references(self, views: _Views) -> list[list[int]]:
-        """Per view, the pool indices of its ``num_refs`` nearest fitted views (never itself)."""
-        available = len(views.pool_cameras) - (1 if any(j >= 0 for j in views.self_index) else 0)
-        if available < 1:
-            raise ValueError(f"PairWriter: scene {self.scene_name!r} has no other fitted view to use as a reference")
-        k = min(self.num_refs, available)
-        return nearest_views(views.cameras.camera_to_world, views.pool_cameras.camera_to_world, k,
-                             exclude=views.self_index).tolist()
+        return select_views(data, self.render, self.max_views, self.scene_name, self.manifest)
 
     # ------------------------------------------------------------------ writing
     @torch.no_grad()
@@ -336,8 +240,8 @@ class PairWriter(Callback):
         folder_name = self.strategy if fraction is None else f"{self.strategy}_{fraction:g}"
         staged = self._staging / folder_name
         final = f"{self.scene_name}/{folder_name}"
-        refs = self.references(views)
-        names = _unique([safe_name(n) for n in views.cameras.names])
+        refs = nearest_references(views, self.num_refs, self.scene_name)
+        names = unique_names([safe_name(n) for n in views.cameras.names])
         ref_files: dict[tuple[int, int, int], str] = {}
         step = int(trainer.global_step)
         rows: list[Tensor] = []
@@ -392,12 +296,12 @@ class PairWriter(Callback):
     def write_shifted_scene(self, trainer: Trainer, pl_module: LightningModule) -> Path:
         """Cycle stage 1: renders the fitted views shifted sideways and writes them as a scene."""
         assert self._staging is not None
-        data = self._datamodule(trainer)
-        idx = _subset(len(data.train_cameras), self.max_views)
+        data = trainer.datamodule
+        idx = subset(len(data.train_cameras), self.max_views)
         original = data.train_cameras[idx]
         distance = self.shift * float(pl_module.scene_scale)
         shifted = shift_sideways(original, distance)
-        names = _unique([safe_name(n) for n in original.names])
+        names = unique_names([safe_name(n) for n in original.names])
         was_training = pl_module.training
         pl_module.eval()
         renders = [pl_module.render_views(shifted[i].to(pl_module.device))[0][0].float().cpu().clamp(0, 1)

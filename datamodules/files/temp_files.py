@@ -80,3 +80,18 @@ def check_writable(folder: Path, what: str) -> None:
     except OSError as err:
         raise OSError(err.errno, f"{what} {folder} cannot be written ({err.strerror or err}); choose another "
                                  "folder or fix its permissions") from err
+
+
+def replace_folder(staged: Path, final: Path) -> Path:
+    """Puts the complete folder ``staged`` in the place of ``final`` (the old one removed after).
+
+    A crash between the two renames leaves no ``final`` (and the old one under a temporary
+    name that a later `remove_stale` clears), never a half-written one.
+    """
+    old = temp_path(final, "new") if final.exists() else None
+    if old is not None:
+        os.rename(final, old)
+    os.rename(staged, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final

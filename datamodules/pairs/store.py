@@ -23,7 +23,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -31,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from datamodules.files.json_io import write_json_atomic
-from datamodules.files.temp_files import pid_alive
+from datamodules.files import temp_files
+from datamodules.files.temp_files import temp_path
 
 __all__ = ["PAIRS_JSON", "commit", "locked", "read_pairs_doc", "replace_folder", "write_json_atomic", "staging_dir"]
 
@@ -76,9 +76,10 @@ def read_pairs_doc(out_dir: Path) -> dict[str, Any]:
 
 
 def staging_dir(parent: Path, name: str) -> Path:
-    """A fresh hidden folder ``parent/.<name>.new-<pid>-<id>`` (never read as output)."""
+    """A fresh hidden folder beside ``parent/<name>`` for this process (never read as output;
+    `datamodules.files.temp_files` names it, and removes it when its writer is gone)."""
     parent.mkdir(parents=True, exist_ok=True)
-    path = parent / f".{name}.new-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path = temp_path(parent / name, "new")
     path.mkdir()
     return path
 
@@ -92,17 +93,9 @@ def remove_stale(out_dir: Path) -> list[Path]:
     Returns:
         The removed paths.
     """
-    removed = []
-    candidates = [*out_dir.glob("*/.*.new-*-*"), *out_dir.glob(f".{PAIRS_JSON}.*.tmp")]
-    for path in candidates:
-        match = re.search(r"\.new-(\d+)-[0-9a-f]+$", path.name) or re.search(r"\.(\d+)\.[0-9a-f]+\.tmp$", path.name)
-        if match is None or pid_alive(int(match.group(1))):
-            continue
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        removed.append(path)
+    removed = temp_files.remove_stale(out_dir)
+    for scene in (p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) if out_dir.is_dir() else ():
+        removed += temp_files.remove_stale(scene)
     return removed
 
 
@@ -217,14 +210,6 @@ def commit(
 
 
 def replace_folder(staged: Path, final: Path) -> Path:
-    """Replaces ``final`` by the finished folder ``staged`` (rename; old one removed after).
-
-    Used for outputs without a pairs.json entry (the cycle-reconstruction stage-1 scene).
-    A crash between the two renames leaves no ``final``, never a half-written one.
-    """
-    old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-    if final.exists():
-        os.rename(final, old)
-    os.rename(staged, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
+    """Replaces ``final`` by the finished folder ``staged`` (outputs without a pairs.json entry:
+    the cycle-reconstruction stage-1 scene); see `temp_files.replace_folder`."""
+    return temp_files.replace_folder(staged, final)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from datamodules.cameras.cameras import Cameras, interpolate_path
 from datamodules.files.image_io import save_image
-from datamodules.files.temp_files import remove_stale, temp_path
+from datamodules.files.temp_files import remove_stale, replace_folder, temp_path
 
 __all__ = ["PathSettings", "VideoStream", "label_image", "path_cameras", "render_path", "to_uint8"]
 
@@ -241,13 +241,3 @@ def render_path(
     for name in sorted({"frames", "frames_fixed"} - set(folders)):
         shutil.rmtree(out / name, ignore_errors=True)
     return written
-
-
-def replace_folder(staged: Path, final: Path) -> None:
-    """Puts a complete staged folder in the place of `final` (the old one removed after)."""
-    old = temp_path(final, "new") if final.exists() else None
-    if old is not None:
-        os.rename(final, old)
-    os.rename(staged, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

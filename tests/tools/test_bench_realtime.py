@@ -5,8 +5,8 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_bench_realtime_prints_render_and_fix_fps(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_path_video import FakeScene, decode, orbit_cameras
-from test_run_safety import REPO, run
+from helpers.fakes import FakeScene, decode, orbit_cameras
+from helpers.runs import REPO, run
 
 from datamodules.cameras.camera_json import read_cameras_json
 from datamodules.files.image_io import save_image
@@ -61,7 +61,7 @@ def _truncate(path: Path, keep: float = 0.6) -> Path:
 def test_damaged_fixer_files_fail_the_check_before_anything_loads(tmp_path: Path) -> None:
     import shutil
 
-    from difix_artefacts import trained_tiny, write_published_folder
+    from helpers.difix_artefacts import trained_tiny, write_published_folder
 
     net = tiny_net(seed=0)
     for name in ("fixer.safetensors", "fixer.pt"):

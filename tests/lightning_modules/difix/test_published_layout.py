@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from difix_artefacts import DIFIX_REF_UNET, LEGACY_GUESS_UNET, trained_tiny, write_published_folder, write_reference_pkl
+from helpers.difix_artefacts import DIFIX_REF_UNET, LEGACY_GUESS_UNET, trained_tiny, write_published_folder, write_reference_pkl
 
 from lightning_modules.difix.fixers.spec import FixerSpec, load_fixer
 from lightning_modules.difix.net.lanczos import lanczos_resize
@@ -20,6 +20,7 @@ from lightning_modules.difix.loading.published import WeightKeyError
 from lightning_modules.difix.loading.base_models import tiny_net
 from lightning_modules.difix.loading.builders import net_from_pretrained
 from lightning_modules.difix.loading.published import net_from_reference_checkpoint
+from helpers import REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 TOL = {"atol": 1e-5, "rtol": 0}
@@ -177,7 +178,7 @@ def test_fix_images_prints_the_load_line(difix_ref: Path, tmp_path: Path, capfd:
 
     save_image(torch.rand(3, 37, 45), tmp_path / "in" / "a.png")
     save_image(torch.rand(3, 37, 45), tmp_path / "ref.png")
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     run = subprocess.run([sys.executable, str(repo / "scripts" / "fix_images.py"), "--fixer", str(difix_ref),
                           "--images", str(tmp_path / "in"), "--refs", str(tmp_path / "ref.png"),
                           "--out", str(tmp_path / "out"), "--device", "cpu"],

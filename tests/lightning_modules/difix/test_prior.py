@@ -13,10 +13,10 @@ from lightning_modules.difix.training.module import DifixModule
 from lightning_modules.difix.training.net_spec import DifixNetSpec
 from lightning_modules.difix.net.net import DifixNet
 from lightning_modules.difix.loading.from_prior import is_prior_checkpoint, read_prior
-from tolerances import CROSS_PATH
+from helpers.tolerances import CROSS_PATH
 from lightning_modules.difix.loading.builders import net_from_checkpoint
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 

@@ -30,9 +30,9 @@ READ_FIELDS = set(ReadOptions.__dataclass_fields__)
 from datamodules.scene.datamodule import SceneDataModule
 from lightning_modules.scene.gaussians.module import GaussianSceneModule
 from lightning_modules.scene.gaussians.strategy import DefaultStrategy
-from scene_writers import make_rig
+from helpers.scene_writers import make_rig
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
 
 
@@ -355,8 +355,8 @@ def test_stale_staging_and_temp_files_of_killed_writers_are_removed(tmp_path: Pa
     dead = subprocess.Popen(["true"])
     dead.wait()
     out = tmp_path / "pairs"
-    stale_dir = out / "scene" / f".sparse.new-{dead.pid}-0a1b2c3d"
-    live_dir = out / "scene" / f".underfit.new-{os.getpid()}-0a1b2c3d"
+    stale_dir = out / "scene" / f".sparse.{dead.pid}.0a1b2c3d.new"
+    live_dir = out / "scene" / f".underfit.{os.getpid()}.0a1b2c3d.new"
     stale_tmp = out / f".pairs.json.{dead.pid}.deadbeef.tmp"
     for folder in (stale_dir, live_dir):
         (folder / "images").mkdir(parents=True)

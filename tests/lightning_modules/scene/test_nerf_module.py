@@ -19,8 +19,8 @@ from lightning_modules.scene.nerf.model import SamplingSettings
 from lightning_modules.scene.nerf.module import NerfSceneModule
 from lightning_modules.scene.path_video import PathSettings
 from difix3d.cli import cli_main
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model.init_args.field.num_levels=4", "--model.init_args.field.max_res=32", "--model.init_args.field.log2_hashmap_size=10",
         "--model.init_args.field.proposal_max_res=[16, 32]", "--model.init_args.field.proposal_num_levels=2",
         "--model.init_args.field.proposal_log2_hashmap_size=8", "--model.init_args.num_rays=128",

@@ -13,7 +13,7 @@ from datamodules.readers.scene_data import ReadOptions
 
 READ_FIELDS = set(ReadOptions.__dataclass_fields__)
 from datamodules.scene.datamodule import SceneDataModule, collate_views
-from scene_writers import make_rig, write_colmap
+from helpers.scene_writers import make_rig, write_colmap
 
 SIZE = 24
 

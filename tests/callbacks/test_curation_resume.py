@@ -12,8 +12,7 @@ import torch
 
 from datamodules.files.image_io import load_image
 from datamodules.procedural.scene import make_procedural_scene
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
 
 # A tiny underfit curation (snapshots at steps 10, 20, 30 of 40) with last.ckpt every 10 steps.
 # With KILL_AT set, the process SIGKILLs itself as step KILL_AT + 1 begins (its checkpoint of
@@ -63,7 +62,7 @@ def test_killed_underfit_curation_resumes_with_its_staged_snapshots(tmp_path: Pa
     killed = _run(tmp_path, scene, "killed", kill_at=20)
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert not (tmp_path / "killed" / "pairs.json").exists()  # nothing visible yet
-    staged = list((tmp_path / "killed" / "proc").glob(".underfit.new-*"))
+    staged = list((tmp_path / "killed" / "proc").glob(".underfit.*.new"))
     assert len(staged) == 1 and sorted(p.name for p in staged[0].iterdir()) == ["underfit_0.25", "underfit_0.5"]
 
     ckpt = tmp_path / "killed_ckpt" / "last.ckpt"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from datamodules.files.image_io import load_image
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 import run_many  # noqa: E402

@@ -11,7 +11,7 @@ import torch
 from datamodules.readers.point_ply import PlyFormatError, read_point_ply, write_point_ply
 from datamodules.readers.read_scene import detect_format, read_scene
 from datamodules.readers.scene_data import ReadOptions, SceneFormatError
-from scene_writers import Rig, make_rig, write_blender, write_colmap, write_llff, write_nerfstudio
+from helpers.scene_writers import Rig, make_rig, write_blender, write_colmap, write_llff, write_nerfstudio
 
 
 # ---------------------------------------------------------------------------- bad input

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _table_module():

@@ -9,7 +9,7 @@ import torch
 
 from lightning_modules.difix.net.net import DifixNet
 from lightning_modules.difix.loading.hub_files import PretrainedNotFoundError
-from tolerances import CROSS_PATH
+from helpers.tolerances import CROSS_PATH
 from lightning_modules.difix.net.architectures import TINY_CONFIG, build_components, save_components
 from lightning_modules.difix.loading.base_models import tiny_net
 from lightning_modules.difix.loading.builders import net_from_checkpoint, net_from_pretrained

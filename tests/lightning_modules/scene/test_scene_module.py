@@ -18,8 +18,8 @@ from lightning_modules.scene.evaluation import EvalSettings
 from lightning_modules.scene.gaussians.module import GaussianSceneModule
 from lightning_modules.scene.gaussians.strategy import DefaultStrategy, MCMCStrategy
 from lightning_modules.scene.gaussians.rasterize import render
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
 
 

@@ -9,9 +9,10 @@ import torch
 
 from lightning_modules.difix.fixers.spec import load_fixer
 from datamodules.files.image_io import load_image, save_image
+from helpers import REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fix_images.py"
+SCRIPT = REPO / "scripts" / "fix_images.py"
 
 
 def _script():

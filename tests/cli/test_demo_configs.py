@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from difix3d.cli import cli_main
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def run(args: list[str]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_run_safety import REPO, run, scene_args
+from helpers.runs import REPO, run, scene_args
 
 import callbacks.checkpoints as checkpoints
 

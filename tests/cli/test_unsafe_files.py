@@ -10,6 +10,7 @@ import torch
 
 from lightning_modules.safe_load import UnsafeFileError
 from lightning_modules.difix.loading.published import net_from_reference_checkpoint
+from helpers import REPO
 
 
 class Payload:
@@ -65,7 +66,7 @@ def test_the_view_command_refuses_it_too(tmp_path: Path) -> None:
 
     marker = tmp_path / "payload_ran"
     path = _payload_file(tmp_path / "evil.ckpt", marker)
-    script = Path(__file__).resolve().parents[1] / "scripts" / "view.py"
+    script = REPO / "scripts" / "view.py"
     run = subprocess.run([sys.executable, str(script), str(path), "--port", "0"], capture_output=True, text=True,
                          timeout=300)
     assert run.returncode != 0 and "refused" in run.stderr and not marker.exists()

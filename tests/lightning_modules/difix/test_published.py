@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from difix_artefacts import LEGACY_GUESS_UNET, trained_tiny, write_published_folder, write_reference_pkl, write_vae
+from helpers.difix_artefacts import LEGACY_GUESS_UNET, trained_tiny, write_published_folder, write_reference_pkl, write_vae
 from safetensors.torch import load_file, save_file
 
 from lightning_modules.difix.fixers.spec import FixerSpec, check_fixer, load_fixer
@@ -16,6 +16,7 @@ from lightning_modules.difix.loading.hub_files import PretrainedNotFoundError
 from lightning_modules.difix.loading.published import WeightKeyError
 from lightning_modules.difix.loading.builders import net_from_checkpoint, net_from_pretrained
 from lightning_modules.difix.loading.published import net_from_reference_checkpoint
+from helpers import REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 TOL = {"atol": 1e-5, "rtol": 0}
@@ -278,7 +279,7 @@ def test_image_fixer_runs_the_net_at_resize_to_and_returns_the_input_size() -> N
 
 
 def test_readme_and_scene_config_name_the_published_model() -> None:
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     readme = (repo / "README.md").read_text()
     assert "python scripts/fix_images.py --fixer nvidia/difix_ref" in readme
     difix3d_plus = "configs/scene.yaml --data.init_args.path /path/to/colmap_scene \\\n        --trainer.callbacks.fixer=nvidia/difix_ref"

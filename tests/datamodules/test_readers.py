@@ -19,7 +19,7 @@ from datamodules.cameras.distortion import distort_normalized, undistort_image, 
 from datamodules.files.image_io import save_image
 from datamodules.readers.read_scene import read_scene
 from datamodules.readers.scene_data import SceneFormatError
-from scene_writers import Rig, make_rig, write_blender, write_colmap, write_llff, write_nerfstudio
+from helpers.scene_writers import Rig, make_rig, write_blender, write_colmap, write_llff, write_nerfstudio
 
 
 def _same_cameras(a: Cameras, b: Cameras, atol: float = 1e-4) -> None:

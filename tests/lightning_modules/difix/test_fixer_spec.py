@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from difix_artefacts import trained_tiny, write_published_folder, write_reference_pkl
+from helpers.difix_artefacts import trained_tiny, write_published_folder, write_reference_pkl
 
 import lightning_modules.difix.fixers.spec as fixer_spec
 from lightning_modules.difix.fixers.spec import FixerSpec, as_fixer_spec, load_fixer
@@ -16,6 +16,7 @@ from lightning_modules.difix.training.net_spec import DifixNetSpec
 from lightning_modules.difix.net.net import DifixNet
 from lightning_modules.difix.loading.base_models import tiny_net
 from lightning_modules.difix.loading.builders import net_from_pretrained
+from helpers import REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 TOL = {"atol": 1e-5, "rtol": 0}
@@ -84,7 +85,7 @@ def test_callers_pass_their_spec_through_the_one_loader(spellings, monkeypatch: 
     assert calls == [(spec.name, {"size_mode": "pad", "latent": "sample"})] * 2
     import importlib.util
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "fix_images.py"
+    script = REPO / "scripts" / "fix_images.py"
     module_spec = importlib.util.spec_from_file_location("fix_images", script)
     fix_images = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(fix_images)

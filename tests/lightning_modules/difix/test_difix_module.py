@@ -17,8 +17,9 @@ from datamodules.pairs.datamodule import PairDataModule
 from lightning_modules.difix.training.module import DifixModule
 from lightning_modules.difix.training.net_spec import DifixNetSpec
 from lightning_modules.difix.net.net import DifixNet
-from tolerances import CROSS_PATH
+from helpers.tolerances import CROSS_PATH
 from lightning_modules.difix.loading.builders import net_from_checkpoint
+from helpers import REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -262,7 +263,7 @@ def test_demo_config_fixer_beats_raw_input(tmp_path: Path, monkeypatch: pytest.M
     """The CPU demo (~1 min): fixed val PSNR above the degraded input's, checkpoint and logs written."""
     from difix3d.cli import cli_main
 
-    config = Path(__file__).resolve().parents[1] / "configs" / "demo" / "difix.yaml"
+    config = REPO / "configs" / "demo" / "difix.yaml"
     monkeypatch.chdir(tmp_path)  # lightning_logs/ and outputs/ land here
     cli = cli_main(["fit", "--config", str(config), "--trainer.enable_progress_bar=false"])
     metrics = cli.trainer.callback_metrics

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from difix3d.cli import cli_main
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml"))
 
 

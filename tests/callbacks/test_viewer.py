@@ -19,8 +19,8 @@ from torch import nn
 
 from callbacks.post_render_fix import NearestViewFix
 from datamodules.cameras.cameras import Cameras, look_at, rotmat_to_quat
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def random_scene(n: int = 1500):
@@ -220,7 +220,7 @@ def _scene_region(png: Path) -> np.ndarray:
 @pytest.mark.browser
 def test_browser_shows_the_scene_and_it_changes_with_camera_and_fix(tmp_path: Path) -> None:
     pytest.importorskip("viser")
-    from browser import Browser, chromium_path
+    from helpers.browser import Browser, chromium_path
 
     if chromium_path() is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
