@@ -48,6 +48,8 @@ def fit_and_test(config: str, overrides: list[str], name: str, progressive: bool
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=data)
     fit_s = time.perf_counter() - t0
+    saver = trainer.checkpoint_callback  # the row's last.ckpt, for benchmarks/difix3d_picture.py
+    checkpoint = str(Path(saver.last_model_path).resolve()) if saver is not None and saver.last_model_path else None
     rows = {}
     post = [False, True] if progressive and post_fix else [False]
     for fix in post:
@@ -60,7 +62,7 @@ def fit_and_test(config: str, overrides: list[str], name: str, progressive: bool
         key = "mean_fixed" if fix else "mean"
         rows[fix] = {"metrics": metrics[key], "fit_s": fit_s, "test_s": test_s,
                      "base": "Nerfacto" if isinstance(model, NerfSceneModule) else "3DGS",
-                     "fixes": sum(c.num_fixes for c in fixers)}
+                     "fixes": sum(c.num_fixes for c in fixers), "checkpoint": checkpoint}
         if "num_gaussians" in metrics:
             rows[fix]["num_gaussians"] = metrics["num_gaussians"]
     return rows

@@ -11,10 +11,9 @@ hyperparameters are in the checkpoint) to get the training views a standalone vi
 """
 from __future__ import annotations
 
-import importlib
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +22,7 @@ from datamodules.cameras.cameras import Cameras
 
 from lightning_modules.difix.fixers.spec import FixerSpec, load_fixer
 from lightning_modules.difix.fixers.image_fixer import IdentityFixer, ImageFixer
-from lightning_modules.safe_load import read_torch_file
+from lightning_modules.scene.open_scene import open_scene_data
 
 from callbacks.progressive_fix import apply_fixer, nearest_references
 
@@ -104,33 +103,7 @@ def ready_fixer(net: nn.Module) -> nn.Module:
 
 
 def reference_views_from_checkpoint(ckpt: str | Path) -> tuple[Cameras, list[Tensor]] | None:
-    """The training cameras and images of the scene a checkpoint was trained on.
-
-    Rebuilds the checkpoint's datamodule (a ``SceneDataModule``) from its saved hyperparameters (its paths
-    are relative to the directory the training ran from) and reads its training views.
-
-    Returns:
-        (cameras, images) or None when the checkpoint holds no SceneDataModule settings.
-
-    Raises:
-        FileNotFoundError: naming the scene folder when it has moved.
-    """
-    state: dict[str, Any] = read_torch_file(ckpt, "scene checkpoint")  # no code runs from the file
-    hparams = dict(state.get("datamodule_hyper_parameters") or {})
-    # LightningCLI records the datamodule's class path beside its arguments.
-    class_path = hparams.pop("_class_path", "datamodules.scene.datamodule.SceneDataModule")
-    hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
-    if "path" not in hparams:
-        return None
-    module, _, name = str(class_path).rpartition(".")
-    if module.split(".")[0] != "datamodules":  # a class named by a file: this project's datamodules only
-        raise ValueError(f"{ckpt}: its datamodule class {class_path!r} is not one of this project's (datamodules.*)")
-    data = getattr(importlib.import_module(module), name)(**hparams)
-    if not hasattr(data, "train_cameras"):
-        return None
-    try:
-        data.setup("fit")
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{ckpt}: the scene it was trained on ({hparams['path']}) cannot be read: {err}. "
-                                "Run from the directory training ran in, or pass the scene folder explicitly") from err
-    return data.train_cameras, list(data.train_images)
+    """The training cameras and images of the scene a checkpoint was trained on (its datamodule
+    rebuilt, see `open_scene_data`), or None when the checkpoint holds no scene data settings."""
+    data = open_scene_data(ckpt)
+    return None if data is None else (data.train_cameras, list(data.train_images))

@@ -116,4 +116,7 @@ progressive_beside_clean_check "$OUT/fixer/best.ckpt" "$OUT/fixer_clean.json"
 
 say "prior reconstruction (held-out 64x64 images) and fixer on clean unseen images"
 print_quality "$PRIOR/quality.json" "$OUT/fixer_clean.json"
+say "a held-out view to look at"
+"$PY" benchmarks/difix3d_picture.py --table "$OUT/table.json" --fixer "$OUT/fixer/best.ckpt" \
+  --out "$OUT/difix3d_view.png"
 say "done: TensorBoard with  tensorboard --logdir $LOGS"

@@ -65,10 +65,10 @@ def build_viewer(args: argparse.Namespace) -> Any:
         cameras, images = refs if refs is not None else (None, None)
         fix = NearestViewFix(FixerSpec(name=args.fixer, dtype=args.dtype), cameras, images,
                              num_refs=args.num_refs if refs is not None else 0)
-    initial = refs[0].camera_to_world[0] if refs is not None else None
+    initial = refs[0][[0]] if refs is not None else None
     return SceneViewer(scene, fix, host=args.host, port=args.port, move_resolution=args.move_resolution,
                        rest_resolution=args.rest_resolution, fix_enabled=args.fix and fix is not None,
-                       fix_mode=args.fix_mode, initial_c2w=initial, label=f"difix3d: {Path(args.scene).name}")
+                       fix_mode=args.fix_mode, initial_camera=initial, label=f"difix3d: {Path(args.scene).name}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -66,7 +66,7 @@ class ViewerCallback(Callback):
         self.max_pause_s, self.refresh_every_s, self.keep_open_s = max_pause_s, refresh_every_s, keep_open_s
         self._last_refresh = 0.0
         self.viewer: Any = None  # SceneViewer while fit runs
-        self._lock = threading.Lock()
+        self.render_lock = threading.Lock()
         self._held = False
 
     def _fix(self, trainer: Trainer) -> Any:
@@ -92,7 +92,7 @@ class ViewerCallback(Callback):
         self.viewer = SceneViewer(
             pl_module, self._fix(trainer), host=self.host, port=self.port, move_resolution=self.move_resolution,
             rest_resolution=self.rest_resolution, fix_mode=self.fix_mode,
-            render_lock=self._lock, initial_c2w=None if train is None or len(train) == 0 else train.camera_to_world[0],
+            render_lock=self.render_lock, initial_camera=None if train is None or len(train) == 0 else train[[0]],
             label="difix3d: training")
         rank_zero_info(f"viewer: {self.viewer.url}")
 
@@ -101,7 +101,7 @@ class ViewerCallback(Callback):
     # viewer between two steps, so a frame never overlaps anything that touches the model.
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.viewer is not None and not self._held:
-            self._lock.acquire()
+            self.render_lock.acquire()
             self._held = True
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
@@ -120,7 +120,7 @@ class ViewerCallback(Callback):
         deadline = time.time() + self.max_pause_s
         while (viewer.busy or time.time() - viewer.last_moved() < viewer.rest_delay_s) and time.time() < deadline:
             time.sleep(0.01)
-        self._lock.acquire()
+        self.render_lock.acquire()
         self._held = True
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -129,7 +129,7 @@ class ViewerCallback(Callback):
     def _release(self) -> None:
         if self._held:
             self._held = False
-            self._lock.release()
+            self.render_lock.release()
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._release()

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from datamodules.cameras.cameras import Cameras, quat_to_rotmat
+from lightning_modules.scene.contracts import SeedPoints
 from lightning_modules.scene.path_video import to_uint8
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,10 @@ class SceneViewer:
         rest_delay_s: the camera counts as resting after this long without an update.
         jpeg_quality: quality of the streamed frames.
         render_lock: held while a frame renders (a training loop holds it during a step).
-        initial_c2w: (4, 4) camera-to-world (OpenCV) of the first view; None: looks at the
+        initial_camera: the camera (one, OpenCV, e.g. a training view: pose and field of view)
+            the page opens at, so the scene fills the frame; None: looks at the
             origin from 2 scene scales.
-        up: world up direction for the orbit controls (None: -y of ``initial_c2w``).
+        up: world up direction for the orbit controls (None: -y of ``initial_camera``).
         label: page title.
     """
 
@@ -114,7 +116,7 @@ class SceneViewer:
         rest_delay_s: float = 0.2,
         jpeg_quality: int = 90,
         render_lock: threading.Lock | None = None,
-        initial_c2w: Tensor | None = None,
+        initial_camera: Cameras | None = None,
         up: tuple[float, float, float] | None = None,
         label: str = "difix3d viewer",
     ) -> None:
@@ -137,26 +139,35 @@ class SceneViewer:
         self.server = viser.ViserServer(host=host, port=port, label=label, verbose=False)
         if port != 0 and self.port != port:  # viser takes the next free port without a word
             log.warning("viewer: port %d is in use; serving on port %d instead", port, self.port)
-        self._set_initial_camera(initial_c2w, up)
+        self._set_initial_camera(initial_camera, up)
         self._build_gui(move_resolution, rest_resolution, fix_enabled, fix_mode)
         self.server.on_client_connect(self._connect)
         self.server.on_client_disconnect(self._disconnect)
 
     # ------------------------------------------------------------------ setup
-    def _set_initial_camera(self, c2w: Tensor | None, up: tuple[float, float, float] | None) -> None:
+    def _set_initial_camera(self, camera: Cameras | None, up: tuple[float, float, float] | None) -> None:
         scale = float(getattr(self.scene, "scene_scale", 1.0))
-        if c2w is None:
+        fov = None
+        if camera is not None and len(camera) > 0:
+            c2w = camera.camera_to_world[0].double().cpu()
+            fov = 2.0 * math.atan(float(camera.height[0]) / (2.0 * float(camera.K[0, 1, 1])))
+        else:
+            # No camera: from -y (z up) toward the middle of the scene's geometry when it has
+            # points to offer (a .ply in its own world), else toward the origin.
+            seeds = self.scene.seed_points(4096) if isinstance(self.scene, SeedPoints) else None
+            center = seeds[0].double().median(dim=0).values if seeds is not None else torch.zeros(3, dtype=torch.float64)
             c2w = torch.eye(4, dtype=torch.float64)
-            # OpenCV axes: right +x, down -z, forward +y (z up), from -y toward the origin.
+            # OpenCV axes: right +x, down -z, forward +y (z up), from -y toward the centre.
             c2w[:3, :3] = torch.tensor([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=torch.float64)
-            c2w[:3, 3] = torch.tensor([0.0, -2 * scale, 0.0])
-        c2w = torch.as_tensor(c2w, dtype=torch.float64)
+            c2w[:3, 3] = center + torch.tensor([0.0, -2.5 * scale, 0.0], dtype=torch.float64)
         position, forward = c2w[:3, 3], c2w[:3, 2]
         up_vec = torch.as_tensor(up, dtype=torch.float64) if up is not None else -c2w[:3, 1]
         self.server.scene.set_up_direction(tuple(float(v) for v in up_vec / up_vec.norm()))
         self.server.initial_camera.position = tuple(float(v) for v in position)
         self.server.initial_camera.look_at = tuple(float(v) for v in position + forward * max(scale, 1e-3))
         self.server.initial_camera.up = tuple(float(v) for v in up_vec / up_vec.norm())
+        if fov is not None:  # the training view's own field of view: the scene fills the frame as it did there
+            self.server.initial_camera.fov = fov
 
     def _build_gui(self, move_res: int, rest_res: int, fix_enabled: bool, fix_mode: str) -> None:
         gui = self.server.gui
@@ -292,7 +303,10 @@ class SceneViewer:
                 with self._frame_cond:
                     self._active -= 1
 
-    def _wants_fix(self, moving: bool) -> bool:
+    def wants_fix(self, moving: bool) -> bool:
+        """Whether the next frame gets the Difix3D+ fix: the switch is on, and the fix mode says
+        so ("at rest": only once the camera stops; "every frame"; "auto": while moving only as
+        long as render + fix stay within the real-time budget)."""
         if not self.fix_enabled:
             return False
         mode = self.gui_fix_mode.value
@@ -312,7 +326,7 @@ class SceneViewer:
         res = int(self.gui_move_res.value if moving else self.gui_rest_res.value)
         device = getattr(self.scene, "device", torch.device("cpu"))
         cameras = viewer_camera(wxyz, position, fov, aspect, res).to(device)
-        fix = self._wants_fix(moving)
+        fix = self.wants_fix(moving)
         if fix and hasattr(self.fix, "fixer"):
             self.fix.fixer  # noqa: B018 (a lazy fixer loads here, outside the timed fix)
         with self.render_lock:

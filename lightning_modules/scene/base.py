@@ -135,6 +135,11 @@ class SceneModule(pl.LightningModule):
         """Installs the Difix3D+ post-render fix for test renders (None removes it)."""
         self._post_render_fix = fix
 
+    @property
+    def has_post_render_fix(self) -> bool:
+        """A post-render fix is installed (test / predict renders are also reported fixed)."""
+        return self._post_render_fix is not None
+
     def _fixed_render(self, rgb: Tensor, cameras: Cameras) -> Tensor | None:
         """(N, 3, H, W) Difix3D+ renders in [0, 1], or None without a post-render fix."""
         if self._post_render_fix is None:

@@ -15,7 +15,7 @@ import torch
 
 from lightning_modules.safe_load import read_torch_file
 
-__all__ = ["open_scene", "scene_device"]
+__all__ = ["open_scene", "open_scene_data", "scene_device"]
 
 
 def scene_device(device: str = "auto") -> torch.device:
@@ -27,7 +27,8 @@ def scene_device(device: str = "auto") -> torch.device:
 
 # Class paths that checkpoints written before the Gaussian files moved record.
 MOVED_CLASSES = {"lightning_modules.scene.module.GaussianSceneModule":
-                 "lightning_modules.scene.gaussians.module.GaussianSceneModule"}
+                 "lightning_modules.scene.gaussians.module.GaussianSceneModule",
+                 "datamodules.scene_datamodule.SceneDataModule": "datamodules.scene.datamodule.SceneDataModule"}
 
 
 def _import_class(path: str) -> type:
@@ -100,3 +101,38 @@ def _sh_degree(num_rest: int) -> int:
     if (degree + 1) ** 2 - 1 != num_rest:
         raise ValueError(f"a .ply with {num_rest} higher SH coefficients per channel is no SH degree")
     return degree
+
+
+def open_scene_data(ckpt: str | Path) -> Any | None:
+    """The datamodule a scene checkpoint was trained with, rebuilt and set up (its scene read).
+
+    Rebuilt from the checkpoint's saved hyperparameters (LightningCLI records the class and
+    its arguments; paths are relative to the directory the training ran in).
+
+    Returns:
+        The set-up datamodule (a SceneDataModule: train / test views, cameras), or None when
+        the checkpoint holds no scene datamodule settings.
+
+    Raises:
+        FileNotFoundError: naming the scene folder when it has moved.
+        ValueError: a datamodule class that is not this project's.
+    """
+    state: dict[str, Any] = read_torch_file(ckpt, "scene checkpoint")  # no code runs from the file
+    hparams = dict(state.get("datamodule_hyper_parameters") or {})
+    class_path = hparams.pop("_class_path", "datamodules.scene.datamodule.SceneDataModule")
+    class_path = MOVED_CLASSES.get(class_path, class_path)
+    hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
+    if "path" not in hparams:
+        return None
+    module, _, name = str(class_path).rpartition(".")
+    if module.split(".")[0] != "datamodules":  # a class named by a file: this project's datamodules only
+        raise ValueError(f"{ckpt}: its datamodule class {class_path!r} is not one of this project's (datamodules.*)")
+    data = getattr(importlib.import_module(module), name)(**hparams)
+    if not hasattr(data, "train_cameras"):
+        return None
+    try:
+        data.setup("fit")
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{ckpt}: the scene it was trained on ({hparams['path']}) cannot be read: {err}. "
+                                "Run from the directory training ran in, or pass the scene folder explicitly") from err
+    return data

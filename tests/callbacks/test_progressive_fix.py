@@ -151,7 +151,7 @@ def test_fix_sets_weighted_masked_fixed_views_without_reading_test_images(scene_
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert set(metrics["mean"]) >= {"psnr", "ssim"} and set(metrics["mean_fixed"]) >= {"psnr", "ssim"}
     assert all("psnr_fixed" in v for v in metrics["per_view"]) and len(metrics["per_view"]) == n_test
-    assert module._post_render_fix is None  # only during test
+    assert not module.has_post_render_fix  # only during test
 
 
 def test_identity_fixer_feeds_back_the_renders_unchanged(scene_dir: Path, tmp_path: Path) -> None:

@@ -156,24 +156,24 @@ def test_training_holds_the_render_lock_and_lends_it_between_steps() -> None:
     from callbacks.viewer.callback import ViewerCallback
 
     cb = ViewerCallback(port=0, max_pause_s=5.0)
-    viewer = cb.viewer = FakeViewer(cb._lock)
+    viewer = cb.viewer = FakeViewer(cb.render_lock)
     trainer = SimpleNamespace(global_step=7)
     cb.on_train_start(trainer, None)
-    assert not cb._lock.acquire(timeout=0.05)  # a frame cannot render during a step
+    assert not cb.render_lock.acquire(timeout=0.05)  # a frame cannot render during a step
 
     def render() -> None:  # the viewer's render thread
-        with cb._lock:
+        with cb.render_lock:
             viewer.drawn.set()
 
     thread = threading.Thread(target=render)
     thread.start()
     cb.on_train_batch_end(trainer, None, None, None, 0)  # between two steps the frame renders
     assert viewer.drawn.is_set() and viewer.status == "training: step 7"
-    assert not cb._lock.acquire(timeout=0.05)  # and training has the lock back
+    assert not cb.render_lock.acquire(timeout=0.05)  # and training has the lock back
     thread.join(timeout=5)
     cb.on_train_end(trainer, None)
-    assert cb._lock.acquire(timeout=1)
-    cb._lock.release()
+    assert cb.render_lock.acquire(timeout=1)
+    cb.render_lock.release()
     cb.viewer = None
 
 
@@ -183,19 +183,19 @@ def test_fix_runs_at_rest_every_frame_or_when_fast_enough() -> None:
 
     viewer = SceneViewer(random_scene(10), fix=lambda rgb, cams: rgb, port=0, realtime_ms=100.0)
     try:
-        assert not viewer._wants_fix(moving=False)  # switched off
+        assert not viewer.wants_fix(moving=False)  # switched off
         viewer.fix_enabled = True
-        assert viewer._wants_fix(moving=False)
+        assert viewer.wants_fix(moving=False)
         viewer.gui_fix_mode.value = "at rest"
-        assert not viewer._wants_fix(moving=True)
+        assert not viewer.wants_fix(moving=True)
         viewer.gui_fix_mode.value = "every frame"
-        assert viewer._wants_fix(moving=True)
+        assert viewer.wants_fix(moving=True)
         viewer.gui_fix_mode.value = "auto"
-        assert not viewer._wants_fix(moving=True)  # nothing measured yet
+        assert not viewer.wants_fix(moving=True)  # nothing measured yet
         viewer.stats.update(render_ms=30.0, fix_ms=50.0)
-        assert viewer._wants_fix(moving=True)
+        assert viewer.wants_fix(moving=True)
         viewer.stats.update(fix_ms=90.0)
-        assert not viewer._wants_fix(moving=True)
+        assert not viewer.wants_fix(moving=True)
         with pytest.raises(ValueError, match="fix_mode"):
             SceneViewer(random_scene(10), port=0, fix_mode="sometimes")  # type: ignore[arg-type]
     finally:

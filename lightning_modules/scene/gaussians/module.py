@@ -203,8 +203,9 @@ class GaussianSceneModule(SceneModule):
             return torch.rand(n, 3, generator=gen).to(self.device)
         return self.background_tensor(n)
 
-    def _render(self, cameras: Cameras, sh_degree: int, backgrounds: Tensor | None) -> tuple[Tensor, Tensor, dict]:
-        """Renders same-size cameras: (C, 3, H, W) colours, (C, 1, H, W) alphas, gsplat info."""
+    def render_batch(self, cameras: Cameras, sh_degree: int, backgrounds: Tensor | None) -> tuple[Tensor, Tensor, dict]:
+        """Renders same-size cameras with gradients (training): (C, 3, H, W) colours,
+        (C, 1, H, W) alphas and gsplat's info (what the densification strategy reads)."""
         w, h = cameras.common_size("render")
         a = self.gaussians.activated()
         colors, alphas, info = render(
@@ -227,7 +228,7 @@ class GaussianSceneModule(SceneModule):
         """
         rgbs, alphas = [], []
         for i in range(len(cameras)):
-            rgb, alpha, _ = self._render(cameras[i], self.gaussians.sh_degree, self._background(1, None))
+            rgb, alpha, _ = self.render_batch(cameras[i], self.gaussians.sh_degree, self._background(1, None))
             rgbs.append(rgb.clamp(0, 1))
             alphas.append(alpha)
         return torch.cat(rgbs), torch.cat(alphas)
@@ -246,7 +247,7 @@ class GaussianSceneModule(SceneModule):
         mask, weight = batch.get("mask"), batch.get("weight")
         n = image.shape[0]
 
-        rgb, alpha, info = self._render(cameras, self.current_sh_degree(step), self._background(n, step))
+        rgb, alpha, info = self.render_batch(cameras, self.current_sh_degree(step), self._background(n, step))
         if isinstance(self.strategy, DefaultStrategy):
             self.strategy.step_pre_backward(self.gaussians.splats, self.optimizer_dict, self.strategy_state, step, info)
         losses = photometric_loss(rgb, image, mask, weight, self.hparams.ssim_lambda)

@@ -152,7 +152,7 @@ def test_zero_weight_gives_zero_grad_and_mask_excludes_pixels(seed: int) -> None
     _attach(module, dm)
     cams = dm.train_cameras[[0]]
     target = dm.train_images[0][None]
-    rgb, _, _ = module._render(cams, 1, None)
+    rgb, _, _ = module.render_batch(cams, 1, None)
     loss = photometric_loss(rgb, target, None, torch.zeros(1))["loss"]
     loss.backward()
     grads = [p.grad for p in module.gaussians.splats.values()]
