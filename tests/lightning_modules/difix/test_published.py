@@ -276,13 +276,3 @@ def test_image_fixer_runs_the_net_at_resize_to_and_returns_the_input_size() -> N
     assert seen == [((2, 3, 64, 96), (2, 1, 3, 64, 96))]
     assert out.shape == x.shape and (out - x).abs().mean() < 0.02  # there and back
     assert ImageFixer(Spy())(x) is x
-
-
-def test_readme_and_scene_config_name_the_published_model() -> None:
-    repo = REPO
-    readme = (repo / "README.md").read_text()
-    assert "python scripts/fix_images.py --fixer nvidia/difix_ref" in readme
-    difix3d_plus = "configs/scene.yaml --data.init_args.path /path/to/colmap_scene \\\n        --trainer.callbacks.fixer=nvidia/difix_ref"
-    assert difix3d_plus in readme
-    assert readme.index("### Use the published models") < readme.index("### Everything else")
-    assert "name: nvidia/difix_ref" in (repo / "configs" / "scene.yaml").read_text()
