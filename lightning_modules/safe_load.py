@@ -24,6 +24,7 @@ SAFE_GLOBAL_MODULES = (
     "lightning_modules.scene.evaluation",
     "lightning_modules.scene.path_video",
     "lightning_modules.scene.gaussians.strategy",
+    "lightning_modules.scene.gaussians.reconstruction",
     "lightning_modules.scene.nerf.field",
     "lightning_modules.scene.nerf.model",
     "lightning_modules.difix.training.net_spec",

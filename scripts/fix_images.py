@@ -1,13 +1,15 @@
-"""Fix rendered images with a Difix fixer (NVIDIA's published model by default).
+"""Fix rendered images with a fixer: Difix (NVIDIA's published model by default) or a TorchScript one.
 
     python scripts/fix_images.py --images renders/ --refs refs/ --out fixed/
     python scripts/fix_images.py --fixer nvidia/difix --images a.png b.png --out fixed/
     python scripts/fix_images.py --fixer outputs/difix/last.ckpt --images renders/ --refs ref.png \\
         --out fixed/ --size 576 1024 --latent sample --device cuda --dtype bfloat16
+    python scripts/fix_images.py --fixer nvidia/Fixer --images renders/ --out fixed/     # no references
 
 --fixer: any fixer name (`lightning_modules/difix/fixers/spec.py`: "nvidia/difix_ref" (default),
 "nvidia/difix", a local folder of either, a reference model_*.pkl, a DifixModule .ckpt,
-exported weights, "tiny"); the first line printed says what was loaded and how it runs.
+exported weights, "tiny"; "nvidia/Fixer", its folder or any TorchScript .pt file); the first
+line printed says what was loaded and how it runs.
 --images: files and/or folders (their image files, sorted). --refs
 (optional): one image for all, a folder holding a file of the same name (any image suffix) per
 image, or one file per image in order. Each fixed image is written as OUT/<name>.png at the
@@ -15,7 +17,9 @@ input's size (without --out: beside the input, in <its folder>/fixed/), atomical
 that would replace an input or reference is refused.
 --size: "auto" (default): the reference pipeline's pre-processing for NVIDIA's models (Lanczos
 to a multiple of 8 and back), the fixer's own otherwise; "reference", "pad", "resize"; or H W,
-e.g. 576 1024 as the reference's inference_difix.py (Lanczos there and back).
+e.g. 576 1024 as the reference's inference_difix.py (Lanczos there and back). A TorchScript fixer
+runs at "auto" (nvidia/Fixer's 576 1024) or H W (bilinear there and back), with the values
+--value-range LOW HIGH (default -1 1, the Fixer's) and ignores --refs.
 """
 from __future__ import annotations
 
@@ -127,6 +131,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
                         help="weights' dtype (auto: bfloat16 on CUDA, float32 on the CPU)")
     parser.add_argument("--seed", type=int, default=0, help="seed for --latent sample")
+    parser.add_argument("--value-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="TorchScript fixers: the values the model takes and returns (default: -1 1)")
     return parser.parse_args(argv)
 
 
@@ -140,8 +146,9 @@ def fixer_spec(args: argparse.Namespace) -> FixerSpec:
     else:
         raise ValueError(f"--size {' '.join(args.size)}: give auto, reference, pad, resize, or H W")
     attention = None if args.reference_attention is None else args.reference_attention == "on"
+    value_range = tuple(args.value_range) if args.value_range is not None else None
     return FixerSpec(name=args.fixer, size=size, dtype=args.dtype, device=args.device, latent=args.latent,
-                     reference_attention=attention)
+                     reference_attention=attention, value_range=value_range)
 
 
 def main(argv: list[str] | None = None) -> list[Path]:

@@ -3,12 +3,16 @@
     python scripts/view.py lightning_logs/difix3d_demo/version_0/checkpoints/last.ckpt --fixer outputs/demo/fixer/best.ckpt
     python scripts/view.py outputs/scene/point_cloud.ply                     # a 3DGS .ply (no fixer references)
     python scripts/view.py run.ckpt --module-class lightning_modules.scene.nerf.NerfSceneModule
+    python scripts/view.py ckpts/ckpt_29999_rank0.pt --data /path/to/colmap_scene --fixer nvidia/difix_ref
 
 Then open the printed address (http://127.0.0.1:8080 by default). The page is served on this
 machine only unless ``--host`` names another interface (e.g. 0.0.0.0 for the network).
 References for the fix are the nearest training views of the checkpoint's scene (its
 datamodule is rebuilt from the checkpoint; run from the directory training ran in), or none
-for a .ply.
+for a reconstruction file (.ply, gsplat ckpt_*.pt, splatfacto step-*.ckpt) on its own. With
+``--data``, such a file is opened with the scene it was trained on, as ``init_file`` opens it
+in a fit (``--units`` says its world): the fix gets that scene's training views as references
+and the viewer starts at a training camera.
 """
 from __future__ import annotations
 
@@ -26,7 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scene", help="a scene checkpoint (.ckpt) or a Gaussian .ply")
+    p.add_argument("scene", help="a scene checkpoint (.ckpt), a Gaussian .ply, a gsplat ckpt_*.pt or a splatfacto step-*.ckpt")
+    p.add_argument("--data", default=None, help="the scene folder a reconstruction file was trained on (its references)")
+    p.add_argument("--units", default="original", choices=["original", "normalised", "gsplat", "gsplat_1.5.1", "nerfstudio"],
+                   help="with --data: the world the file's Gaussians are in (GaussiansFile.units)")
+    p.add_argument("--downscale", type=int, default=None, help="with --data: image downscale (default: the reader's)")
     p.add_argument("--fixer", default=None,
                    help="fixer name (lightning_modules/difix/fixers/spec.py): nvidia/difix_ref, nvidia/difix, a folder "
                         "of either, a reference model_*.pkl, a DifixModule .ckpt, exported weights, or 'tiny'")
@@ -56,10 +64,13 @@ def build_viewer(args: argparse.Namespace) -> Any:
         from lightning_modules.difix.fixers.spec import check_fixer
 
         check_fixer(args.fixer)  # before serving: a bad fixer must not wait for the first fixed frame
-    scene = open_scene(args.scene, args.module_class, args.device)
     refs = None
-    if Path(args.scene).suffix == ".ckpt" and not args.no_references:
-        refs = reference_views_from_checkpoint(args.scene)
+    if args.data is not None:
+        scene, refs = _with_scene_data(args)
+    else:
+        scene = open_scene(args.scene, args.module_class, args.device)
+        if Path(args.scene).suffix == ".ckpt" and not args.no_references:
+            refs = reference_views_from_checkpoint(args.scene)  # None for a splatfacto checkpoint
     fix = None
     if args.fixer is not None:
         cameras, images = refs if refs is not None else (None, None)
@@ -69,6 +80,24 @@ def build_viewer(args: argparse.Namespace) -> Any:
     return SceneViewer(scene, fix, host=args.host, port=args.port, move_resolution=args.move_resolution,
                        rest_resolution=args.rest_resolution, fix_enabled=args.fix and fix is not None,
                        fix_mode=args.fix_mode, initial_camera=initial, label=f"difix3d: {Path(args.scene).name}")
+
+
+def _with_scene_data(args: argparse.Namespace) -> tuple[Any, Any]:
+    """A reconstruction file in the normalised world of ``--data``, and that scene's training views."""
+    from datamodules.readers.scene_data import ReadOptions
+    from datamodules.scene.datamodule import SceneDataModule
+    from lightning_modules.scene.gaussians.module import GaussianSceneModule
+    from lightning_modules.scene.gaussians.reconstruction import GaussiansFile
+    from lightning_modules.scene.open_scene import scene_device
+
+    read = ReadOptions() if args.downscale is None else ReadOptions(downscale=args.downscale)
+    data = SceneDataModule(path=args.data, read=read)
+    data.setup("fit")
+    scene = GaussianSceneModule(init_file=GaussiansFile(path=args.scene, units=args.units))
+    scene.setup_scene(data.scene_setup())
+    scene.require_ready()
+    refs = None if args.no_references else (data.train_cameras, list(data.train_images))
+    return scene.to(scene_device(args.device)).eval(), refs
 
 
 def main(argv: list[str] | None = None) -> None:

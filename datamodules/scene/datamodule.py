@@ -286,6 +286,7 @@ class SceneDataModule(FixedViewsMixin, HeldoutViewsMixin, pl.LightningDataModule
             points=scene.points,
             point_colors=scene.point_colors,
             transform=scene.transform,
+            all_cameras=scene.cameras,
         )
 
     def _procedural_plain_background(self) -> tuple[float, float, float] | None:

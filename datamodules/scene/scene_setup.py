@@ -27,6 +27,9 @@ class SceneSetup:
         points: (P, 3) sparse points (e.g. COLMAP) in the normalised world, or None.
         point_colors: (P, 3) their colours in [0, 1], or None.
         transform: (4, 4) float64 ``normalised_world = transform @ original_world``, or None.
+        all_cameras: every camera the scene's reader found (train, test and any left out by
+            thinning), normalised world; None: only the training cameras are known. What
+            another tool normalised its world by (gsplat's parser uses every COLMAP image).
     """
 
     train_cameras: Cameras
@@ -35,6 +38,7 @@ class SceneSetup:
     points: Tensor | None = None
     point_colors: Tensor | None = None
     transform: Tensor | None = None
+    all_cameras: Cameras | None = None
 
     def __post_init__(self) -> None:
         if not self.scene_scale > 0:

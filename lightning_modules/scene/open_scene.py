@@ -1,9 +1,10 @@
-"""Opens a trained scene for viewing or benchmarking: a scene-module checkpoint or a 3DGS .ply.
+"""Opens a trained scene for viewing or benchmarking: a scene-module checkpoint or a 3DGS file.
 
 A checkpoint's module class is the one LightningCLI recorded in its hyperparameters
 (``_class_path``), so Gaussian and NeRF scenes open alike; a checkpoint written outside the CLI
-needs the class named. A .ply in the INRIA 3DGS layout becomes a ``GaussianSceneModule``
-holding its Gaussians (in the .ply's own world).
+needs the class named. A reconstruction made elsewhere (a Gaussian .ply, a gsplat ``ckpt_*.pt``,
+a nerfstudio splatfacto ``step-*.ckpt``) becomes a ``GaussianSceneModule`` holding its
+Gaussians (in the file's own world).
 """
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def open_scene(path: str | Path, module_class: str | None = None, device: str | 
     """A scene module in eval mode with ``render_views`` and ``scene_scale``.
 
     Args:
-        path: a ``.ckpt`` written by a scene module's `fit`, or a Gaussian ``.ply``.
+        path: a ``.ckpt`` written by a scene module's `fit`, or a reconstruction file
+            (``reconstruction.read_gaussians_file``'s layouts).
         module_class: dotted class path of the checkpoint's module; None: the class the
             checkpoint records.
         device: "auto", "cpu", "cuda", ...
@@ -61,20 +63,13 @@ def open_scene(path: str | Path, module_class: str | None = None, device: str | 
     dev = scene_device(device) if isinstance(device, str) else device
     from lightning_modules.scene.gaussians.module import GaussianSceneModule
 
-    if path.suffix == ".ply":
-        from lightning_modules.scene.gaussians.ply import read_ply
-
-        splats = read_ply(path)
-        means = splats["means"]
-        module = GaussianSceneModule(sh_degree=_sh_degree(splats["shN"].shape[1]))
-        module.gaussians.set_splats(splats)
-        # simple_trainer's scale from camera centres is not available: the splats' extent instead.
-        centre = means.median(dim=0).values
-        module.scene_scale = float((means - centre).norm(dim=-1).quantile(0.9).clamp_min(1e-3)) if len(means) else 1.0
-        return module.to(dev).eval()
+    if path.suffix in (".ply", ".pt", ".pth"):
+        return _gaussians_module(path).to(dev).eval()
     if path.suffix != ".ckpt":
-        raise ValueError(f"{path}: expected a scene checkpoint (.ckpt) or a Gaussian .ply")
+        raise ValueError(f"{path}: expected a scene checkpoint (.ckpt), a Gaussian .ply or a gsplat ckpt_*.pt")
     state = read_torch_file(path, "scene checkpoint")  # refuses pickled code before anything runs
+    if isinstance(state, dict) and "pipeline" in state:  # nerfstudio's step-*.ckpt
+        return _gaussians_module(path).to(dev).eval()
     if not isinstance(state, dict) or "state_dict" not in state:
         raise ValueError(f"{path}: not a Lightning checkpoint of a scene (no state_dict)")
     if "difix_net_config" in state or "difix_prior" in state:
@@ -96,11 +91,19 @@ def open_scene(path: str | Path, module_class: str | None = None, device: str | 
     return cls.load_from_checkpoint(str(path), map_location=dev, weights_only=True).eval()
 
 
-def _sh_degree(num_rest: int) -> int:
-    degree = int(round((num_rest + 1) ** 0.5)) - 1
-    if (degree + 1) ** 2 - 1 != num_rest:
-        raise ValueError(f"a .ply with {num_rest} higher SH coefficients per channel is no SH degree")
-    return degree
+def _gaussians_module(path: Path) -> Any:
+    """A GaussianSceneModule holding a reconstruction file's Gaussians, in the file's own world."""
+    from lightning_modules.scene.gaussians.module import GaussianSceneModule
+    from lightning_modules.scene.gaussians.reconstruction import read_gaussians_file
+
+    loaded = read_gaussians_file(path)
+    module = GaussianSceneModule(sh_degree=loaded.sh_degree)
+    module.gaussians.set_splats(loaded.splats)
+    # simple_trainer's scale from camera centres is not available: the splats' extent instead.
+    means = loaded.splats["means"]
+    centre = means.median(dim=0).values
+    module.scene_scale = float((means - centre).norm(dim=-1).quantile(0.9).clamp_min(1e-3))
+    return module
 
 
 def open_scene_data(ckpt: str | Path) -> Any | None:

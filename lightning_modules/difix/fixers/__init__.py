@@ -1,5 +1,6 @@
 """The fixer as callers use it: named (FixerSpec), checked without loading, built once
-(load_fixer), run on renders of any size (ImageFixer)."""
+(load_fixer), run on renders of any size (ImageFixer; TorchScriptFixer for nvidia/Fixer and other
+TorchScript files)."""
 from __future__ import annotations
 
 from datamodules.lazy_exports import lazy_exports
@@ -12,4 +13,5 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "ImageFixer": "lightning_modules.difix.fixers.image_fixer",
     "IdentityFixer": "lightning_modules.difix.fixers.image_fixer",
     "FixerOutputError": "lightning_modules.difix.fixers.image_fixer",
+    "TorchScriptFixer": "lightning_modules.difix.fixers.torchscript",
 })

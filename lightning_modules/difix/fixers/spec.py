@@ -11,6 +11,9 @@ and checks names early with `check_fixer`. Names:
 - a DifixModule checkpoint (`.ckpt`), exported weights (`.safetensors`, `.pt`, `.pth`), or an
   offline prior checkpoint (`configs/demo/prior.yaml`, `.ckpt`);
 - "tiny" or "tiny:SEED": an untrained tiny DifixNet, for tests of the plumbing;
+- a TorchScript image-to-image fixer: "nvidia/Fixer" (NVIDIA's successor to Difix, its exported
+  `pretrained/pretrained_fixer_jit.pt` from the Hugging Face cache), a local folder of that repo,
+  or any TorchScript `.pt` file (`torchscript.py`: no reference view, runs as it is);
 - "identity": no fixer (renders pass through), the ablation control of the progressive schedule.
 """
 from __future__ import annotations
@@ -52,6 +55,14 @@ class FixerSpec:
             pipeline); None: the net's own ("mode" unless a checkpoint says otherwise).
         reference_attention: joint attention over render and references; None: what the
             weights are (on for `nvidia/difix_ref`, off for `nvidia/difix`).
+        value_range: TorchScript fixers: [low, high] the model takes and returns; None: [-1, 1]
+            (nvidia/Fixer's). Difix nets take [0, 1] renders and normalise themselves.
+        operator_libraries: TorchScript fixers: Python modules to import before loading, that
+            register operators its graph calls; None: the known ones (nvidia/Fixer:
+            transformer_engine).
+
+    For a TorchScript fixer, `size` is "auto" (nvidia/Fixer's default 576 x 1024) or [height,
+    width], and `dtype` "auto" is bfloat16 on CUDA as the Fixer's script runs it.
     """
 
     name: str = "nvidia/difix_ref"
@@ -60,6 +71,8 @@ class FixerSpec:
     device: str | None = None
     latent: Literal["mode", "sample"] | None = None
     reference_attention: bool | None = None
+    value_range: tuple[float, float] | None = None
+    operator_libraries: list[str] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -74,6 +87,10 @@ class FixerSpec:
             raise ValueError(f"fixer {self.name!r}: dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.latent not in (None, "mode", "sample"):
             raise ValueError(f"fixer {self.name!r}: latent must be mode or sample, got {self.latent!r}")
+        if self.value_range is not None:
+            if len(self.value_range) != 2 or not float(self.value_range[0]) < float(self.value_range[1]):
+                raise ValueError(f"fixer {self.name!r}: value_range must be [low, high], low < high, got {self.value_range}")
+            self.value_range = (float(self.value_range[0]), float(self.value_range[1]))
 
     def net_options(self) -> dict[str, Any]:
         """The DifixNet options this spec sets (the rest follow the weights)."""
@@ -119,8 +136,13 @@ def build_difix_net(name: str, cache_dir: str | None = None, prompt: str | None 
     from lightning_modules.difix.loading.from_prior import is_prior_checkpoint, net_from_prior
     from lightning_modules.difix.loading.published import net_from_reference_checkpoint
 
+    from lightning_modules.difix.fixers.torchscript import is_torchscript_name
+
     if name == IDENTITY:
         raise ValueError("fixer 'identity' is no network (load_fixer returns the pass-through fixer for it)")
+    if is_torchscript_name(name):
+        raise ValueError(f"fixer {name!r} is a TorchScript fixer: it runs as it is (a fixer: of the scene callback, "
+                         "the viewer, fix_images.py) but is not a Difix network to train or fine-tune")
     text = {"prompt": prompt} if prompt is not None else {}
     if TINY.match(name):
         return tiny_net(seed=int(name.split(":", 1)[1]) if ":" in name else 0, **text, **net_options)
@@ -154,9 +176,32 @@ def load_fixer(fixer: str | FixerSpec) -> nn.Module:
     check_fixer(spec)
     if spec.name == IDENTITY:
         return IdentityFixer()
+    from lightning_modules.difix.fixers import torchscript
+
+    if torchscript.is_torchscript_name(spec.name):
+        return _torchscript_fixer(spec)
+    if spec.value_range is not None or spec.operator_libraries is not None:
+        raise ValueError(f"fixer {spec.name!r}: value_range and operator_libraries are for TorchScript fixers; a "
+                         "Difix net takes [0, 1] renders")
     net = build_difix_net(spec.name, **spec.net_options())
     resize_to = spec.size if isinstance(spec.size, tuple) else None
     return ImageFixer(net, name=spec.name, resize_to=resize_to, dtype=spec.dtype, device=spec.device)
+
+
+def _torchscript_fixer(spec: FixerSpec) -> nn.Module:
+    from lightning_modules.difix.fixers import torchscript
+
+    if isinstance(spec.size, str) and spec.size != "auto":
+        raise ValueError(f"fixer {spec.name!r}: a TorchScript fixer runs at a fixed size: size is auto "
+                         f"({torchscript.DEFAULT_SIZE[0]} x {torchscript.DEFAULT_SIZE[1]}) or [height, width], not "
+                         f"{spec.size!r}")
+    if spec.latent is not None or spec.reference_attention is not None:
+        raise ValueError(f"fixer {spec.name!r}: latent and reference_attention are Difix options; a TorchScript "
+                         "fixer runs as it is")
+    size = spec.size if isinstance(spec.size, tuple) else torchscript.DEFAULT_SIZE
+    return torchscript.TorchScriptFixer(
+        torchscript.torchscript_path(spec.name), name=spec.name, size=size, dtype=spec.dtype, device=spec.device,
+        value_range=spec.value_range or torchscript.DEFAULT_RANGE, operator_libraries=spec.operator_libraries)
 
 
 def check_fixer(fixer: str | FixerSpec) -> None:
@@ -173,5 +218,10 @@ def check_fixer(fixer: str | FixerSpec) -> None:
             because the hub is switched off (HF_HUB_OFFLINE=1); the message says what to download.
     """
     from lightning_modules.difix.fixers.checks import check_fixer_name
+    from lightning_modules.difix.fixers.torchscript import check_torchscript, is_torchscript_name
 
-    check_fixer_name(fixer_name(fixer))
+    name = fixer_name(fixer)
+    if is_torchscript_name(name):
+        check_torchscript(name, fixer.operator_libraries if isinstance(fixer, FixerSpec) else None)
+        return
+    check_fixer_name(name)

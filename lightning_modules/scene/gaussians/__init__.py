@@ -1,5 +1,6 @@
-"""3D Gaussian Splatting: parameters, initialisation, .ply files, the rasterizer front (gsplat on
-CUDA, pure torch elsewhere), densification strategies, GaussianSceneModule."""
+"""3D Gaussian Splatting: parameters, initialisation, .ply files, other tools' reconstruction files
+and worlds, the rasterizer front (gsplat on CUDA, pure torch elsewhere), densification
+strategies, GaussianSceneModule."""
 from __future__ import annotations
 
 from datamodules.lazy_exports import lazy_exports
@@ -10,6 +11,8 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "render": "lightning_modules.scene.gaussians.rasterize",
     "read_ply": "lightning_modules.scene.gaussians.ply",
     "write_ply": "lightning_modules.scene.gaussians.ply",
+    "GaussiansFile": "lightning_modules.scene.gaussians.reconstruction",
+    "read_gaussians_file": "lightning_modules.scene.gaussians.reconstruction",
     "DefaultStrategy": "lightning_modules.scene.gaussians.strategy",
     "MCMCStrategy": "lightning_modules.scene.gaussians.strategy",
     "photometric_loss": "lightning_modules.scene.gaussians.losses",

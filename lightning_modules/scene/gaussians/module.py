@@ -15,6 +15,11 @@ finds matching shapes; the strategy state rides in the checkpoint; every random 
 step (random background, split noise, MCMC noise) comes from a generator seeded by
 ``(seed, step)``, so it does not depend on what ran before.
 
+Starting from a reconstruction made elsewhere (``init_file``: an INRIA / gsplat / nerfstudio
+.ply, a gsplat or splatfacto checkpoint) maps its Gaussians into the datamodule's normalised
+world, renders at the file's full SH degree from step 0 and, unless asked to densify, keeps
+their number: the progressive fix and the post-render fix then run on someone else's 3DGS.
+
 Evaluation, predict videos and the post-render fix hook come from ``SceneModule``.
 """
 from __future__ import annotations
@@ -36,6 +41,8 @@ from lightning_modules.scene.gaussians.splats import SPLAT_NAMES, Gaussians, sh_
 from lightning_modules.scene.gaussians.losses import photometric_loss
 from lightning_modules.scene.path_video import PathSettings
 from lightning_modules.scene.gaussians.ply import read_ply, write_ply
+from lightning_modules.scene.gaussians.reconstruction import GaussiansFile
+from lightning_modules.scene.gaussians.world_units import splats_in_scene
 from lightning_modules.scene.gaussians.rasterize import render
 from lightning_modules.scene.gaussians.strategy import DefaultStrategy, MCMCStrategy
 
@@ -50,11 +57,15 @@ class GaussianSceneModule(SceneModule):
             (3DGS; gsplat's fields: refine_start_iter, refine_stop_iter, refine_every,
             reset_every, grow_grad2d, prune_opa, ...) or ``MCMCStrategy`` (cap_max, noise_lr,
             min_opacity, ...). None: ``DefaultStrategy()`` (gsplat's defaults).
-        sh_degree: maximum spherical-harmonic degree (gsplat: 3).
+        sh_degree: maximum spherical-harmonic degree (gsplat: 3); with ``init_file``, the file's.
         sh_degree_interval: the SH degree in use grows by one every this many steps.
         init_type: "points" (the scene's sparse points, e.g. COLMAP) or "random" (uniform in a
             cube of half-size ``init_extent * scene_scale``); "points" falls back to "random"
-            with a warning when the scene has no points (Blender scenes).
+            with a warning when the scene has no points (Blender scenes). Ignored with ``init_file``.
+        init_file: start from a trained 3DGS instead (`GaussiansFile`: path, units of its world,
+            SH degree, whether to densify; a plain path string means the dataset's original
+            units). In YAML ``init_file: {path: .../point_cloud.ply}``; on the command line
+            ``--model.init_args.init_file.path=...``.
         init_num_points: number of Gaussians for random init.
         init_extent: random-init cube half-size in units of the scene scale.
         init_center: random-init cube centre (normalised world); None: the point the training
@@ -96,6 +107,7 @@ class GaussianSceneModule(SceneModule):
         sh_degree: int = 3,
         sh_degree_interval: int = 1000,
         init_type: Literal["points", "random"] = "points",
+        init_file: GaussiansFile | None = None,
         init_num_points: int = 100_000,
         init_extent: float = 3.0,
         init_center: tuple[float, float, float] | None = None,
@@ -139,9 +151,13 @@ class GaussianSceneModule(SceneModule):
                 f"(gsplat's own classes lack this project's fixes), got {type(strategy).__name__}"
             )
         self.strategy = strategy if strategy is not None else DefaultStrategy()
+        if isinstance(init_file, str):
+            init_file = GaussiansFile(path=init_file)
+        self.init_file = GaussiansFile(**init_file) if isinstance(init_file, dict) else init_file
         # Empty until init_representation() (or a checkpoint) gives the Gaussians their size.
         self.gaussians = Gaussians(0, sh_degree)
         self.strategy_state: dict[str, Any] | None = None
+        self._missing_file: FileNotFoundError | None = None
 
     # ------------------------------------------------------------------ construction
     @property
@@ -155,6 +171,15 @@ class GaussianSceneModule(SceneModule):
             self.strategy_state = self._init_strategy_state()
 
     def init_representation(self, setup: SceneSetup) -> None:
+        if self.init_file is not None:
+            try:
+                self.gaussians.set_splats(splats_in_scene(self.init_file, setup))
+            except FileNotFoundError as err:
+                # A checkpoint restored next (resume, test --ckpt_path) holds the Gaussians; the
+                # error is raised only if none does (require_ready, before any step).
+                self._missing_file = err
+            self.gaussians.to(self.device)
+            return
         h = self.hparams
         g = initial_gaussians(
             setup, float(setup.scene_scale) * h.global_scale, h.sh_degree, h.init_type, h.init_num_points,
@@ -163,6 +188,16 @@ class GaussianSceneModule(SceneModule):
         )
         self.gaussians.set_splats(g.raw())
         self.gaussians.to(self.device)
+
+    @property
+    def densifies(self) -> bool:
+        """Whether the strategy runs (always, unless started from a file without ``densify``)."""
+        return self.init_file is None or self.init_file.densify
+
+    def require_ready(self) -> None:
+        if not self.is_initialised and self._missing_file is not None:
+            raise self._missing_file
+        super().require_ready()
 
     def _init_strategy_state(self) -> dict[str, Any]:
         if isinstance(self.strategy, DefaultStrategy):
@@ -235,6 +270,8 @@ class GaussianSceneModule(SceneModule):
 
     # ------------------------------------------------------------------ training
     def current_sh_degree(self, step: int) -> int:
+        if self.init_file is not None:  # trained Gaussians: their colours need every degree from step 0
+            return self.gaussians.sh_degree
         return min(step // max(self.hparams.sh_degree_interval, 1), self.gaussians.sh_degree)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -248,7 +285,7 @@ class GaussianSceneModule(SceneModule):
         n = image.shape[0]
 
         rgb, alpha, info = self.render_batch(cameras, self.current_sh_degree(step), self._background(n, step))
-        if isinstance(self.strategy, DefaultStrategy):
+        if self.densifies and isinstance(self.strategy, DefaultStrategy):
             self.strategy.step_pre_backward(self.gaussians.splats, self.optimizer_dict, self.strategy_state, step, info)
         losses = photometric_loss(rgb, image, mask, weight, self.hparams.ssim_lambda)
         loss = losses["loss"]
@@ -267,18 +304,8 @@ class GaussianSceneModule(SceneModule):
             opt.zero_grad(set_to_none=True)
         self.lr_schedulers().step()
 
-        # Densification after the optimizer step, as simple_trainer; its random draws come
-        # from a step-seeded RNG so that a resumed run draws exactly the same.
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.step_seed(step))
-            if isinstance(self.strategy, DefaultStrategy):
-                self.strategy.step_post_backward(
-                    self.gaussians.splats, self.optimizer_dict, self.strategy_state, step, info, packed=False)
-            else:
-                lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-                self.strategy.step_post_backward(
-                    self.gaussians.splats, self.optimizer_dict, self.strategy_state, step, info, lr=lr)
+        if self.densifies:
+            self._densify(step, info)
 
         with torch.no_grad():
             m = torch.ones_like(image[:, :1]) if mask is None else mask.to(image)
@@ -292,6 +319,20 @@ class GaussianSceneModule(SceneModule):
         self.log("train/sh_degree", float(self.current_sh_degree(step)), batch_size=n)
         return loss.detach()
 
+    def _densify(self, step: int, info: dict) -> None:
+        """The strategy's step after the optimizer step, as simple_trainer; its random draws come
+        from a step-seeded RNG so that a resumed run draws exactly the same."""
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.step_seed(step))
+            if isinstance(self.strategy, DefaultStrategy):
+                self.strategy.step_post_backward(
+                    self.gaussians.splats, self.optimizer_dict, self.strategy_state, step, info, packed=False)
+            else:
+                lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+                self.strategy.step_post_backward(
+                    self.gaussians.splats, self.optimizer_dict, self.strategy_state, step, info, lr=lr)
+
     def _state_to_device(self) -> None:
         for k, v in (self.strategy_state or {}).items():
             if isinstance(v, Tensor) and v.device != self.device:
@@ -302,7 +343,8 @@ class GaussianSceneModule(SceneModule):
         super().on_save_checkpoint(checkpoint)
         state = {k: (v.detach().cpu() if isinstance(v, Tensor) else v) for k, v in (self.strategy_state or {}).items()}
         checkpoint["scene"].update(
-            strategy_state=state, strategy=type(self.strategy).__name__, num_gaussians=len(self.gaussians))
+            strategy_state=state, strategy=type(self.strategy).__name__, num_gaussians=len(self.gaussians),
+            sh_degree=self.gaussians.sh_degree)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
@@ -312,7 +354,11 @@ class GaussianSceneModule(SceneModule):
             raise ValueError(
                 f"checkpoint was trained with strategy {saved}, this module uses {type(self.strategy).__name__}")
         self.strategy_state = dict(extra["strategy_state"])
-        # The Gaussians resize themselves in load_state_dict (Gaussians._load_from_state_dict).
+        # The Gaussians resize themselves in load_state_dict (Gaussians._load_from_state_dict);
+        # their SH degree is the checkpoint's (a scene started from a file has the file's).
+        degree = extra.get("sh_degree", self.gaussians.sh_degree)
+        if degree != self.gaussians.sh_degree:
+            self.gaussians = Gaussians(0, degree)
 
     def eval_extras(self) -> dict[str, float]:
         return {"num_gaussians": len(self.gaussians)}

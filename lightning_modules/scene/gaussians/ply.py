@@ -1,7 +1,8 @@
-"""Gaussian .ply files in the INRIA 3DGS layout, and similarity transforms of Gaussians.
+"""Gaussian .ply files in the INRIA 3DGS layout.
 
-Layout (binary little endian, every property ``float``, one vertex per Gaussian), the one
-the reference 3DGS code, SuperSplat and most viewers read:
+Layout written (binary little endian, every property ``float``, one vertex per Gaussian), the
+one the reference 3DGS code (``scene/gaussian_model.py: save_ply``), SuperSplat and most viewers
+read:
 
     x y z nx ny nz f_dc_0 f_dc_1 f_dc_2 f_rest_0 .. f_rest_{3(K-1)-1} opacity
     scale_0 scale_1 scale_2 rot_0 rot_1 rot_2 rot_3
@@ -10,10 +11,11 @@ the reference 3DGS code, SuperSplat and most viewers read:
 flattened. ``opacity`` is the logit, ``scale_*`` the log-scales, ``rot_*`` wxyz: the raw
 (pre-activation) values, the same as gsplat's parameters. Normals are written as zeros.
 
-Scenes are trained in a normalised world (``normalised = T @ original``, T a similarity
-``s R | t``). ``transform_splats`` maps Gaussians through any similarity (positions,
-log-scales shifted by ``log s``, rotations, and the SH coefficients rotated per degree), so
-``write_ply(..., transform=T.inverse())`` exports in the original world units.
+Read: the same properties found by name, whatever their order and whatever else the file
+holds, which covers gsplat's ``export_splats`` (no normals), nerfstudio's ``ns-export
+gaussian-splat`` (comments, normals) and files with extra per-Gaussian properties (any PLY
+scalar type). The writer and this reader are by hand: plyfile is not in the stack and the
+layout is a fixed header plus one array.
 """
 from __future__ import annotations
 
@@ -26,9 +28,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["write_ply", "read_ply", "transform_splats", "decompose_similarity", "rotate_sh"]
+from lightning_modules.scene.gaussians.similarity import transform_splats
+
+__all__ = ["write_ply", "read_ply", "ply_header"]
 
 _SPLAT_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
+# PLY scalar types (both spellings of the spec) -> little-endian numpy types.
+_PLY_TYPES = {
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "<i2", "int16": "<i2",
+    "ushort": "<u2", "uint16": "<u2", "int": "<i4", "int32": "<i4", "uint": "<u4", "uint32": "<u4",
+    "float": "<f4", "float32": "<f4", "double": "<f8", "float64": "<f8",
+}
 
 
 def _property_names(n_rest: int) -> list[str]:
@@ -61,15 +71,8 @@ def write_ply(path: str | os.PathLike, splats: dict[str, Tensor], transform: Ten
     n = s["means"].shape[0]
     rest = s["shN"].transpose(1, 2).reshape(n, -1)  # (N, 3*(K-1)) channel-major, as INRIA
     data = torch.cat(
-        [
-            s["means"],
-            torch.zeros(n, 3),
-            s["sh0"].reshape(n, 3),
-            rest,
-            s["opacities"].reshape(n, 1),
-            s["scales"],
-            s["quats"],
-        ],
+        [s["means"], torch.zeros(n, 3), s["sh0"].reshape(n, 3), rest, s["opacities"].reshape(n, 1), s["scales"],
+         s["quats"]],
         dim=1,
     ).numpy().astype("<f4")
     names = _property_names(rest.shape[1])
@@ -93,8 +96,58 @@ def write_ply(path: str | os.PathLike, splats: dict[str, Tensor], transform: Ten
     return path
 
 
+def ply_header(path: Path) -> tuple[int, np.dtype, list[str], int]:
+    """Parses a binary little-endian PLY header.
+
+    Returns:
+        (vertex count, the vertex record's numpy dtype, the header's comment lines, the byte
+        offset of the vertex data).
+
+    Raises:
+        ValueError: naming the file, for anything but binary little-endian scalar vertices first.
+    """
+    fields: list[tuple[str, str]] = []
+    comments: list[str] = []
+    n = fmt = None
+    element = None
+    with open(path, "rb") as f:
+        if f.readline().strip() != b"ply":
+            raise ValueError(f"read_ply: {path} is not a .ply file (no 'ply' magic line)")
+        while True:
+            line = f.readline()
+            if not line:
+                raise ValueError(f"read_ply: {path} has no 'end_header' line")
+            words = line.decode("ascii", errors="replace").split()
+            if not words or words[0] == "obj_info":
+                continue
+            if words[0] == "comment":
+                comments.append(" ".join(words[1:]))
+            elif words[0] == "end_header":
+                break
+            elif words[0] == "format":
+                fmt = words[1]
+            elif words[0] == "element":
+                element = words[1]
+                if element == "vertex":
+                    n = int(words[2])
+                elif n is None and int(words[2]) > 0:
+                    raise ValueError(f"read_ply: {path} has an element '{element}' before the vertices")
+            elif words[0] == "property" and element == "vertex":
+                if words[1] == "list":
+                    raise ValueError(f"read_ply: {path} vertex property '{words[-1]}' is a list; Gaussians have scalars")
+                if words[1] not in _PLY_TYPES:
+                    raise ValueError(f"read_ply: {path} property '{words[-1]}' has the unknown type '{words[1]}'")
+                fields.append((words[-1], _PLY_TYPES[words[1]]))
+        offset = f.tell()
+    if fmt != "binary_little_endian":
+        raise ValueError(f"read_ply: {path} is '{fmt}', only binary_little_endian is supported")
+    if n is None:
+        raise ValueError(f"read_ply: {path} has no vertex element")
+    return n, np.dtype(fields), comments, offset
+
+
 def read_ply(path: str | os.PathLike, transform: Tensor | None = None) -> dict[str, Tensor]:
-    """Reads an INRIA-layout Gaussian .ply (as written by ``write_ply`` or the 3DGS code).
+    """Reads a Gaussian .ply (INRIA layout: this project's, the 3DGS code's, gsplat's, splatfacto's).
 
     Properties are found by name, so their order and extra properties do not matter.
 
@@ -103,58 +156,35 @@ def read_ply(path: str | os.PathLike, transform: Tensor | None = None) -> dict[s
         transform: optional (4, 4) similarity applied after reading.
 
     Returns:
-        Raw gsplat tensors (float32): means, scales, quats, opacities, sh0, shN.
+        Raw gsplat tensors (float32): means (N, 3), scales (N, 3), quats (N, 4),
+        opacities (N,), sh0 (N, 1, 3), shN (N, K-1, 3).
 
     Raises:
-        ValueError: naming the file, for anything but a binary little-endian float vertex list
-            with the INRIA properties.
+        ValueError: naming the file and what is wrong with it (not a binary PLY, truncated,
+            properties missing, an f_rest count that is no SH degree).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"read_ply: {path} does not exist")
+    n, dtype, _, offset = ply_header(path)
     with open(path, "rb") as f:
-        if f.readline().strip() != b"ply":
-            raise ValueError(f"read_ply: {path} is not a .ply file (no 'ply' magic line)")
-        names: list[str] = []
-        n = None
-        fmt = None
-        in_vertex = False
-        while True:
-            line = f.readline()
-            if not line:
-                raise ValueError(f"read_ply: {path} has no 'end_header' line")
-            words = line.decode("ascii", errors="replace").split()
-            if not words or words[0] in ("comment", "obj_info"):
-                continue
-            if words[0] == "end_header":
-                break
-            if words[0] == "format":
-                fmt = words[1]
-            elif words[0] == "element":
-                in_vertex = words[1] == "vertex"
-                if in_vertex:
-                    n = int(words[2])
-                elif n is not None:
-                    raise ValueError(f"read_ply: {path} has an element '{words[1]}' after the vertices")
-            elif words[0] == "property" and in_vertex:
-                if words[1] != "float" and words[1] != "float32":
-                    raise ValueError(f"read_ply: {path} property '{words[-1]}' is {words[1]}, expected float")
-                names.append(words[-1])
-        if fmt != "binary_little_endian":
-            raise ValueError(f"read_ply: {path} is '{fmt}', only binary_little_endian is supported")
-        if n is None:
-            raise ValueError(f"read_ply: {path} has no vertex element")
-        raw = f.read(n * len(names) * 4)
-    if len(raw) != n * len(names) * 4:
-        raise ValueError(f"read_ply: {path} is truncated ({len(raw)} of {n * len(names) * 4} data bytes)")
-    data = torch.from_numpy(np.frombuffer(raw, dtype="<f4").reshape(n, len(names)).astype(np.float32))
-    col = {name: i for i, name in enumerate(names)}
+        f.seek(offset)
+        raw = f.read(n * dtype.itemsize)
+    if len(raw) != n * dtype.itemsize:
+        raise ValueError(f"read_ply: {path} is truncated ({len(raw)} of {n * dtype.itemsize} data bytes)")
+    records = np.frombuffer(raw, dtype=dtype, count=n)
+    names = set(dtype.names or ())
 
     def take(keys: list[str]) -> Tensor:
-        absent = [k for k in keys if k not in col]
+        absent = [k for k in keys if k not in names]
         if absent:
-            raise ValueError(f"read_ply: {path} lacks the Gaussian properties {absent}")
-        return data[:, [col[k] for k in keys]]
+            hint = ""
+            if "f_dc_0" in absent and "red" in names:
+                hint = " (colours stored as RGB bytes, e.g. ns-export --ply-color-mode rgb: export SH coefficients)"
+            raise ValueError(f"read_ply: {path} lacks the Gaussian properties {absent}{hint}")
+        if not keys:
+            return torch.zeros(n, 0)
+        return torch.from_numpy(np.stack([records[k].astype(np.float32) for k in keys], axis=1))
 
     n_rest = sum(1 for name in names if name.startswith("f_rest_"))
     if n_rest % 3 != 0 or not _is_sh_count(n_rest // 3 + 1):
@@ -176,104 +206,3 @@ def read_ply(path: str | os.PathLike, transform: Tensor | None = None) -> dict[s
 def _is_sh_count(k: int) -> bool:
     d = int(round(math.sqrt(k)))
     return d * d == k and 1 <= d <= 5
-
-
-def decompose_similarity(transform: Tensor) -> tuple[float, Tensor, Tensor]:
-    """Splits a (4, 4) similarity ``[s R | t]`` into (s, R (3, 3), t (3,)).
-
-    Raises:
-        ValueError: when the matrix is not a similarity (shear, anisotropic scale, reflection).
-    """
-    T = torch.as_tensor(transform, dtype=torch.float64).cpu()
-    if T.shape != (4, 4):
-        raise ValueError(f"transform must be (4, 4), got {tuple(T.shape)}")
-    A = T[:3, :3]
-    s = float(torch.linalg.det(A)) ** (1.0 / 3.0) if float(torch.linalg.det(A)) > 0 else float("nan")
-    if not math.isfinite(s) or s <= 0:
-        raise ValueError("transform is not a similarity: its 3x3 block has a non-positive determinant")
-    R = A / s
-    if not torch.allclose(R @ R.T, torch.eye(3, dtype=torch.float64), atol=1e-4):
-        raise ValueError("transform is not a similarity: its 3x3 block is not a scaled rotation")
-    return s, R, T[:3, 3].clone()
-
-
-def _rotmat_to_quat(R: Tensor) -> Tensor:
-    from datamodules.cameras.cameras import rotmat_to_quat
-
-    return rotmat_to_quat(R)
-
-
-def _quat_mul(a: Tensor, b: Tensor) -> Tensor:
-    """Hamilton product of wxyz quaternions (..., 4)."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        dim=-1,
-    )
-
-
-def rotate_sh(shN: Tensor, R: Tensor) -> Tensor:
-    """Rotates higher SH coefficients so that colours follow a world rotation ``x' = R x``.
-
-    After the call, evaluating the new coefficients at direction ``R d`` gives what the old
-    ones gave at ``d``. Each degree l transforms by a (2l+1)^2 matrix, found exactly by least
-    squares on sampled directions with gsplat's own SH basis (so its sign conventions hold).
-
-    Args:
-        shN: (N, K-1, 3) coefficients of degrees 1..d.
-        R: (3, 3) rotation.
-
-    Returns:
-        (N, K-1, 3) rotated coefficients.
-    """
-    from gsplat.cuda._torch_impl import _eval_sh_bases_fast
-
-    k = shN.shape[1] + 1
-    if k == 1:
-        return shN.clone()
-    R = torch.as_tensor(R, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(0)
-    dirs = torch.nn.functional.normalize(torch.randn(256, 3, generator=gen, dtype=torch.float64), dim=-1)
-    # Y_new(R d) must equal Y_old(d): with basis rows Y(d), Y(R^T d') = Y(d') @ X per degree.
-    basis = _eval_sh_bases_fast(k, dirs)  # (S, K)
-    basis_back = _eval_sh_bases_fast(k, dirs @ R)  # rows: Y(R^T d)
-    out = torch.empty_like(shN)
-    degree = int(round(math.sqrt(k))) - 1
-    for l in range(1, degree + 1):  # loop over <= 4 degrees, not over Gaussians
-        lo, hi = l * l, (l + 1) * (l + 1)
-        X = torch.linalg.lstsq(basis[:, lo:hi], basis_back[:, lo:hi]).solution  # (2l+1, 2l+1)
-        # c_new(d') = f_new . Y(d') = f_old . Y(R^T d') = f_old . (X^T Y(d'))  =>  f_new = X f_old
-        block = shN[:, lo - 1 : hi - 1, :].double()
-        out[:, lo - 1 : hi - 1, :] = torch.einsum("ij,njc->nic", X, block).to(shN.dtype)
-    return out
-
-
-def transform_splats(splats: dict[str, Tensor], transform: Tensor) -> dict[str, Tensor]:
-    """Maps raw Gaussians through a similarity ``x' = s R x + t``.
-
-    Args:
-        splats: raw gsplat tensors (see ``write_ply``).
-        transform: (4, 4) similarity.
-
-    Returns:
-        New raw tensors: means mapped, log-scales + log(s), quats left-multiplied by R,
-        sh0 unchanged, shN rotated by R.
-    """
-    s, R, t = decompose_similarity(transform)
-    means = splats["means"].double() @ (s * R).T + t
-    q_r = _rotmat_to_quat(R).to(torch.float64)
-    quats = _quat_mul(q_r.expand_as(splats["quats"]), splats["quats"].double())
-    return {
-        "means": means.to(splats["means"].dtype),
-        "scales": splats["scales"] + math.log(s),
-        "quats": quats.to(splats["quats"].dtype),
-        "opacities": splats["opacities"].clone(),
-        "sh0": splats["sh0"].clone(),
-        "shN": rotate_sh(splats["shN"], R),
-    }

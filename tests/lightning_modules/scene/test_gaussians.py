@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from lightning_modules.scene.gaussians.splats import Gaussians, knn_rms_distance, rgb_to_sh, sh_to_rgb
-from lightning_modules.scene.gaussians.ply import read_ply, rotate_sh, transform_splats, write_ply
+from lightning_modules.scene.gaussians.ply import read_ply, write_ply
+from lightning_modules.scene.gaussians.similarity import rotate_sh, transform_splats
 from lightning_modules.scene.gaussians.strategy import DefaultStrategy, MCMCStrategy, compute_relocation_torch
 
 
