@@ -185,6 +185,9 @@ class NerfSceneModule(SceneModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         step = self.global_step
         gen = torch.Generator().manual_seed(self.step_seed(step))
+        occupancy = self.model.occupancy
+        if occupancy.due(step):  # its own step-seeded draws: a resumed run updates it the same
+            occupancy.update(self.model.density_at, torch.Generator().manual_seed(self.step_seed(step) + 1))
         cameras: Cameras = batch["camera"].to(self.device)
         image = batch["image"].to(self.device)  # (B, 3, H, W)
         b, _, h, w = image.shape
@@ -213,6 +216,8 @@ class NerfSceneModule(SceneModule):
         inter = interlevel_loss(out.weights, out.spacing, out.proposals)
         dist = distortion_loss(out.weights, out.spacing)
         loss = rgb_loss + scale * (self.hparams.interlevel_loss_mult * inter + self.hparams.distortion_loss_mult * dist)
+        if not loss.requires_grad:  # every ray crossed empty space only: a zero step, not an error
+            loss = loss + 0.0 * self.model.field.encoding.table.sum()
 
         with torch.no_grad():
             mse = (m * sq).sum() / m.sum().clamp_min(1.0)
@@ -222,4 +227,6 @@ class NerfSceneModule(SceneModule):
         self.log("train/interlevel", inter.detach(), batch_size=b)
         self.log("train/distortion", dist.detach(), batch_size=b)
         self.log("train/psnr", psnr, prog_bar=True, batch_size=b)
+        if occupancy.active:
+            self.log("train/occupied", occupancy.occupied.float().mean(), batch_size=b)
         return loss

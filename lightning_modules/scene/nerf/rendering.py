@@ -87,6 +87,8 @@ def interlevel_loss(weights: Tensor, spacing: Tensor, proposals: list[tuple[Tens
     """
     w = weights.detach()
     loss = weights.new_zeros(())
+    if weights.shape[0] == 0:  # every ray was empty space
+        return loss
     for cp, wp in proposals:
         outer = _outer(spacing.detach(), cp.detach(), wp)
         loss = loss + (torch.clamp(w - outer, min=0) ** 2 / (w + 1e-7)).sum(dim=-1).mean()
@@ -103,6 +105,8 @@ def distortion_loss(weights: Tensor, spacing: Tensor) -> Tensor:
     Returns:
         Scalar mean over rays.
     """
+    if weights.shape[0] == 0:  # every ray was empty space
+        return weights.new_zeros(())
     mid = (spacing[:, 1:] + spacing[:, :-1]) / 2
     width = spacing[:, 1:] - spacing[:, :-1]
     w_cum = torch.cumsum(weights, dim=-1) - weights  # exclusive prefix sums

@@ -128,3 +128,47 @@ def test_distortion_loss_matches_the_quadratic_formula() -> None:
     focused[0, 5] = 1.0
     spread = torch.full((1, 12), 1 / 12)
     assert float(distortion_loss(focused, s[:1])) < float(distortion_loss(spread, s[:1]))
+
+
+def test_fused_corner_lookup_equals_the_plain_gather_with_its_gradient() -> None:
+    from lightning_modules.scene.nerf.encoding import _CornerSum
+
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(50, 2, generator=g, requires_grad=True)
+    idx = torch.randint(0, 50, (30, 8), generator=g, dtype=torch.int32)  # repeats: gradients accumulate
+    w = torch.rand(30, 8, generator=g)
+    grad = torch.randn(30, 2, generator=g)
+    fused = _CornerSum.apply(table, idx, w)
+    (a,) = torch.autograd.grad(fused, table, grad)
+    plain = (table[idx.long()] * w[..., None]).sum(dim=1)
+    (b,) = torch.autograd.grad(plain, table, grad)
+    torch.testing.assert_close(fused, plain, atol=1e-6, rtol=0)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_occupancy_grid_marks_where_density_is() -> None:
+    from lightning_modules.scene.nerf.occupancy import OccupancyGrid
+
+    grid = OccupancyGrid(resolution=8, threshold=0.01, warmup_steps=4, update_every=2)
+    x = torch.rand(100, 3)
+    assert not grid.active and bool(grid.query(x).all())  # before any update nothing is skipped
+    assert not grid.due(2) and grid.due(4) and not grid.due(5)
+
+    def ball(p: torch.Tensor) -> torch.Tensor:  # dense inside a ball of radius 0.2 around the centre
+        return ((p - 0.5).norm(dim=-1) < 0.2).float() * 50.0
+
+    grid.update(ball, torch.Generator().manual_seed(0))
+    assert grid.active
+    centre, corner = torch.tensor([[0.5, 0.5, 0.5]]), torch.tensor([[0.05, 0.05, 0.95]])
+    assert bool(grid.query(centre)[0]) and not bool(grid.query(corner)[0])
+    assert 0 < float(grid.occupied.float().mean()) < 0.2
+    # The density moves elsewhere: the stored maximum decays, the old cells empty after enough
+    # updates and the new ones fill at once.
+    def moved(p: torch.Tensor) -> torch.Tensor:
+        return ((p - 0.2).norm(dim=-1) < 0.15).float() * 50.0
+
+    grid.update(moved, torch.Generator().manual_seed(1))
+    assert bool(grid.query(centre)[0]) and bool(grid.query(torch.tensor([[0.2, 0.2, 0.2]]))[0])
+    for i in range(200):
+        grid.update(moved, torch.Generator().manual_seed(2 + i))
+    assert not bool(grid.query(centre)[0]) and bool(grid.query(torch.tensor([[0.2, 0.2, 0.2]]))[0])
