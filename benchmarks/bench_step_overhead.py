@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--skip", type=int, default=20, help="steps not timed (start-up)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--log-every", type=int, default=None, help="trainer.log_every_n_steps (default: the config's)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -91,14 +92,16 @@ def main(argv: list[str] | None = None) -> dict:
                 f"--data.init_args.path={tmp}/scene", "--data.init_args.procedural.num_views=12",
                 "--data.init_args.procedural.size=64", f"--model.init_args.output_dir={tmp}/out",
                 "--model.init_args.predict.frames=0", "--trainer.limit_val_batches=0"]
+        if a.log_every is not None:
+            args.append(f"--trainer.log_every_n_steps={a.log_every}")
         with contextlib.redirect_stdout(io.StringIO()):
             cli = cli_main(args[1:], run=False)
             cli.trainer.callbacks.append(clock)
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     row = {"ms_per_step_outside_render": round(clock.ms_per_step, 2), "steps_timed": clock.steps,
-           "threads": a.threads, "num_gaussians": int(len(cli.model.gaussians)), "load": os.getloadavg()[0]}
+           "threads": a.threads, "log_every_n_steps": cli.trainer.log_every_n_steps, "num_gaussians": int(len(cli.model.gaussians)), "load": os.getloadavg()[0]}
     print(f"3DGS step outside the rasterizer: {row['ms_per_step_outside_render']:.2f} ms/step over {clock.steps} "
-          f"steps ({a.threads} thread(s), {row['num_gaussians']} Gaussians at the end, load {row['load']:.1f})")
+          f"steps ({a.threads} thread(s), logs every {row['log_every_n_steps']} steps, {row['num_gaussians']} Gaussians at the end, load {row['load']:.1f})")
     if a.out is not None:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(row, indent=2))

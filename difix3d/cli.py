@@ -52,7 +52,8 @@ class DifixCLI(LightningCLI):
     """LightningCLI with the project's run-safety rules.
 
     - Every run gets a `FiniteGuard`: a NaN/Inf loss, gradient or parameter stops the run with
-      a message naming the step and tensor, and no non-finite checkpoint is written.
+      a message naming the step and tensor, and no non-finite checkpoint is written (on a GPU
+      its checks are read every 16 steps and before every save, not synced every step).
     - Every run writes checkpoints through `AtomicCheckpointIO`: a failed save (full disk)
       leaves the previous checkpoint whole.
     - With `--ckpt_path`, Lightning replaces the model options by the checkpoint's

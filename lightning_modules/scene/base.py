@@ -154,6 +154,19 @@ class SceneModule(pl.LightningModule):
         """Seed of step ``step``'s random draws: a resumed run draws exactly the same."""
         return (self.rng_seed * 1_000_003 + step * 7919) % (2**62)
 
+    def logs_step(self, step: int) -> bool:
+        """Whether training step ``step``'s scalars reach the logger (``trainer.log_every_n_steps``,
+        Lightning's own test: ``step + 1`` a multiple of it; the last step of a run too).
+
+        The scene modules log only then, as gsplat's trainer does: each ``self.log`` costs a fixed
+        amount of Python on any device (Lightning moves its result metadata on every call), which
+        a fast GPU step notices; the values of the other steps would never be written anyway.
+        """
+        trainer = self._trainer  # None outside a Trainer (a step called by hand): nothing to log to
+        if trainer is None or trainer.log_every_n_steps <= 0:
+            return False
+        return (step + 1) % trainer.log_every_n_steps == 0 or step + 1 == trainer.max_steps
+
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["scene"] = {

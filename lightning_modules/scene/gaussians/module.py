@@ -307,31 +307,32 @@ class GaussianSceneModule(SceneModule):
         if self.densifies:
             self._densify(step, info)
 
-        with torch.no_grad():
-            m = torch.ones_like(image[:, :1]) if mask is None else mask.to(image)
-            mse = ((rgb.detach().clamp(0, 1) - image) ** 2 * m).sum() / (m.sum() * 3).clamp_min(1e-8)
-            psnr = -10 * torch.log10(mse.clamp_min(1e-10))
-        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=n)
-        self.log("train/l1", losses["l1"], batch_size=n)
-        self.log("train/ssim", losses["ssim"], batch_size=n)
-        self.log("train/psnr", psnr, prog_bar=True, batch_size=n)
-        self.log("train/num_gaussians", float(len(self.gaussians)), prog_bar=True, batch_size=n)
-        self.log("train/sh_degree", float(self.current_sh_degree(step)), batch_size=n)
+        if self.logs_step(step):
+            with torch.no_grad():
+                m = torch.ones_like(image[:, :1]) if mask is None else mask.to(image)
+                mse = ((rgb.detach().clamp(0, 1) - image) ** 2 * m).sum() / (m.sum() * 3).clamp_min(1e-8)
+                psnr = -10 * torch.log10(mse.clamp_min(1e-10))
+            self.log("train/loss", loss.detach(), prog_bar=True, batch_size=n)
+            self.log("train/l1", losses["l1"], batch_size=n)
+            self.log("train/ssim", losses["ssim"], batch_size=n)
+            self.log("train/psnr", psnr, prog_bar=True, batch_size=n)
+            self.log("train/num_gaussians", float(len(self.gaussians)), prog_bar=True, batch_size=n)
+            self.log("train/sh_degree", float(self.current_sh_degree(step)), batch_size=n)
         return loss.detach()
 
     def _densify(self, step: int, info: dict) -> None:
         """The strategy's step after the optimizer step, as simple_trainer; its random draws come
-        from a step-seeded RNG so that a resumed run draws exactly the same."""
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        from a step-seeded RNG so that a resumed run draws exactly the same. DefaultStrategy draws
+        only when it splits (refine steps): other steps skip the fork and reseed of every RNG."""
+        default = isinstance(self.strategy, DefaultStrategy)
+        kw = {"packed": False} if default else {"lr": self.trainer.optimizers[0].param_groups[0]["lr"]}
+        args = (self.gaussians.splats, self.optimizer_dict, self.strategy_state, step, info)
+        if default and step % self.strategy.refine_every:
+            self.strategy.step_post_backward(*args, **kw)
+            return
+        with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []):
             torch.manual_seed(self.step_seed(step))
-            if isinstance(self.strategy, DefaultStrategy):
-                self.strategy.step_post_backward(
-                    self.gaussians.splats, self.optimizer_dict, self.strategy_state, step, info, packed=False)
-            else:
-                lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-                self.strategy.step_post_backward(
-                    self.gaussians.splats, self.optimizer_dict, self.strategy_state, step, info, lr=lr)
+            self.strategy.step_post_backward(*args, **kw)
 
     def _state_to_device(self) -> None:
         for k, v in (self.strategy_state or {}).items():

@@ -219,14 +219,15 @@ class NerfSceneModule(SceneModule):
         if not loss.requires_grad:  # every ray crossed empty space only: a zero step, not an error
             loss = loss + 0.0 * self.model.field.encoding.table.sum()
 
-        with torch.no_grad():
-            mse = (m * sq).sum() / m.sum().clamp_min(1.0)
-            psnr = -10 * torch.log10(mse.clamp_min(1e-10))
-        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=b)
-        self.log("train/rgb_mse", mse, batch_size=b)
-        self.log("train/interlevel", inter.detach(), batch_size=b)
-        self.log("train/distortion", dist.detach(), batch_size=b)
-        self.log("train/psnr", psnr, prog_bar=True, batch_size=b)
-        if occupancy.active:
-            self.log("train/occupied", occupancy.occupied.float().mean(), batch_size=b)
+        if self.logs_step(step):
+            with torch.no_grad():
+                mse = (m * sq).sum() / m.sum().clamp_min(1.0)
+                psnr = -10 * torch.log10(mse.clamp_min(1e-10))
+            self.log("train/loss", loss.detach(), prog_bar=True, batch_size=b)
+            self.log("train/rgb_mse", mse, batch_size=b)
+            self.log("train/interlevel", inter.detach(), batch_size=b)
+            self.log("train/distortion", dist.detach(), batch_size=b)
+            self.log("train/psnr", psnr, prog_bar=True, batch_size=b)
+            if occupancy.active:
+                self.log("train/occupied", occupancy.occupied.float().mean(), batch_size=b)
         return loss

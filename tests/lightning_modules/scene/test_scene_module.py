@@ -262,7 +262,7 @@ def test_cli_demo_config_fit_test_predict(tmp_path: Path, monkeypatch: pytest.Mo
         f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
         "--trainer.logger.init_args.version=0",
         "--trainer.enable_progress_bar=false",
-        "--trainer.log_every_n_steps=1",
+        "--trainer.log_every_n_steps=2",
         f"--data.init_args.path={tmp_path / 'scene'}",
         "--data.init_args.procedural.num_views=8",
         "--data.init_args.procedural.size=24",
@@ -285,6 +285,9 @@ def test_cli_demo_config_fit_test_predict(tmp_path: Path, monkeypatch: pytest.Mo
     events.Reload()
     assert {"train/loss", "train/l1", "train/ssim", "train/psnr", "train/num_gaussians", "val/psnr"} <= set(
         events.Tags()["scalars"])
+    # Training scalars on the trainer's cadence (every 2nd step and the last), each a real value.
+    losses = events.Scalars("train/loss")
+    assert [e.step for e in losses] == [1, 3, 5] and all(0 < e.value < 10 for e in losses)
     assert any(tag.startswith("val/render_gt/") for tag in events.Tags()["images"])
 
     cli_main(["test", *common, f"--ckpt_path={ckpt}"])
