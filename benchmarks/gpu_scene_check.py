@@ -64,7 +64,7 @@ def framework_run(scene: str, steps: int, downscale: int, device: torch.device, 
             "test_views": len(metrics["per_view"])}
 
 
-def bare_run(scene: str, steps: int, downscale: int, device: torch.device) -> dict:
+def bare_run(scene: str, steps: int, downscale: int, device: torch.device, num_points: int = 100_000) -> dict:
     """(c): the same model and schedule in a plain loop on gsplat (the torch rasterizer on CPU)."""
     from datamodules.readers.scene_data import ReadOptions
     from datamodules.scene.datamodule import SceneDataModule
@@ -78,7 +78,7 @@ def bare_run(scene: str, steps: int, downscale: int, device: torch.device) -> di
     data.setup("fit")
     setup = data.scene_setup()
     scale = float(setup.scene_scale)
-    g = initial_gaussians(setup, scale, 3, "random", 100_000, 3.0, None, 0.1, 1.0, None,
+    g = initial_gaussians(setup, scale, 3, "random", num_points, 3.0, None, 0.1, 1.0, None,
                           torch.Generator().manual_seed(0))
     splats = torch.nn.ParameterDict({k: torch.nn.Parameter(v.to(device)) for k, v in g.raw().items()})
     lrs = {"means": 1.6e-4 * scale, "scales": 5e-3, "quats": 1e-3, "opacities": 5e-2, "sh0": 2.5e-3, "shN": 1.25e-4}
@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not a.smoke else "cpu")
     steps, downscale = (20, 8) if a.smoke else (a.steps, a.downscale)
-    extra = ["--model.init_args.init_num_points=2000"] if a.smoke else []
+    num_points = 2000 if a.smoke else 100_000  # GaussianSceneModule's default init_num_points
+    extra = [f"--model.init_args.init_num_points={num_points}"]
     result: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                     "torch": torch.__version__}
     for part in a.parts.split(","):
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
                 with tempfile.TemporaryDirectory() as tmp:
                     result["framework"] = framework_run(a.scene, steps, downscale, device, tmp, extra)
             elif part == "bare":
-                result["bare"] = bare_run(a.scene, steps, downscale, device)
+                result["bare"] = bare_run(a.scene, steps, downscale, device, num_points)
         except Exception as err:  # noqa: BLE001 - one part failing must not lose the others' figures
             result[part] = {"error": f"{type(err).__name__}: {err}"}
     if "steps_per_s" in result.get("framework", {}) and "steps_per_s" in result.get("bare", {}):
