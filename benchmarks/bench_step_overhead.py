@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import torch  # noqa: E402
 from lightning.pytorch import Callback  # noqa: E402
 
 import lightning_modules.scene.gaussians.module as gaussian_module  # noqa: E402
+from datamodules.files.json_io import write_json_atomic  # noqa: E402
 from difix3d.cli import cli_main  # noqa: E402
 
 
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"3DGS step outside the rasterizer: {row['ms_per_step_outside_render']:.2f} ms/step over {clock.steps} "
           f"steps ({a.threads} thread(s), logs every {row['log_every_n_steps']} steps, {row['num_gaussians']} Gaussians at the end, load {row['load']:.1f})")
     if a.out is not None:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(row, indent=2))
+        write_json_atomic(a.out, row, indent=2)
     return row
 
 

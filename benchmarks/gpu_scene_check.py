@@ -29,6 +29,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from datamodules.files.json_io import write_json_atomic  # noqa: E402
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -160,8 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["psnr_difference"] = round(result["framework"]["test_psnr"] - result["bare"]["test_psnr"], 3)
     print(json.dumps(result, indent=2))
     if a.out is not None:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(result, indent=2))
+        write_json_atomic(a.out, result, indent=2)
     return result
 
 

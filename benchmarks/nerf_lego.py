@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from datamodules.files.json_io import write_json_atomic  # noqa: E402
 
 
 def _run(args: list[str], threads: int, log: Path) -> float:
@@ -62,8 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"PSNR {row['psnr']:.2f} dB  SSIM {row['ssim']:.3f}  fit {fit_s:.0f} s  test {test_s:.0f} s  "
           f"(load {row['load_before'][0]:.1f} before, {row['load_after'][0]:.1f} after)")
     if a.out is not None:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(row, indent=2))
+        write_json_atomic(a.out, row, indent=2)
     return row
 
 

@@ -50,8 +50,15 @@ def all_finite(tensors: Iterable[Any]) -> bool:
     isfinite + sync per tensor: the tiny DifixNet has ~400 parameter tensors, where the
     per-tensor loop cost ~3 % of a CPU training step.
     """
+    flag = finite_flag(tensors)
+    return flag is None or bool(flag)
+
+
+def finite_flag(tensors: Iterable[Any]) -> Tensor | None:
+    """`all_finite`'s answer as a 0-dim bool tensor on the tensors' device, not read (no host
+    sync); None when `tensors` holds no floating-point values."""
     floats = [t.detach() for t in tensors if isinstance(t, Tensor) and t.is_floating_point() and t.numel()]
-    return not floats or bool(torch.isfinite(get_total_norm(floats, norm_type="inf")))
+    return torch.isfinite(get_total_norm(floats, norm_type="inf")) if floats else None
 
 
 def _loss_of(outputs: Any) -> Tensor | None:
@@ -134,9 +141,9 @@ class FiniteGuard(Callback):
         if not self.check_gradients:
             return
         grads = [(f"{n}.grad", p.grad) for n, p in pl_module.named_parameters() if p.grad is not None]
-        floats = [g.detach() for _, g in grads if g.is_floating_point() and g.numel()]
-        if floats:
-            self._record(trainer, pl_module, 1, torch.isfinite(get_total_norm(floats, norm_type="inf")), grads)
+        flag = finite_flag(g for _, g in grads)
+        if flag is not None:
+            self._record(trainer, pl_module, 1, flag, grads)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -146,9 +153,9 @@ class FiniteGuard(Callback):
             self._record(trainer, pl_module, 0, torch.isfinite(loss.detach()).all(), [])
         if self.check_parameters:
             params = [(n, p) for n, p in pl_module.named_parameters() if p.requires_grad]
-            floats = [p.detach() for _, p in params if p.is_floating_point() and p.numel()]
-            if floats:
-                self._record(trainer, pl_module, 2, torch.isfinite(get_total_norm(floats, norm_type="inf")), params)
+            flag = finite_flag(p for _, p in params)
+            if flag is not None:
+                self._record(trainer, pl_module, 2, flag, params)
         if self._first_bad is not None and trainer.global_step % self._every(self._first_bad.device) == 0:
             self.check_now(trainer, pl_module)
 
