@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     for config in [args.fixer] if args.fixer else args.config:
         start = time.perf_counter()
         if args.fixer:
-            from lightning_modules.difix.fixers.spec import build_difix_net
+            from lightning_modules.difix.fixers.sources import build_difix_net
 
             net = build_difix_net(args.fixer).eval().requires_grad_(False).to(device)
         else:

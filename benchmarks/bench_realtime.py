@@ -6,7 +6,7 @@ real-time claim), along an orbit around the scene.
     python benchmarks/bench_realtime.py --device cuda --dtype bfloat16 --sizes 576x1024 --fixer arch:sd-turbo
 
 Scene: a scene checkpoint or .ply (``--scene``), or ``--gaussians N`` random Gaussians.
-Fixer: a spec for ``load_fixer`` (nvidia/difix_ref, DifixModule .ckpt, exported weights, "tiny"), or
+Fixer: a fixer name for ``ReadyFixer`` (nvidia/difix_ref, DifixModule .ckpt, exported weights, "tiny"), or
 ``arch:tiny`` / ``arch:sd-turbo`` (random weights in that architecture: the speed of the real
 thing without its download). References: the checkpoint's nearest training views, else
 ``--refs`` random images on a ring of cameras. On CUDA the scene renders with gsplat and
@@ -29,7 +29,8 @@ import torch  # noqa: E402
 
 from callbacks.post_render_fix import NearestViewFix, reference_views_from_checkpoint  # noqa: E402
 from datamodules.cameras.cameras import Cameras, look_at  # noqa: E402
-from lightning_modules.difix.loading.base_models import net_from_config
+from lightning_modules.difix.fixers.ready import ReadyFixer, ReferenceViews  # noqa: E402
+from lightning_modules.difix.loading.base_models import net_from_config  # noqa: E402
 
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -56,16 +57,13 @@ def orbit(n: int, radius: float, width: int, height: int, fov_deg: float = 50.0)
     return Cameras.from_c2w(look_at(eyes, torch.zeros(3)), K, width, height)
 
 
-def build_fixer(spec: str, dtype: str, seed: int = 0) -> torch.nn.Module:
+def build_fixer(spec: str, dtype: str, seed: int = 0) -> ReadyFixer:
     """The fixer a spec names, in `dtype` on the renders' device (arch:NAME: random weights)."""
-    from lightning_modules.difix.fixers.spec import FixerSpec, load_fixer
+    from lightning_modules.difix.fixers.spec import FixerSpec
 
     if spec.startswith("arch:"):
-        from lightning_modules.difix.fixers.image_fixer import ImageFixer
-        from lightning_modules.difix.net.net import DifixNet
-
-        return ImageFixer(net_from_config(spec.split(":", 1)[1], seed=seed), name=spec, dtype=dtype)
-    return load_fixer(FixerSpec(name=spec, dtype=dtype))
+        return ReadyFixer.around(net_from_config(spec.split(":", 1)[1], seed=seed), name=spec, dtype=dtype)
+    return ReadyFixer(FixerSpec(name=spec, dtype=dtype))
 
 
 def sync(device: torch.device) -> None:
@@ -128,11 +126,11 @@ def main(argv: list[str] | None = None) -> None:
     if refs is None:
         ring = orbit(8, 2.5 * float(scene.scene_scale), 64, 64)
         gen = torch.Generator().manual_seed(0)
-        refs = (ring, [torch.rand(3, 64, 64, generator=gen) for _ in range(len(ring))])
-    fix = NearestViewFix(build_fixer(fixer_spec, dtype_name), refs[0], refs[1], num_refs=args.refs)
+        refs = ReferenceViews(ring, [torch.rand(3, 64, 64, generator=gen) for _ in range(len(ring))])
+    fix = NearestViewFix(build_fixer(fixer_spec, dtype_name), refs, num_refs=args.refs)
     size_note = f" ({len(scene.gaussians)} Gaussians)" if hasattr(scene, "gaussians") else ""
     print(f"# scene {args.scene or 'random'}{size_note} on {device}, fixer {fixer_spec} "
-          f"({sum(q.numel() for q in fix.fixer.parameters()) / 1e6:.1f} M params, {dtype_name}), "
+          f"({sum(q.numel() for q in fix.fixer.net.parameters()) / 1e6:.1f} M params, {dtype_name}), "
           f"K={args.refs}, set up in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
     rows = []

@@ -23,8 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from callbacks.post_render_fix import NearestViewFix  # noqa: E402
+from callbacks.post_render_fix import NearestViewFix, training_views  # noqa: E402
 from datamodules.files.image_io import save_image  # noqa: E402
+from lightning_modules.difix.fixers.ready import ReadyFixer  # noqa: E402
 from lightning_modules.scene.open_scene import open_scene, open_scene_data  # noqa: E402
 from lightning_modules.scene.path_video import label_image, to_uint8  # noqa: E402
 
@@ -45,7 +46,7 @@ def picture(table_path: Path, fixer: str, out: Path, view: str | None = None, nu
     data = open_scene_data(row_checkpoint(table, "Difix3D", table_path))
     if data is None or len(data.test_cameras) == 0:
         raise SystemExit(f"{table_path}: the Difix3D row's scene has no held-out test views")
-    fix = NearestViewFix(fixer, data.train_cameras, list(data.train_images), num_refs=num_refs)
+    fix = NearestViewFix(ReadyFixer(fixer), training_views(data), num_refs=num_refs)
     cams = data.test_cameras
     renders = progressive.render_views(cams)[0]
     fixed = torch.cat([fix(renders[i:i + 1], cams[[i]]) for i in range(len(cams))])

@@ -9,20 +9,21 @@ metrics with and without the final fix.
 from __future__ import annotations
 
 import logging
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from lightning_modules.difix.fixers.spec import FixerSpec, check_fixer, load_fixer
-from lightning_modules.image_grids import log_image, tile_grid
-from lightning_modules.difix.fixers.image_fixer import FixerOutputError
-from lightning_modules.scene.contracts import AcceptsPostRenderFix, GrowsTrainingSet, RendersViews
+from callbacks.post_render_fix import NearestViewFix, training_views
 from datamodules.cameras.camera_json import read_cameras_json
-from datamodules.cameras.cameras import Cameras, interpolate_path, nearest_views, pose_distance, step_pose_toward
+from datamodules.cameras.cameras import Cameras, interpolate_path, pose_distance, step_pose_toward
+from lightning_modules.difix.fixers.errors import FixerError
+from lightning_modules.difix.fixers.ready import ReadyFixer
+from lightning_modules.difix.fixers.spec import FixerSpec
+from lightning_modules.image_grids import log_image, tile_grid
+from lightning_modules.scene.contracts import AcceptsPostRenderFix, GrowsTrainingSet, RendersViews
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,10 @@ class ProgressiveFixCallback(Callback):
     Args:
         fixer: the fixer: a name (a published model "nvidia/difix_ref" / "nvidia/difix" or a
             local folder of one, a reference `model_*.pkl`, a DifixModule checkpoint `.ckpt`,
-            exported fixer weights, an SD-Turbo hub name or folder (untrained), "tiny[:SEED]",
-            "identity") or a `FixerSpec` with how it runs (size, dtype, device, latent). See
-            `lightning_modules.difix.fixers.spec`.
+            exported fixer weights, an SD-Turbo hub name or folder (untrained), a TorchScript
+            fixer, "tiny[:SEED]", "identity": `lightning_modules/difix/fixers/sources.py`) or a
+            `FixerSpec` with how it runs (size, dtype, device, latent). Held as one `ReadyFixer`
+            (`self.fixer`), loaded at the first fix; a viewer beside training is handed the same.
         start_step: first global step at which a fix happens.
         fix_every_n_steps: steps between fixes (2,000 in the reference code, 1,500 in the paper).
         step_size: how far a novel camera moves per fix, as a fraction of the scene extent
@@ -77,7 +79,7 @@ class ProgressiveFixCallback(Callback):
             raise ValueError(f"step_size must be positive, got {step_size}")
         if not (targets == "test" or _is_path_spec(targets) or targets.endswith(".json")):
             raise ValueError(f"targets must be 'test', 'path:N' (N > 0) or a cameras .json file, got {targets!r}")
-        self.fixer_spec = fixer
+        self.fixer = ReadyFixer(fixer, batch_size=batch_size)
         self.start_step = start_step
         self.fix_every_n_steps = fix_every_n_steps
         self.step_size = step_size
@@ -89,48 +91,15 @@ class ProgressiveFixCallback(Callback):
         self.batch_size = batch_size
         self.post_render_fix = post_render_fix
         self.log_images = log_images
-        # Loaded lazily on first use and never part of the scene checkpoint.
-        self._fixer: nn.Module | None = None
         # Progressive state (saved in checkpoints through state_dict).
         self.novel_c2w: Tensor | None = None  # (M, 4, 4) current novel poses, one per target
         self.last_fix_step: int = -1
         self.num_fixes: int = 0
 
-    # ------------------------------------------------------------------ fixer
-    @property
-    def fixer(self) -> nn.Module:
-        if self._fixer is None:
-            self._fixer = load_fixer(self.fixer_spec)
-            self._fixer.eval().requires_grad_(False)
-        return self._fixer
-
-    @torch.no_grad()
-    def fix_images(self, images: Tensor, cameras: Cameras, data: GrowsTrainingSet) -> tuple[Tensor, Tensor]:
-        """Fix renders with the nearest training views as references.
-
-        Args:
-            images: (N, 3, H, W) renders in [0, 1].
-            cameras: the N cameras they were rendered from.
-            data: the datamodule holding the training views.
-
-        Returns:
-            fixed (N, 3, H, W) in [0, 1] and the references used, (N, K, 3, H, W).
-        """
-        refs = self.nearest_references(cameras, data, size=tuple(images.shape[-2:])).to(images.device)
-        fixed = apply_fixer(self.fixer, images, refs if self.num_refs > 0 else None, self.batch_size)
-        return fixed, refs
-
-    def nearest_references(self, cameras: Cameras, data: GrowsTrainingSet, size: tuple[int, int]) -> Tensor:
-        """The `num_refs` training images nearest to each camera (see `nearest_references`)."""
-        return nearest_references(cameras, data.train_cameras, data.train_images, self.num_refs, size)
-
-    def make_post_render_fixer(self, data: GrowsTrainingSet) -> Callable[[Tensor, Cameras], Tensor]:
-        """A function (renders (N,3,H,W), cameras) -> fixed renders: the Difix3D+ final fix."""
-
-        def post_render_fix(images: Tensor, cameras: Cameras) -> Tensor:
-            return self.fix_images(images, cameras, data)[0]
-
-        return post_render_fix
+    # ------------------------------------------------------------------ the post-render fix
+    def post_render_fixer(self, data: GrowsTrainingSet) -> NearestViewFix:
+        """The Difix3D+ final fix: renders + cameras -> fixed renders, with this callback's fixer."""
+        return NearestViewFix(self.fixer, training_views(data), self.num_refs)
 
     # ------------------------------------------------------------------ targets and poses
     def target_cameras(self, data: GrowsTrainingSet) -> Cameras:
@@ -168,7 +137,9 @@ class ProgressiveFixCallback(Callback):
         if not isinstance(data, GrowsTrainingSet):
             raise TypeError(f"{type(data).__name__} lacks the fixed-view protocol needed by ProgressiveFixCallback")
         # Before step 1: a bad fixer or targets option must not cost the whole reconstruction.
-        check_fixer(self.fixer_spec)
+        self.fixer.check()
+        if self.fixer.needs_trial:  # code we cannot inspect (TorchScript): one tiny call where it will run
+            self.fixer.try_once(pl_module.device)
         try:
             targets = self.target_cameras(data)
         except (OSError, ValueError, KeyError) as err:
@@ -187,8 +158,8 @@ class ProgressiveFixCallback(Callback):
             return
         if not isinstance(pl_module, AcceptsPostRenderFix):
             raise TypeError(f"{type(pl_module).__name__} lacks set_post_render_fix needed for post_render_fix=true")
-        check_fixer(self.fixer_spec)
-        pl_module.set_post_render_fix(self.make_post_render_fixer(trainer.datamodule))
+        self.fixer.check()
+        pl_module.set_post_render_fix(self.post_render_fixer(trainer.datamodule))
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.post_render_fix and isinstance(pl_module, AcceptsPostRenderFix):
@@ -210,6 +181,7 @@ class ProgressiveFixCallback(Callback):
         novel, moved = self.advance_novel_cameras(data.train_cameras, targets, step)
 
         m = len(novel)
+        views = training_views(data)
         renders, alphas, fixed, refs = ([None] * m for _ in range(4))
         # Renders of one call share a size; captures with per-image sizes are grouped.
         sizes = torch.stack([novel.width, novel.height], dim=1)
@@ -225,11 +197,11 @@ class ProgressiveFixCallback(Callback):
                 if not bool(torch.isfinite(rgb).all()):
                     raise FloatingPointError(f"{type(pl_module).__name__} rendered NaN/Inf for {where}")
                 try:
-                    out, ref = self.fix_images(rgb, cams, data)
-                except FixerOutputError as err:
-                    raise FixerOutputError(f"{err} ({where})") from err
+                    out, ref = self.fixer.fix_views(rgb, cams, views, self.num_refs)
+                except FixerError as err:
+                    raise type(err)(f"{err} ({where})") from err
                 for j, i in enumerate(chunk.tolist()):
-                    renders[i], alphas[i], fixed[i], refs[i] = rgb[j].cpu(), alpha[j].cpu(), out[j].cpu(), ref[j, 0].cpu()
+                    renders[i], alphas[i], fixed[i], refs[i] = rgb[j].cpu(), alpha[j].cpu(), out[j].cpu(), int(ref[j, 0])
                 bar.update(len(chunk))
         bar.close()
         pl_module.train(was_training)
@@ -248,14 +220,16 @@ class ProgressiveFixCallback(Callback):
         }
         if trainer.logger is not None:
             trainer.logger.log_metrics(metrics, step=trainer.global_step)
-        self._log_grid(trainer, renders, fixed, refs)
+        self._log_grid(trainer, renders, fixed, [views.images[i] for i in refs])
         log.info("progressive fix %d at step %d: %s", self.num_fixes, trainer.global_step, metrics)
 
     def _log_grid(self, trainer: Trainer, renders: list[Tensor], fixed: list[Tensor], refs: list[Tensor]) -> None:
-        """One row per fixed view: render | fixed | reference."""
+        """One row per fixed view: render | fixed | nearest reference (shown at the render's size)."""
         if self.log_images <= 0 or not renders:
             return
-        tiles = [t for r, f, ref in list(zip(renders, fixed, refs))[: self.log_images] for t in (r, f, ref)]
+        rows = list(zip(renders, fixed, refs))[: self.log_images]
+        tiles = [t for r, f, ref in rows for t in (r, f, F.interpolate(ref[None], size=r.shape[-2:], mode="bilinear",
+                                                                       antialias=True)[0])]
         log_image(trainer.loggers, "fix/render_fixed_reference", tile_grid(tiles, columns=3), trainer.global_step)
 
     # ------------------------------------------------------------------ checkpointing
@@ -266,55 +240,3 @@ class ProgressiveFixCallback(Callback):
         self.novel_c2w = state_dict["novel_c2w"]
         self.last_fix_step = int(state_dict["last_fix_step"])
         self.num_fixes = int(state_dict["num_fixes"])
-
-
-# Shared with the Difix3D+ post-render fix of predict videos and the live viewer
-# (callbacks.post_render_fix): one reference search, one batched fixer call.
-def nearest_references(
-    cameras: Cameras, train_cameras: Cameras, train_images: list[Tensor], num_refs: int, size: tuple[int, int]
-) -> Tensor:
-    """The `num_refs` training images nearest to each camera (pose distance), resized.
-
-    Args:
-        cameras: N query cameras.
-        train_cameras: the M training cameras.
-        train_images: their M images, (3, h, w) in [0, 1] (sizes may differ).
-        num_refs: references per camera.
-        size: (H, W) the references are resized to.
-
-    Returns:
-        (N, K, 3, H, W) in [0, 1]; K = min(max(num_refs, 1), M) (slot 0 is still returned with
-        num_refs = 0 so grids can show it).
-    """
-    if len(train_cameras) == 0:
-        raise ValueError("nearest_references: no training views to take references from")
-    k = min(max(num_refs, 1), len(train_cameras))
-    idx = nearest_views(cameras.camera_to_world.cpu(), train_cameras.camera_to_world.cpu(), k)  # (N, K)
-    # Each distinct reference image is resized once, then gathered per view.
-    unique, inverse = idx.unique(return_inverse=True)
-    resized = torch.stack([
-        F.interpolate(train_images[j][None], size=size, mode="bilinear", antialias=True)[0]
-        for j in unique.tolist()
-    ])
-    return resized[inverse]
-
-
-@torch.no_grad()
-def apply_fixer(fixer: nn.Module, images: Tensor, refs: Tensor | None, batch_size: int) -> Tensor:
-    """Runs a Difix fixer over renders in batches, at the renders' size.
-
-    Args:
-        fixer: `DifixNet`-like: (B, 3, H, W), (B, K, 3, H, W) | None -> (B, 3, H', W').
-        images: (N, 3, H, W) renders in [0, 1].
-        refs: (N, K, 3, H, W) references or None (no reference).
-        batch_size: renders per fixer call.
-
-    Returns:
-        (N, 3, H, W) fixed renders in [0, 1].
-    """
-    h, w = images.shape[-2:]
-    out = []
-    for i in range(0, len(images), batch_size):
-        fixed = fixer(images[i : i + batch_size], None if refs is None else refs[i : i + batch_size])
-        out.append(F.interpolate(fixed, size=(h, w), mode="bilinear", antialias=True) if fixed.shape[-2:] != (h, w) else fixed)
-    return torch.cat(out).clamp(0, 1)

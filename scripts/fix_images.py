@@ -6,7 +6,7 @@
         --out fixed/ --size 576 1024 --latent sample --device cuda --dtype bfloat16
     python scripts/fix_images.py --fixer nvidia/Fixer --images renders/ --out fixed/     # no references
 
---fixer: any fixer name (`lightning_modules/difix/fixers/spec.py`: "nvidia/difix_ref" (default),
+--fixer: any fixer name (`lightning_modules/difix/fixers/sources.py`: "nvidia/difix_ref" (default),
 "nvidia/difix", a local folder of either, a reference model_*.pkl, a DifixModule .ckpt,
 exported weights, "tiny"; "nvidia/Fixer", its folder or any TorchScript .pt file); the first
 line printed says what was loaded and how it runs.
@@ -37,8 +37,9 @@ from tqdm.auto import tqdm  # noqa: E402
 from datamodules.files.image_io import IMAGE_EXTENSIONS, list_images, load_image, save_image  # noqa: E402
 from datamodules.files.temp_files import remove_stale  # noqa: E402
 from lightning_modules.console import console_logging  # noqa: E402
-from lightning_modules.difix.fixers.spec import FixerSpec, check_fixer, load_fixer  # noqa: E402
-from lightning_modules.difix.fixers.image_fixer import FixerOutputError  # noqa: E402
+from lightning_modules.difix.fixers.errors import FixerError  # noqa: E402
+from lightning_modules.difix.fixers.ready import ReadyFixer  # noqa: E402
+from lightning_modules.difix.fixers.spec import FixerSpec  # noqa: E402
 
 
 def expand_images(items: list[str], what: str) -> list[Path]:
@@ -155,8 +156,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     """Runs the command; returns the written files."""
     args = parse_args(argv)
     console_logging()
-    spec = fixer_spec(args)
-    check_fixer(spec)  # before reading anything large
+    fixer = ReadyFixer(fixer_spec(args), batch_size=1)
+    fixer.check()  # before reading anything large
     images = expand_images(args.images, "--images")
     refs = match_references(images, args.refs)
     protected = {p.resolve() for p in images} | {p.resolve() for p in refs if p is not None}
@@ -165,14 +166,12 @@ def main(argv: list[str] | None = None) -> list[Path]:
         remove_stale(folder)  # temporary PNGs of a killed earlier run
     for note in input_notes(images):
         print(f"fix_images: {note}", file=sys.stderr)
-    fixer = load_fixer(spec).eval().requires_grad_(False)
     torch.manual_seed(args.seed)
     written = []
     for image_path, ref_path, out in tqdm(list(zip(images, refs, outs)), desc="fixing", unit="image"):
         image = load_image(image_path)
         ref = load_image(ref_path)[None, None] if ref_path is not None else None
-        with torch.no_grad():
-            fixed = fixer(image[None], ref)[0]
+        fixed = fixer(image[None], ref)[0]
         written.append(save_image(fixed, out))
     print(f"wrote {len(written)} fixed image(s) to {sorted({str(p.parent) for p in written})}")
     return written
@@ -181,5 +180,5 @@ def main(argv: list[str] | None = None) -> list[Path]:
 if __name__ == "__main__":
     try:
         main()
-    except (FixerOutputError, OSError, ValueError, KeyError) as err:  # said in one line, not a traceback
+    except (FixerError, OSError, ValueError, KeyError) as err:  # said in one line, not a traceback
         sys.exit(f"fix_images: {err}")

@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="with --data: the world the file's Gaussians are in (GaussiansFile.units)")
     p.add_argument("--downscale", type=int, default=None, help="with --data: image downscale (default: the reader's)")
     p.add_argument("--fixer", default=None,
-                   help="fixer name (lightning_modules/difix/fixers/spec.py): nvidia/difix_ref, nvidia/difix, a folder "
+                   help="fixer name (lightning_modules/difix/fixers/sources.py): nvidia/difix_ref, nvidia/difix, a folder "
                         "of either, a reference model_*.pkl, a DifixModule .ckpt, exported weights, or 'tiny'")
     p.add_argument("--num-refs", type=int, default=1, help="reference views per fixed frame")
     p.add_argument("--fix", action="store_true", help="start with the fix switched on")
@@ -57,13 +57,14 @@ def build_viewer(args: argparse.Namespace) -> Any:
     """Loads the scene (and fixer references) and starts serving it; returns the SceneViewer."""
     from callbacks.post_render_fix import NearestViewFix, reference_views_from_checkpoint
     from callbacks.viewer.server import SceneViewer
+    from lightning_modules.difix.fixers.ready import ReadyFixer
     from lightning_modules.difix.fixers.spec import FixerSpec
-    from lightning_modules.scene.open_scene import open_scene
+    from lightning_modules.scene.open_scene import open_scene, scene_device
 
-    if args.fixer is not None:
-        from lightning_modules.difix.fixers.spec import check_fixer
-
-        check_fixer(args.fixer)  # before serving: a bad fixer must not wait for the first fixed frame
+    fixer = None
+    if args.fixer is not None:  # before serving: a bad fixer must not wait for the first fixed frame
+        fixer = ReadyFixer(FixerSpec(name=args.fixer, dtype=args.dtype))
+        fixer.check()
     refs = None
     if args.data is not None:
         scene, refs = _with_scene_data(args)
@@ -72,11 +73,11 @@ def build_viewer(args: argparse.Namespace) -> Any:
         if Path(args.scene).suffix == ".ckpt" and not args.no_references:
             refs = reference_views_from_checkpoint(args.scene)  # None for a splatfacto checkpoint
     fix = None
-    if args.fixer is not None:
-        cameras, images = refs if refs is not None else (None, None)
-        fix = NearestViewFix(FixerSpec(name=args.fixer, dtype=args.dtype), cameras, images,
-                             num_refs=args.num_refs if refs is not None else 0)
-    initial = refs[0][[0]] if refs is not None else None
+    if fixer is not None:
+        if fixer.needs_trial:  # code we cannot inspect (TorchScript): one tiny call before serving
+            fixer.try_once(scene_device(args.device))
+        fix = NearestViewFix(fixer, refs, num_refs=args.num_refs if refs is not None else 0)
+    initial = refs.cameras[[0]] if refs is not None else None
     return SceneViewer(scene, fix, host=args.host, port=args.port, move_resolution=args.move_resolution,
                        rest_resolution=args.rest_resolution, fix_enabled=args.fix and fix is not None,
                        fix_mode=args.fix_mode, initial_camera=initial, label=f"difix3d: {Path(args.scene).name}")
@@ -84,6 +85,7 @@ def build_viewer(args: argparse.Namespace) -> Any:
 
 def _with_scene_data(args: argparse.Namespace) -> tuple[Any, Any]:
     """A reconstruction file in the normalised world of ``--data``, and that scene's training views."""
+    from callbacks.post_render_fix import training_views
     from datamodules.readers.scene_data import ReadOptions
     from datamodules.scene.datamodule import SceneDataModule
     from lightning_modules.scene.gaussians.module import GaussianSceneModule
@@ -96,7 +98,7 @@ def _with_scene_data(args: argparse.Namespace) -> tuple[Any, Any]:
     scene = GaussianSceneModule(init_file=GaussiansFile(path=args.scene, units=args.units))
     scene.setup_scene(data.scene_setup())
     scene.require_ready()
-    refs = None if args.no_references else (data.train_cameras, list(data.train_images))
+    refs = None if args.no_references else training_views(data)
     return scene.to(scene_device(args.device)).eval(), refs
 
 

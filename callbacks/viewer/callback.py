@@ -6,8 +6,10 @@ Training holds the viewer's render lock and lends it between two steps, so a fra
 between steps: training pauses while a client renders and while its camera moves (up to
 ``max_pause_s`` per step), and runs at full speed when no browser is connected.
 
-The Difix3D+ fix in the viewer uses ``fixer`` (loaded when the fix is first switched on), with
-the datamodule's training views as references; without a fixer the viewer shows renders only.
+The Difix3D+ fix in the viewer uses the training's ProgressiveFixCallback's fixer (the same
+network in memory) when ``fixer`` is unset or names the same fixer, else its own ``fixer``
+(loaded when the fix is first switched on); references are the datamodule's training views.
+Without either the viewer shows renders only.
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ from typing import Any, Literal
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_modules.difix.fixers.ready import ReadyFixer
+from lightning_modules.difix.fixers.spec import FixerSpec, as_fixer_spec
 from lightning_modules.scene.contracts import GrowsTrainingSet, RendersViews
-from lightning_modules.difix.fixers.spec import FixerSpec, check_fixer
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,8 @@ class ViewerCallback(Callback):
         move_resolution: longer image side while the camera moves.
         rest_resolution: longer image side once it rests.
         fixer: fixer name or ``FixerSpec`` for the viewer's Difix3D+ switch
-            (``lightning_modules.difix.fixers.spec``); None: no fix switch.
+            (``lightning_modules.difix.fixers``); None: the progressive fix's fixer, if training
+            has one, else no fix switch.
         num_refs: initial number of reference views of the fix.
         fix_mode: when the fix runs: "at rest", "every frame" or "auto".
         max_pause_s: longest a training step waits for a moving camera to rest.
@@ -70,22 +74,27 @@ class ViewerCallback(Callback):
         self._held = False
 
     def _fix(self, trainer: Trainer) -> Any:
-        from callbacks.post_render_fix import NearestViewFix
+        """The post-render fix the viewer shows: the progressive fix's fixer when it is the same (or
+        none is named here), so one network is in memory; the viewer's own otherwise."""
+        from callbacks.post_render_fix import NearestViewFix, training_views
+        from callbacks.progressive_fix import ProgressiveFixCallback
 
-        if self.fixer is None:
+        progressive = next((cb for cb in trainer.callbacks if isinstance(cb, ProgressiveFixCallback)), None)
+        shared = progressive.fixer if progressive is not None else None
+        if self.fixer is None and shared is None:
             return None
+        fixer = shared if shared is not None and (self.fixer is None or as_fixer_spec(self.fixer) == shared.spec) \
+            else ReadyFixer(self.fixer)  # type: ignore[arg-type]
+        fixer.check()  # before step 1, not at the first fixed frame
         data = trainer.datamodule
-        train = data if isinstance(data, GrowsTrainingSet) else None
-        return NearestViewFix(self.fixer, train.train_cameras if train else None, train.train_images if train else None,
-                              num_refs=self.num_refs)
+        views = training_views(data) if isinstance(data, GrowsTrainingSet) else None
+        return NearestViewFix(fixer, views, num_refs=self.num_refs)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         if not isinstance(pl_module, RendersViews):
             raise TypeError(f"{type(pl_module).__name__} lacks render_views/scene_scale needed by ViewerCallback")
-        if self.fixer is not None:
-            check_fixer(self.fixer)  # before step 1, not at the first fixed frame
         from callbacks.viewer.server import SceneViewer
 
         train = getattr(trainer.datamodule, "train_cameras", None)

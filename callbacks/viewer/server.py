@@ -21,12 +21,13 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from callbacks.post_render_fix import NearestViewFix
 from datamodules.cameras.cameras import Cameras, quat_to_rotmat
 from lightning_modules.scene.contracts import SeedPoints
 from lightning_modules.scene.path_video import to_uint8
@@ -83,8 +84,8 @@ class SceneViewer:
 
     Args:
         scene: a ``RendersViews`` scene (render_views + scene_scale).
-        fix: the post-render fix, (rgb (N,3,H,W), cameras) -> (N,3,H,W); with a ``num_refs``
-            attribute (``NearestViewFix``) the reference-count control is shown. None: no fix.
+        fix: the post-render fix (``NearestViewFix``: its fixer and the views references come
+            from; the panel's reference count is passed at each fix). None: no fix.
         host: interface to bind; 127.0.0.1 (this machine only) unless set explicitly.
         port: TCP port (0 picks a free one; see ``port``).
         move_resolution: longer image side while the camera moves.
@@ -105,7 +106,7 @@ class SceneViewer:
     def __init__(
         self,
         scene: Any,
-        fix: Callable[[Tensor, Cameras], Tensor] | None = None,
+        fix: NearestViewFix | None = None,
         host: str = "127.0.0.1",
         port: int = 8080,
         move_resolution: int = 256,
@@ -175,9 +176,9 @@ class SceneViewer:
         with gui.add_folder("Difix3D+"):
             self.gui_fix = gui.add_checkbox("Fix (Difix3D+)", initial_value=fix_enabled and has_fix, disabled=not has_fix,
                                             hint="Run the Difix post-render fix" if has_fix else "No fixer configured")
+            has_refs = self.fix is not None and self.fix.has_references
             self.gui_refs = gui.add_slider("Reference views", min=0, max=4, step=1,
-                                           initial_value=int(getattr(self.fix, "num_refs", 0)),
-                                           disabled=not hasattr(self.fix, "num_refs") or not getattr(self.fix, "has_references", True),
+                                           initial_value=self.fix.num_refs if has_refs else 0, disabled=not has_refs,
                                            hint="Nearest training views given to the fixer")
             self.gui_fix_mode = gui.add_dropdown("Fix frames", FIX_MODES, initial_value=fix_mode, disabled=not has_fix,
                                                  hint="auto: every frame while render + fix is real-time, else at rest")
@@ -190,13 +191,7 @@ class SceneViewer:
             self.gui_frame = gui.add_text("Frame", initial_value="-", disabled=True)
             self.gui_status = gui.add_text("Status", initial_value="viewing", disabled=True)
 
-        @self.gui_refs.on_update
-        def _(_: Any) -> None:
-            if self.fix is not None and hasattr(self.fix, "num_refs"):
-                self.fix.num_refs = int(self.gui_refs.value)
-            self.rerender()
-
-        for handle in (self.gui_fix, self.gui_fix_mode, self.gui_move_res, self.gui_rest_res):
+        for handle in (self.gui_fix, self.gui_refs, self.gui_fix_mode, self.gui_move_res, self.gui_rest_res):
             handle.on_update(lambda _: self.rerender())
 
     # ------------------------------------------------------------------ public API
@@ -327,8 +322,8 @@ class SceneViewer:
         device = getattr(self.scene, "device", torch.device("cpu"))
         cameras = viewer_camera(wxyz, position, fov, aspect, res).to(device)
         fix = self.wants_fix(moving)
-        if fix and hasattr(self.fix, "fixer"):
-            self.fix.fixer  # noqa: B018 (a lazy fixer loads here, outside the timed fix)
+        if fix:
+            self.fix.fixer.net  # noqa: B018 (a lazy fixer loads here, outside the timed fix)
         with self.render_lock:
             start = time.perf_counter()
             rgb, _ = self.scene.render_views(cameras)
@@ -337,7 +332,7 @@ class SceneViewer:
             fix_ms = float("nan")
             if fix:
                 start = time.perf_counter()
-                rgb = self.fix(rgb, cameras)  # type: ignore[misc]
+                rgb = self.fix(rgb, cameras, num_refs=int(self.gui_refs.value))
                 _sync(rgb)
                 fix_ms = (time.perf_counter() - start) * 1e3
         frame = to_uint8(rgb[0])

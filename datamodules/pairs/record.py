@@ -16,6 +16,8 @@ from typing import Any
 
 __all__ = ["PairRecord", "DEFAULT_PROMPT"]
 
+# The "prompt" an item carries when its JSON gives none: the reference code's pairs format always
+# holds Difix's prompt (the fixer itself encodes its own, `lightning_modules.difix.net.prompt`).
 DEFAULT_PROMPT = "remove degradation"
 _PROVENANCE = ("scene", "strategy", "source", "step", "fraction", "view", "ref_views")
 

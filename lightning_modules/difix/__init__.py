@@ -8,8 +8,8 @@ from datamodules.lazy_exports import lazy_exports
 __getattr__, __all__ = lazy_exports(__name__, {
     "DifixNet": "lightning_modules.difix.net.net",
     "FixerSpec": "lightning_modules.difix.fixers.spec",
-    "load_fixer": "lightning_modules.difix.fixers.spec",
-    "build_difix_net": "lightning_modules.difix.fixers.spec",
+    "ReadyFixer": "lightning_modules.difix.fixers.ready",
+    "build_difix_net": "lightning_modules.difix.fixers.sources",
     "net_from_pretrained": "lightning_modules.difix.loading.builders",
     "net_from_checkpoint": "lightning_modules.difix.loading.builders",
     "tiny_net": "lightning_modules.difix.loading.base_models",

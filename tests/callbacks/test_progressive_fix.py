@@ -67,20 +67,31 @@ class FakeData:
         raise AssertionError("not used")
 
 
-def test_nearest_references_are_the_closest_training_views() -> None:
+def test_references_are_the_closest_training_views() -> None:
+    from callbacks.post_render_fix import training_views
+
     train = cams(ring(8, 1.0), "train")
-    data = FakeData(train)
+    views = training_views(FakeData(train))
     # Query cameras slightly off training cameras 5 and 2.
     query_c2w = train.camera_to_world[[5, 2]].clone()
     query_c2w[:, 2, 3] += 0.05
-    cb = ProgressiveFixCallback(fixer="tiny", num_refs=2)
-    refs = cb.nearest_references(cams(query_c2w, "q"), data, size=(8, 12))
-    assert refs.shape == (2, 2, 3, 8, 12)
-    first = refs[:, 0, 0, 0, 0]
-    torch.testing.assert_close(first, torch.tensor([0.5, 0.2]))
-    # The second reference is a ring neighbour of the first.
-    second = (refs[:, 1, 0, 0, 0] * 10).round().long().tolist()
-    assert second[0] in (4, 6) and second[1] in (1, 3)
+    idx = views.nearest(cams(query_c2w, "q"), 2)
+    assert idx.shape == (2, 2) and idx[:, 0].tolist() == [5, 2]
+    assert idx[0, 1] in (4, 6) and idx[1, 1] in (1, 3)  # the second reference is a ring neighbour of the first
+    seen = []
+    cb = ProgressiveFixCallback(fixer="identity", num_refs=2)
+    fixer = cb.fixer
+    real = fixer._run
+    fixer._run = lambda images, refs: seen.append(refs) or real(images, refs)  # the references the net is given
+    cb.fixer.fix_views(torch.rand(2, 3, 8, 12), cams(query_c2w, "q"), views, cb.num_refs)
+    assert seen == [None]  # the identity takes none
+    tiny = ProgressiveFixCallback(fixer="tiny", num_refs=2).fixer
+    real_tiny = tiny._run
+    tiny._run = lambda images, refs: seen.append(refs) or real_tiny(images, refs)
+    tiny.fix_views(torch.rand(2, 3, 8, 12), cams(query_c2w, "q"), views, 2)
+    refs = seen[-1]
+    assert refs.shape == (2, 2, 3, 16, 16)  # at the size the renders run at (padded to 16), both references
+    torch.testing.assert_close(refs[:, 0, 0, 0, 0], torch.tensor([0.5, 0.2]))
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from torch import nn
 from callbacks.post_render_fix import NearestViewFix
 from datamodules.cameras.cameras import Cameras, look_at, rotmat_to_quat
 from helpers import REPO
+from lightning_modules.difix.fixers.ready import ReadyFixer, ReferenceViews
+from lightning_modules.difix.net.sizing import SizePolicy
 
 
 
@@ -48,42 +50,86 @@ def test_viewer_camera_is_the_browser_pose_in_opencv_axes() -> None:
     torch.testing.assert_close(cam.K[0], torch.tensor([[focal, 0, 80], [0, focal, 60], [0, 0, 1]]), atol=1e-3, rtol=0)
 
 
-class RecordingFixer(nn.Module):
+class RecordingNet(nn.Module):
+    """A fixer network (the ReadyFixer contract) that records the references it is given."""
+
+    value_range, uses_references = (0.0, 1.0), True
+
     def __init__(self) -> None:
         super().__init__()
         self.refs_seen: list[tuple | None] = []
+
+    def size_policy(self, size: object = "auto") -> SizePolicy:
+        return SizePolicy()
+
+    def to_dtype(self, dtype: torch.dtype) -> RecordingNet:
+        return self
+
+    def describe(self) -> str:
+        return "recording"
 
     def forward(self, images: torch.Tensor, refs: torch.Tensor | None = None) -> torch.Tensor:
         self.refs_seen.append(None if refs is None else (tuple(refs.shape), float(refs[0, 0].mean())))
         return 1 - images
 
 
-def test_nearest_view_fix_loads_once_and_follows_the_reference_count() -> None:
+def _three_views() -> ReferenceViews:
     c2w = look_at(torch.tensor([[3.0, 0, 0], [0, 3.0, 0], [-3.0, 0, 0]]), torch.zeros(3))
     K = torch.tensor([[10.0, 0, 4], [0, 10.0, 4], [0, 0, 1]])
-    train = Cameras.from_c2w(c2w, K, 8, 8)
-    images = [torch.full((3, 8, 8), v) for v in (0.1, 0.5, 0.9)]
-    built: list[RecordingFixer] = []
+    return ReferenceViews(Cameras.from_c2w(c2w, K, 8, 8), [torch.full((3, 8, 8), v) for v in (0.1, 0.5, 0.9)])
 
-    def build() -> RecordingFixer:
-        built.append(RecordingFixer())
-        return built[-1]
 
-    fix = NearestViewFix(build, train, images, num_refs=1)
-    assert not built  # nothing loads until the first fix
-    query = train[[1]]
+def test_nearest_view_fix_takes_the_nearest_views_and_the_reference_count_per_call() -> None:
+    views, net = _three_views(), RecordingNet()
+    fix = NearestViewFix(ReadyFixer.around(net, "recording"), views, num_refs=1)
+    query = views.cameras[[1]]
     out = fix(torch.full((1, 3, 6, 10), 0.25), query)
     torch.testing.assert_close(out, torch.full((1, 3, 6, 10), 0.75))
-    fix.num_refs = 2
-    fix(torch.zeros(1, 3, 6, 10), query)
-    fix.num_refs = 0
-    fix(torch.zeros(1, 3, 6, 10), query)
-    assert len(built) == 1
-    seen = built[0].refs_seen
+    fix(torch.zeros(1, 3, 6, 10), query, num_refs=2)  # the viewer's control, per call
+    fix(torch.zeros(1, 3, 6, 10), query, num_refs=0)
+    seen = net.refs_seen
     assert seen[0] == ((1, 1, 3, 6, 10), pytest.approx(0.5))  # its own (nearest) training view, resized
-    assert seen[1][0] == (1, 2, 3, 6, 10) and seen[2] is None
+    assert seen[1][0] == (1, 2, 3, 6, 10) and seen[2] is None and fix.num_refs == 1
     with pytest.raises(ValueError, match="2 images"):
-        NearestViewFix(build, train, images[:2])
+        ReferenceViews(views.cameras, views.images[:2])
+    lazy = NearestViewFix(ReadyFixer("tiny"), views)
+    assert not lazy.fixer.loaded  # nothing loads until the first fix
+    lazy(torch.rand(1, 3, 16, 16), query)
+    assert lazy.fixer.loaded
+
+
+class _TrainingViews:
+    """The GrowsTrainingSet members the viewer reads."""
+
+    def __init__(self, views: ReferenceViews) -> None:
+        self.train_cameras, self.train_images = views.cameras, views.images
+
+    def target_cameras(self, kind: str = "test") -> Cameras:
+        return self.train_cameras
+
+    def set_fixed_views(self, images, cameras, weights, masks, real_view_weight=None) -> None:  # pragma: no cover
+        raise AssertionError("not used")
+
+
+def test_the_viewer_beside_training_adds_no_second_network() -> None:
+    from callbacks.progressive_fix import ProgressiveFixCallback
+    from callbacks.viewer.callback import ViewerCallback
+
+    views = _three_views()
+    progressive = ProgressiveFixCallback(fixer="tiny", num_refs=1)
+    for named in (None, "tiny"):  # unset, or the same fixer: the callback's instance
+        trainer = SimpleNamespace(callbacks=[ViewerCallback(port=0, fixer=named), progressive],
+                                  datamodule=_TrainingViews(views))
+        fix = trainer.callbacks[0]._fix(trainer)
+        assert fix.fixer is progressive.fixer and fix.has_references
+    fix(torch.rand(1, 3, 16, 16), views.cameras[[0]])
+    progressive.fixer.fix_views(torch.rand(1, 3, 16, 16), views.cameras[[2]], views, 1)
+    assert fix.fixer.net is progressive.fixer.net  # one network in memory
+    trainer = SimpleNamespace(callbacks=[ViewerCallback(port=0, fixer="tiny:1"), progressive],
+                              datamodule=_TrainingViews(views))
+    assert trainer.callbacks[0]._fix(trainer).fixer is not progressive.fixer  # another fixer: its own
+    alone = SimpleNamespace(callbacks=[ViewerCallback(port=0)], datamodule=_TrainingViews(views))
+    assert alone.callbacks[0]._fix(alone) is None  # no fixer anywhere: no fix switch
 
 
 def fit_demo(tmp_path: Path, extra: list[str], version: int) -> Path:
@@ -181,7 +227,7 @@ def test_fix_runs_at_rest_every_frame_or_when_fast_enough() -> None:
     pytest.importorskip("viser")
     from callbacks.viewer.server import SceneViewer
 
-    viewer = SceneViewer(random_scene(10), fix=lambda rgb, cams: rgb, port=0, realtime_ms=100.0)
+    viewer = SceneViewer(random_scene(10), fix=NearestViewFix(ReadyFixer("identity")), port=0, realtime_ms=100.0)
     try:
         assert not viewer.wants_fix(moving=False)  # switched off
         viewer.fix_enabled = True

@@ -14,8 +14,12 @@ from helpers.runs import REPO, run
 
 from datamodules.cameras.camera_json import read_cameras_json
 from datamodules.files.image_io import save_image
-from lightning_modules.difix.fixers.spec import check_fixer
-from lightning_modules.difix.fixers.image_fixer import FixerOutputError
+from lightning_modules.difix.fixers.errors import FixerOutputError
+from lightning_modules.difix.fixers.ready import ReadyFixer
+
+
+def check_fixer(name: str) -> None:
+    ReadyFixer(name).check()
 from lightning_modules.difix.net.net import DifixNet
 from lightning_modules.difix.loading.base_models import tiny_net
 

@@ -31,7 +31,7 @@ def _payload_file(path: Path, marker: Path, **extra: object) -> Path:
 def _reader(name: str, base: Path):
     """(file suffix, function reading such a file) for each reader of user files."""
     from callbacks.post_render_fix import reference_views_from_checkpoint
-    from lightning_modules.difix.fixers.spec import load_fixer
+    from lightning_modules.difix.fixers.ready import ReadyFixer
     from lightning_modules.difix.loading.builders import net_from_checkpoint
     from lightning_modules.difix.loading.from_prior import net_from_prior
     from lightning_modules.scene.open_scene import open_scene
@@ -39,7 +39,7 @@ def _reader(name: str, base: Path):
     return {
         "scene (viewer, benchmarks)": (".ckpt", open_scene),
         "reference views of a scene": (".ckpt", reference_views_from_checkpoint),
-        "fixer .ckpt": (".ckpt", lambda p: load_fixer(str(p))),
+        "fixer .ckpt": (".ckpt", lambda p: ReadyFixer(str(p)).net),
         "fixer export .pt": (".pt", net_from_checkpoint),
         "prior": (".ckpt", net_from_prior),
         "reference pkl": (".pkl", lambda p: net_from_reference_checkpoint(p, base=str(base))),

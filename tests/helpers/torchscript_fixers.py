@@ -28,12 +28,17 @@ class TinyTorchScriptFixer(nn.Module):
         return (x + 0.2 * torch.tanh(self.body(x))).clamp(-1.0, 1.0)
 
 
-def write_tiny_torchscript(path: Path, seed: int = 0) -> Path:
+def script_module(module: nn.Module, path: Path) -> Path:
+    """Scripts `module` and saves it at `path` (a TorchScript fixer file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, not gone
-        torch.jit.script(TinyTorchScriptFixer(seed).eval()).save(str(path))
+        torch.jit.script(module.eval()).save(str(path))
     return path
+
+
+def write_tiny_torchscript(path: Path, seed: int = 0) -> Path:
+    return script_module(TinyTorchScriptFixer(seed), path)
 
 
 _NEEDS_OPS = """

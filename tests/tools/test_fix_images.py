@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_modules.difix.fixers.spec import load_fixer
+from lightning_modules.difix.fixers.ready import ReadyFixer
 from datamodules.files.image_io import load_image, save_image
 from helpers import REPO
 
@@ -35,9 +35,7 @@ def test_fix_images_writes_fixed_pngs_beside_and_never_over_inputs(tmp_path: Pat
     assert [p.name for p in written] == ["a.png", "b.png"]
     assert {p: p.read_bytes() for p in renders.iterdir()} == before
     assert not list((tmp_path / "fixed").glob(".*"))  # no temporary files left
-    fixer = load_fixer("tiny").eval()
-    with torch.no_grad():
-        expected = fixer(load_image(renders / "a.png")[None], load_image(refs / "a.jpg")[None, None])[0]
+    expected = ReadyFixer("tiny")(load_image(renders / "a.png")[None], load_image(refs / "a.jpg")[None, None])[0]
     got = load_image(written[0])
     assert got.shape == (3, 24, 40)
     assert (got - expected).abs().max() <= 1 / 255 + 1e-6  # 8-bit rounding only

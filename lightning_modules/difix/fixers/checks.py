@@ -1,13 +1,12 @@
-"""Checks that a fixer name can be loaded, without loading it (see `spec.check_fixer`)."""
+"""Cheap checks of fixer files, folders and hub ids: headers, keys and configs, no weights read
+(`sources.FixerSource.check` calls them before step 1)."""
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
 
-from lightning_modules.difix.fixers.names import HUB_ID, IDENTITY, REFERENCE_SUFFIX, TINY, WEIGHT_SUFFIXES
 from lightning_modules.difix.loading.hub_files import SD_SUBFOLDERS
-from lightning_modules.difix.loading.published import REFERENCE_BASE
 
 
 def hub_offline() -> bool:
@@ -18,44 +17,31 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or flag
 
 
-def check_fixer_name(spec: str) -> None:
-    """See `spec.check_fixer`."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"fixer spec must be a non-empty string, got {spec!r}")
-    if spec == IDENTITY:
-        return
-    if spec == "tiny" or spec.startswith("tiny:"):
-        if not TINY.match(spec):
-            raise ValueError(f"fixer {spec!r}: expected 'tiny' or 'tiny:SEED' with an integer SEED")
-        return
-    path = Path(spec).expanduser()
-    if path.suffix in (*WEIGHT_SUFFIXES, REFERENCE_SUFFIX):
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"fixer {spec!r}: file {path} does not exist. Train one with configs/difix.yaml (or "
-                "configs/demo/difix.yaml), export one with DifixNet.export_weights, or name a published model "
-                "('nvidia/difix_ref')")
-        check_weights_file(path)
-        if path.suffix == REFERENCE_SUFFIX:
-            try:  # the pkl holds the trained tensors only; the rest comes from its base model
-                check_fixer_name(REFERENCE_BASE)
-            except (FileNotFoundError, ValueError) as err:
-                raise ValueError(f"fixer {spec!r}: a reference checkpoint needs its base {REFERENCE_BASE}: {err}") from err
-        return
-    if path.is_dir():
-        check_model_folder(path)
-        return
-    if not HUB_ID.match(spec) or spec.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"fixer {spec!r}: no such file or folder, and not a hub id like 'nvidia/difix_ref'")
-    from huggingface_hub import constants, try_to_load_from_cache
+def check_hub_model(name: str) -> None:
+    """A diffusers model hub id is cached, or may be downloaded (the hub is on)."""
+    from huggingface_hub import try_to_load_from_cache
 
-    cached = any(isinstance(try_to_load_from_cache(spec, name), str) for name in ("model_index.json", "unet/config.json"))
+    cached = any(isinstance(try_to_load_from_cache(name, f), str) for f in ("model_index.json", "unet/config.json"))
     if not cached and hub_offline():
-        raise ValueError(
-            f"fixer {spec!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and the hub is off "
-            f"(HF_HUB_OFFLINE=1). On a machine with network: `hf download {spec} --local-dir /path/to/"
-            f"{spec.split('/')[-1]}`, copy the folder here and pass its path as the fixer; or fill $HF_HOME with "
-            f"`hf download {spec}` and run with that HF_HOME.")
+        raise ValueError(_offline(name, f"`hf download {name} --local-dir /path/to/{name.split('/')[-1]}`, copy the "
+                                        "folder here and pass its path as the fixer"))
+
+
+def check_hub_file(name: str, filename: str) -> None:
+    """A single-file hub fixer is cached, or may be downloaded (the hub is on)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(name, filename), str) and hub_offline():
+        raise ValueError(_offline(name, f"`hf download {name} {filename} --local-dir DIR`, copy DIR here and name "
+                                        f"DIR (or DIR/{filename}) as the fixer"))
+
+
+def _offline(name: str, fetch: str) -> str:
+    from huggingface_hub import constants
+
+    return (f"fixer {name!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and the hub is off "
+            f"(HF_HUB_OFFLINE=1). On a machine with network: {fetch}; or fill $HF_HOME with `hf download {name}` and "
+            "run with that HF_HOME.")
 
 
 def check_safetensors_complete(path: Path) -> dict[str, str]:
@@ -96,7 +82,7 @@ def check_weights_file(path: Path) -> None:
     ckpt = read_torch_file(path, "fixer")  # memory-mapped: keys only, no weights read
     if not isinstance(ckpt, dict):
         raise ValueError(f"fixer {path}: holds a {type(ckpt).__name__}, not a checkpoint")
-    if path.suffix == REFERENCE_SUFFIX:
+    if path.suffix == ".pkl":
         if missing := [k for k in PKL_KEYS if k not in ckpt]:
             raise ValueError(f"fixer {path}: not a reference Difix checkpoint (missing {missing})")
         check_pkl_fields(ckpt, path)

@@ -12,11 +12,11 @@ reads the same shape back in [-1, 1]; the timestep is inside the model. The scri
 from nv-tlabs/Fixer later, and the file most likely from the model repo's main branch, so a
 copy may be all there is.
 
-``TorchScriptFixer`` runs any such file the same way: images resized to the model's size with
-antialiased bilinear filtering (torch's, which equals Pillow's BILINEAR to 1e-5 in float), mapped
-to its value range, one image per call (the export's batch size), and back to the render's
-size. References are ignored (the model takes none) and the log says so once. A TorchScript
-file is a program: load only files you trust.
+``TorchScriptNet`` runs any such file the same way: one image per call (the export's batch size),
+in its value range; its size policy is a fixed size with antialiased bilinear filtering (torch's,
+which equals Pillow's BILINEAR to 1e-5 in float). References are ignored (the model takes none)
+and the log says so once. A TorchScript file is a program: load only files you trust; its code is
+tried once before step 1 (`ReadyFixer.try_once`).
 """
 from __future__ import annotations
 
@@ -28,15 +28,15 @@ import zipfile
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_modules.difix.fixers.image_fixer import check_finite, resolve_dtype
+from lightning_modules.difix.fixers.errors import FixerOutputError
+from lightning_modules.difix.net.sizing import SizePolicy, SizeSpec
 
 log = logging.getLogger("difix3d.fixer")
 
-__all__ = ["TorchScriptFixer", "HUB_FILES", "FIXER_SIZES", "is_torchscript_file", "torchscript_path",
-           "required_operator_libraries", "check_torchscript"]
+__all__ = ["TorchScriptNet", "HUB_FILES", "FIXER_SIZES", "is_torchscript_file", "folder_export",
+           "cached_hub_file", "download_hub_file", "required_operator_libraries", "check_torchscript"]
 
 # Hub ids whose fixer is a TorchScript file: repo -> file in the repo.
 HUB_FILES = {"nvidia/Fixer": "pretrained/pretrained_fixer_jit.pt"}
@@ -61,51 +61,34 @@ def is_torchscript_file(path: Path) -> bool:
         return False
 
 
-def _local(name: str) -> Path | None:
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path if is_torchscript_file(path) else None
-    if path.is_dir():
-        return next((path / f for f in FOLDER_FILES if (path / f).is_file()), None)
-    return None
+def folder_export(folder: Path) -> Path | None:
+    """The TorchScript export in a local folder of the Fixer repo, or None."""
+    return next((folder / f for f in FOLDER_FILES if (folder / f).is_file()), None)
 
 
-def is_torchscript_name(name: str) -> bool:
-    """Whether a fixer name stands for a TorchScript fixer (hub id, file or folder)."""
-    return name in HUB_FILES or _local(name) is not None
+def cached_hub_file(name: str) -> Path | None:
+    """The hub id's TorchScript file from the Hugging Face cache, or None (not cached)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name, HUB_FILES[name])
+    return Path(cached) if isinstance(cached, str) else None
 
 
-def torchscript_path(name: str, download: bool = True) -> Path:
-    """The TorchScript file a fixer name stands for: the file, the one in a repo folder, or the
-    hub file from the Hugging Face cache (downloaded when ``download`` and the hub is on).
+def download_hub_file(name: str, filename: str) -> Path:
+    """Downloads a hub fixer's TorchScript file (the hub is on; `checks.check_hub_file` said so).
 
     Raises:
-        FileNotFoundError / ValueError: saying what to download where.
+        ValueError: saying what to download where.
     """
-    local = _local(name)
-    if local is not None:
-        return local
-    if name not in HUB_FILES:
-        raise FileNotFoundError(f"fixer {name!r}: not a TorchScript file, nor a folder with {' or '.join(FOLDER_FILES)}")
-    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import hf_hub_download
 
-    from lightning_modules.difix.fixers.checks import hub_offline
-
-    filename = HUB_FILES[name]
-    cached = try_to_load_from_cache(name, filename)
-    if isinstance(cached, str):
-        return Path(cached)
-    get = (f"`hf download {name} {filename} --local-dir DIR` on a machine with network, copy DIR here and name "
-           f"DIR (or DIR/{filename}) as the fixer")
-    if hub_offline() or not download:
-        raise ValueError(f"fixer {name!r}: {filename} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
-                         f"the hub is off (HF_HUB_OFFLINE=1). {get}.")
     try:
         return Path(hf_hub_download(name, filename))
     except Exception as err:  # noqa: BLE001 - no network, gated repo, file withdrawn from main
         raise ValueError(f"fixer {name!r}: could not download {filename} ({type(err).__name__}: {err}). NVIDIA "
                          "removed the TorchScript export from nv-tlabs/Fixer, likely from the repo's main branch too; "
-                         f"with a copy, name its path. Otherwise {get}.") from err
+                         f"with a copy, name its path. Otherwise `hf download {name} {filename} --local-dir DIR` on a "
+                         f"machine with network, copy DIR here and name DIR (or DIR/{filename}) as the fixer.") from err
 
 
 def required_operator_libraries(path: Path) -> dict[str, list[str]]:
@@ -140,25 +123,13 @@ def _import_libraries(name: str, libraries: list[str]) -> None:
                              f"{hint}: {err}") from err
 
 
-def check_torchscript(name: str, operator_libraries: list[str] | None = None) -> Path | None:
-    """Finds the file and checks that every operator its code calls is registered, importing the
-    operator libraries first (None: the ones its namespaces are known to come from). Downloads
-    nothing: a hub file not cached yet while the hub is on is checked when it is loaded.
-
-    Returns:
-        The file, or None for a hub file still to download.
+def check_torchscript(name: str, path: Path, operator_libraries: list[str] | None = None) -> None:
+    """Checks that every operator the file's code calls is registered, importing the operator
+    libraries first (None: the ones its namespaces are known to come from).
 
     Raises:
-        FileNotFoundError / ValueError: naming the file, or the library and the operators missing.
+        ValueError: naming the file, or the library and the operators missing.
     """
-    from lightning_modules.difix.fixers.checks import hub_offline
-
-    if name in HUB_FILES and _local(name) is None and not hub_offline():
-        from huggingface_hub import try_to_load_from_cache
-
-        if not isinstance(try_to_load_from_cache(name, HUB_FILES[name]), str):
-            return None
-    path = torchscript_path(name, download=False)
     needs = required_operator_libraries(path)
     libraries = operator_libraries if operator_libraries is not None else sorted(
         {KNOWN_LIBRARIES[ns] for ns in needs if ns in KNOWN_LIBRARIES})
@@ -169,107 +140,75 @@ def check_torchscript(name: str, operator_libraries: list[str] | None = None) ->
                                                             else "") for ns, ops in missing.items())
         raise ValueError(f"fixer {name!r}: {path} calls operators no loaded library registers: {said}. Install the "
                          "library that defines them and name its module in the fixer's operator_libraries")
-    return path
 
 
-class TorchScriptFixer(nn.Module):
-    """A TorchScript image-to-image fixer with the ImageFixer contract (renders of any size in,
-    the same size out, references accepted and ignored).
+class TorchScriptNet(nn.Module):
+    """A TorchScript image-to-image model with the fixer-network contract (`ReadyFixer` runs it).
 
     Args:
         path: the TorchScript file.
         name: what the config called it (for messages).
-        size: (height, width) the model runs at (nvidia/Fixer: one of ``FIXER_SIZES``).
-        dtype: "auto" (bfloat16 on CUDA, float32 on the CPU), "float32", "bfloat16", "float16".
-        device: where it runs; None: where the images are.
         value_range: (low, high) the model takes and returns (Fixer: (-1, 1)).
         operator_libraries: modules imported before loading (None: the known ones it needs).
     """
 
-    def __init__(self, path: str | Path, name: str, size: tuple[int, int] = DEFAULT_SIZE, dtype: str = "auto",
-                 device: str | None = None, value_range: tuple[float, float] = DEFAULT_RANGE,
+    uses_references = False
+
+    def __init__(self, path: str | Path, name: str, value_range: tuple[float, float] | None = None,
                  operator_libraries: list[str] | None = None) -> None:
         super().__init__()
-        if len(size) != 2 or min(size) <= 0:
-            raise ValueError(f"fixer {name!r}: size must be [height, width] > 0, got {size}")
+        value_range = tuple(value_range) if value_range is not None else DEFAULT_RANGE
         if len(value_range) != 2 or not value_range[0] < value_range[1]:
             raise ValueError(f"fixer {name!r}: value_range must be [low, high] with low < high, got {value_range}")
-        if name in HUB_FILES and tuple(size) not in FIXER_SIZES:
-            log.warning("fixer %s: size %s is none of its published sizes %s", name, list(size), [list(s) for s in FIXER_SIZES])
-        check_torchscript(str(path), operator_libraries)
-        self.path = Path(path)
-        self.name, self.size, self.dtype_name = name, (int(size[0]), int(size[1])), dtype
+        self.path, self.name = Path(path), name
         self.value_range = (float(value_range[0]), float(value_range[1]))
-        self.device = torch.device(device) if device is not None else None
-        self.model: torch.jit.ScriptModule | None = None
-        self._ready_on: torch.device | None = None
+        check_torchscript(name, self.path, operator_libraries)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.*deprecated", category=FutureWarning)
+            try:
+                self.model = torch.jit.load(str(self.path), map_location="cpu")
+            except RuntimeError as err:
+                raise ValueError(f"fixer {name!r}: {self.path} does not load as TorchScript: "
+                                 f"{str(err).strip().splitlines()[0]}") from err
         self._dtype = torch.float32
-        self._said_refs = False
+
+    def size_policy(self, size: SizeSpec = "auto") -> SizePolicy:
+        """A fixed size ("auto": the Fixer's default 576 x 1024), bilinear there and back as its scripts."""
+        if isinstance(size, str) and size != "auto":
+            raise ValueError(f"fixer {self.name!r}: a TorchScript fixer runs at a fixed size: size is auto "
+                             f"({DEFAULT_SIZE[0]} x {DEFAULT_SIZE[1]}) or [height, width], not {size!r}")
+        fixed = DEFAULT_SIZE if size == "auto" else (int(size[0]), int(size[1]))
+        if self.name in HUB_FILES and tuple(fixed) not in FIXER_SIZES:
+            log.warning("fixer %s: size %s is none of its published sizes %s", self.name, list(fixed),
+                        [list(s) for s in FIXER_SIZES])
+        return SizePolicy("fixed", size=fixed, filter="bilinear")
+
+    def to_dtype(self, dtype: torch.dtype) -> TorchScriptNet:
+        self.model.to(dtype)
+        self._dtype = dtype
+        return self
 
     def describe(self) -> str:
-        """One line: the file, how it runs, what it ignores, its licence (logged at the first call)."""
+        """The file, how it runs, what it ignores, its licence (the ready fixer's load line)."""
         lo, hi = self.value_range
         licence = LICENCES.get(self.name, "the file's own")
-        return (f"fixer {self.name}: TorchScript {self.path} | runs at {self.size[0]}x{self.size[1]} (bilinear there "
-                f"and back), one image per call | values [{lo:g}, {hi:g}] | dtype: {str(self._dtype).replace('torch.', '')}"
-                f" | reference view: none (references are ignored) | licence: {licence}")
+        return (f"TorchScript {self.path} | one image per call | values [{lo:g}, {hi:g}] | dtype: "
+                f"{str(self._dtype).replace('torch.', '')} | reference view: none (references are ignored) | "
+                f"licence: {licence}")
 
-    def _ready(self, device: torch.device) -> None:
-        if self._ready_on == device:
-            return
-        self._dtype = resolve_dtype(self.dtype_name, device)
-        if self.model is None:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.*deprecated", category=FutureWarning)
-                try:
-                    self.model = torch.jit.load(str(self.path), map_location=device)
-                except RuntimeError as err:
-                    raise ValueError(f"fixer {self.name!r}: {self.path} does not load as TorchScript: "
-                                     f"{str(err).strip().splitlines()[0]}") from err
-        self.model = self.model.to(device=device, dtype=self._dtype).eval()
-        if self._ready_on is None:
-            log.info(self.describe())
-        self._ready_on = device
-
-    @torch.no_grad()
     def forward(self, images: Tensor, refs: Tensor | None = None) -> Tensor:
-        """Fixes renders.
-
-        Args:
-            images: (B, 3, H, W) in [0, 1].
-            refs: (B, K, 3, H', W') or None: ignored (said once in the log).
-
-        Returns:
-            (B, 3, H, W) in [0, 1], float32, on the images' device.
+        """(B, 3, H, W) in `value_range` -> the model's raw outputs, (B, 3, H, W) in its dtype; `refs` ignored.
 
         Raises:
-            ValueError: the model returned something else than one image of its input's shape.
-            FixerOutputError: non-finite output, naming the fixer and the images.
+            FixerOutputError: the model returned something else than one image of its input's shape.
         """
-        device = self.device or images.device
-        self._ready(device)
-        if refs is not None and refs.numel() and not self._said_refs:
-            log.info("fixer %s takes no reference view: the %d reference(s) per render are ignored", self.name,
-                     refs.shape[1])
-            self._said_refs = True
-        lo, hi = self.value_range
-        h, w = images.shape[-2:]
         outs = []
         for i in range(images.shape[0]):  # one image per call, as the export was traced
-            x = _bilinear(images[i:i + 1].to(device, torch.float32), self.size)
-            y = self.model(((x * (hi - lo)) + lo).to(self._dtype))
+            x = images[i:i + 1].to(self._dtype)
+            y = self.model(x)
             if not isinstance(y, Tensor) or tuple(y.shape) != tuple(x.shape):
                 got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
-                raise ValueError(f"fixer {self.name!r}: returned {got} for an input of shape {tuple(x.shape)}; an image "
-                                 "fixer returns its input's shape")
-            outs.append(_bilinear(((y.float() - lo) / (hi - lo)).clamp(0, 1), (h, w)))
-        out = torch.cat(outs)
-        check_finite(out, self.name)
-        return out.to(images.device)
-
-
-def _bilinear(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """(B, 3, H, W) -> (B, 3, h, w), antialiased bilinear (Pillow's BILINEAR), clamped to [0, 1]."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+                raise FixerOutputError(f"fixer {self.name!r}: returned {got} for an input of shape {tuple(x.shape)}; "
+                                       "an image fixer returns its input's shape")
+            outs.append(y)
+        return torch.cat(outs)

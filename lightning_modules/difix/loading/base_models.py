@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from datamodules.pairs.record import DEFAULT_PROMPT
+from lightning_modules.difix.net.prompt import DEFAULT_PROMPT
 from lightning_modules.difix.loading.hub_files import PretrainedNotFoundError, offline_message
 from lightning_modules.difix.net.architectures import CONFIGS, build_components
 from lightning_modules.difix.net.net import DifixNet

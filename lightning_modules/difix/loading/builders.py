@@ -3,8 +3,8 @@ checkpoints and exports, and rebuilding the untrained base a checkpoint names.
 
 Layers (each imports only those below it): `hub_files` (finding and reading files) ->
 `base_models` (components, constructor configs, SD-Turbo folders) -> `published` (NVIDIA's
-folders, reference pkls) and `from_prior` (offline priors) -> this module. The one dispatcher
-from a fixer *name* to a net is `lightning_modules.difix.fixers.spec.build_difix_net`.
+folders, reference pkls) and `from_prior` (offline priors) -> this module. What a fixer *name*
+stands for is decided in one place, `lightning_modules.difix.fixers.sources.resolve_source`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
-from datamodules.pairs.record import DEFAULT_PROMPT
+from lightning_modules.difix.net.prompt import DEFAULT_PROMPT
 from lightning_modules.difix.loading.base_models import net_from_config, net_from_sd_folder
 from lightning_modules.difix.loading.from_prior import is_prior_checkpoint, net_from_prior
 from lightning_modules.difix.loading.hub_files import (is_published_difix, load_difix_weights, read_model_index,
@@ -38,7 +38,7 @@ def net_from_pretrained(
     nvidia/difix_ref) loads the trained UNet, decoder LoRA and skip convs (`published.py`),
     with reference attention on when the folder's UNet is the reference's multi-view class
     (difix_ref); anything else loads as an SD-Turbo-architecture base model (untrained skips
-    and LoRA). A reference training `model_*.pkl` file goes to `net_from_reference_checkpoint`.
+    and LoRA). (What a name is, a folder or a pkl or a checkpoint, `fixers.sources` decides.)
 
     Args:
         name_or_path: hub id or folder with unet/, vae/, scheduler/, text_encoder/, tokenizer/.
@@ -54,9 +54,6 @@ def net_from_pretrained(
         PretrainedNotFoundError: offline / not cached / not an SD folder, with what to download.
         WeightKeyError: a published file with an unknown or a missing weight (named).
     """
-    if str(name_or_path).endswith(".pkl") and Path(name_or_path).expanduser().is_file():
-        return net_from_reference_checkpoint(name_or_path, cache_dir=cache_dir, prompt=prompt,
-                                             prompt_embeds=prompt_embeds, **net_kwargs)
     model_index = read_model_index(str(name_or_path), cache_dir, revision)
     if is_published_difix(model_index) or (not model_index and vae_has_difix_keys(str(name_or_path), cache_dir,
                                                                                    revision)):

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import Tensor
 
-from datamodules.pairs.record import DEFAULT_PROMPT
+from lightning_modules.difix.net.prompt import DEFAULT_PROMPT
 from lightning_modules.difix.loading.base_models import net_from_components
 from lightning_modules.difix.net.architectures import build_components
 from lightning_modules.safe_load import read_torch_file

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from datamodules.pairs.record import DEFAULT_PROMPT
+from lightning_modules.difix.net.prompt import DEFAULT_PROMPT
 from lightning_modules.difix.loading.base_models import encode_prompt, net_from_sd_folder
 from lightning_modules.difix.loading.hub_files import (PretrainedNotFoundError, offline_message, read_component_weights,
                                                        read_json_file, snapshot_folder, unet_is_multiview)

@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from datamodules.pairs.record import DEFAULT_PROMPT
+from lightning_modules.difix.net.prompt import DEFAULT_PROMPT
 from lightning_modules.difix.net.attention import install_multiview_attention
-from lightning_modules.difix.net.lanczos import lanczos_resize, round_down_size
+from lightning_modules.difix.net.sizing import SizePolicy, SizeSpec
 from lightning_modules.difix.net.vae_skips import VaeSkips
 
 # pix2pix-turbo's / Difix's LoRA targets. The decoder regex keeps LoRA off the frozen encoder.
@@ -62,11 +61,12 @@ class DifixNet(nn.Module):
             (fits 24 GB cards).
         vae_lora_rank: rank of the VAE decoder LoRA (4 in the paper); 0 leaves the decoder frozen.
         skip_init: constant initial weight of the VAE skip convs.
-        size_mode: how an input of any size reaches the model; the output always has the input
-            size. "pad" (reflect) or "resize" (bilinear) to a multiple of the model's factor
-            (VAE x UNet, 64 for SD); "reference": as the reference `DifixPipeline`, Lanczos to
-            the size rounded down to a multiple of the VAE factor (8) and Lanczos back, the UNet
-            taking latents of any size as diffusers' UNet does.
+        size_mode: the size policy these weights want by default (`size_policy("auto")`; the
+            policy is applied by whoever runs the net, `ReadyFixer` or `DifixModule`): "pad"
+            (reflect) or "resize" (bilinear) to a multiple of the model's factor (VAE x UNet, 64
+            for SD); "reference": as the reference `DifixPipeline`, Lanczos to the size rounded
+            down to a multiple of the VAE factor (8) and back, the UNet taking latents of any
+            size as diffusers' UNet does.
         reference_attention: joint self-attention over views (False: views are independent).
         latent: "mode" of the VAE posterior (default, deterministic) or a "sample" from it (the
             reference code; draws from the global RNG).
@@ -223,24 +223,45 @@ class DifixNet(nn.Module):
         """Parameters with requires_grad (what the optimizer gets)."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    # ------------------------------------------------------------------ the fixer contract
+    value_range = (0.0, 1.0)  # what forward takes and returns (FixerNet)
+
+    @property
+    def uses_references(self) -> bool:
+        """Whether reference views change the output (only through reference attention)."""
+        return self.reference_attention
+
+    def size_policy(self, size: SizeSpec = "auto") -> SizePolicy:
+        """The policy renders of any size reach this net with: "auto" (this net's `size_mode`),
+        "reference", "pad", "resize", or (height, width) with Lanczos (the reference's 576 x 1024)."""
+        if isinstance(size, (tuple, list)):
+            return SizePolicy("fixed", multiple=self.vae_factor, size=(int(size[0]), int(size[1])), filter="lanczos")
+        mode = self.size_mode if size == "auto" else size
+        if mode not in SIZE_MODES:
+            raise ValueError(f"DifixNet: size must be auto, {', '.join(SIZE_MODES)} or [height, width], got {size!r}")
+        return SizePolicy(mode, multiple=self.vae_factor if mode == "reference" else self.size_multiple)
+
     # ------------------------------------------------------------------ forward
     def forward(self, images: Tensor, refs: Tensor | None = None) -> Tensor:
-        """Fixes images given optional reference views.
+        """Fixes images given optional reference views, at a size the net runs at.
 
         Args:
             images: (B, 3, H, W) in [0, 1] renders to fix, or (B, V, 3, H, W) with the
-                references already stacked after the render (then `refs` must be None).
-            refs: (B, K, 3, H', W') in [0, 1], K >= 0; resized to (H, W) if they differ.
+                references already stacked after the render (then `refs` must be None); H and
+                W multiples of `vae_factor` (a `SizePolicy` brings any size there).
+            refs: (B, K, 3, H, W) in [0, 1], K >= 0.
 
         Returns:
-            (B, 3, H, W) fixed images in [0, 1].
+            (B, 3, H, W) fixed images, the decoder's output mapped to [0, 1] but not clamped:
+            whoever runs the net checks the raw output (finite) before it clamps, as the reference
+            pipeline clamps (`ReadyFixer`). `forward_views` clamps.
         """
         views = self.stack_views(images, refs)
-        return self.forward_views(views, all_views=False)[:, 0]
+        return self.forward_views(views, all_views=False, clamp=False)[:, 0]
 
     @staticmethod
     def stack_views(images: Tensor, refs: Tensor | None = None) -> Tensor:
-        """Stacks render and references into (B, 1 + K, 3, H, W)."""
+        """Stacks render and references (of the render's size) into (B, 1 + K, 3, H, W)."""
         if images.ndim == 5:
             if refs is not None:
                 raise ValueError("DifixNet: pass refs separately only with (B, 3, H, W) images")
@@ -252,18 +273,20 @@ class DifixNet(nn.Module):
         if refs.ndim != 5 or refs.shape[0] != images.shape[0] or refs.shape[2] != 3:
             raise ValueError(f"DifixNet: refs must be (B={images.shape[0]}, K, 3, H, W), got {tuple(refs.shape)}")
         if refs.shape[-2:] != images.shape[-2:]:
-            b, k = refs.shape[:2]
-            refs = F.interpolate(refs.flatten(0, 1), size=images.shape[-2:], mode="bilinear", antialias=True,
-                                 align_corners=False).unflatten(0, (b, k))
+            raise ValueError(f"DifixNet: references of {tuple(refs.shape[-2:])} for renders of {tuple(images.shape[-2:])}; "
+                             "bring both to the size the net runs at with one SizePolicy (a ReadyFixer does)")
         return torch.cat([images[:, None], refs.to(images.dtype)], dim=1)
 
-    def forward_views(self, views: Tensor, all_views: bool = True) -> Tensor:
+    def forward_views(self, views: Tensor, all_views: bool = True, clamp: bool = True) -> Tensor:
         """Runs the fixer on stacked views.
 
         Args:
-            views: (B, V, 3, H, W) in [0, 1]; view 0 is the render, views 1.. the references.
+            views: (B, V, 3, H, W) in [0, 1]; view 0 is the render, views 1.. the references;
+                H and W multiples of `vae_factor`.
             all_views: also decode the reference slots (for the reference-slot losses);
                 False decodes view 0 only.
+            clamp: clamp the output to [0, 1], as the reference pipeline (False: the raw output
+                mapped to [0, 1], for a caller that checks it first).
 
         Returns:
             (B, V, 3, H, W) if all_views else (B, 1, 3, H, W), in [0, 1].
@@ -271,7 +294,10 @@ class DifixNet(nn.Module):
         if views.ndim != 5 or views.shape[2] != 3:
             raise ValueError(f"DifixNet: views must be (B, V, 3, H, W), got {tuple(views.shape)}")
         b, v, _, h, w = views.shape
-        x = self._to_model_size(views.flatten(0, 1) * 2 - 1)
+        if h % self.vae_factor or w % self.vae_factor:
+            raise ValueError(f"DifixNet: {h}x{w} is not a multiple of {self.vae_factor}; run the net through its "
+                             "SizePolicy (`size_policy()`, as a ReadyFixer and DifixModule do)")
+        x = views.flatten(0, 1) * 2 - 1
         vae_dtype = next(self.vae.parameters()).dtype
         unet_dtype = next(self.unet.parameters()).dtype
         encoder_frozen = not any(p.requires_grad for p in self.vae.encoder.parameters())
@@ -299,8 +325,8 @@ class DifixNet(nn.Module):
             out = self.vae.decode(x0.to(vae_dtype) / self.vae.config.scaling_factor).sample.float()
         if self.output == "residual":
             out = x.float() + out[:n] - out[n:]
-        out = self._to_input_size(out.clamp(-1, 1), h, w)
-        return ((out + 1) / 2).unflatten(0, (b, -1))
+        out = (out.clamp(-1, 1) if clamp else out) + 1
+        return (out / 2).unflatten(0, (b, -1))
 
     # ------------------------------------------------------------------ inference set-up
     def to_dtype(self, dtype: torch.dtype) -> DifixNet:
@@ -324,51 +350,13 @@ class DifixNet(nn.Module):
         vae_dtype = str(next(self.vae.parameters()).dtype).replace("torch.", "")
         why = f" ({p['reference_attention']})" if p.get("reference_attention") else ""
         lora = f"UNet LoRA rank {c['unet_lora_rank']}" if c["unet_lora_rank"] else "full UNet"
-        size = {"pad": f"reflect-pad to a multiple of {self.size_multiple}",
-                "resize": f"bilinear resize to a multiple of {self.size_multiple}",
-                "reference": f"reference (Lanczos to a multiple of {self.vae_factor} and back)"}[self.size_mode]
         parts = [
             f"layout: {p.get('layout', c['base'].get('kind', 'unknown'))}",
             f"reference attention: {'on' if self.reference_attention else 'off'}{why}",
             f"{lora}, decoder LoRA rank {c['vae_lora_rank']}",
             f"latent: {self.latent}", f"output: {self.output}", f"timestep: {self.timestep}",
             f"dtype: {unet_dtype}" + (f" (VAE {vae_dtype})" if vae_dtype != unet_dtype else ""),
-            f"pre-processing: {size}",
         ]
         if p.get("licence"):
             parts.append(f"licence: {p['licence']}")
         return " | ".join(parts)
-
-    # ------------------------------------------------------------------ sizes
-    def model_size(self, h: int, w: int) -> tuple[int, int]:
-        """(H, W) the model runs at for an (h, w) input."""
-        m = self.size_multiple
-        if self.size_mode == "reference":
-            return round_down_size(h, w, self.vae_factor)
-        if self.size_mode == "pad":
-            return -(-h // m) * m, -(-w // m) * m
-        return max(m, round(h / m) * m), max(m, round(w / m) * m)
-
-    def _to_model_size(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        mh, mw = self.model_size(h, w)
-        if (mh, mw) == (h, w):
-            return x
-        if self.size_mode == "reference":  # clamped: the reference resizes 8-bit images, which clip
-            return lanczos_resize(x, (mh, mw)).clamp(-1, 1)
-        if self.size_mode == "resize":
-            return F.interpolate(x, size=(mh, mw), mode="bilinear", antialias=True, align_corners=False)
-        ph, pw = mh - h, mw - w
-        mode = "reflect" if ph < h and pw < w else "replicate"  # reflect needs pad < size
-        return F.pad(x, (0, pw, 0, ph), mode=mode)
-
-    def _to_input_size(self, x: Tensor, h: int, w: int) -> Tensor:
-        if x.shape[-2:] == (h, w):
-            return x
-        if self.size_mode == "reference":  # clamped again: the reference resizes 8-bit images
-            return lanczos_resize(x, (h, w)).clamp(-1, 1)
-        if self.size_mode == "resize":
-            return F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-        return x[..., :h, :w]
-
-

@@ -21,7 +21,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from datamodules.files.image_io import save_image
 
-from lightning_modules.difix.fixers.image_fixer import ImageFixer
+from lightning_modules.difix.fixers.ready import ReadyFixer
 from lightning_modules.difix.net.net import DifixNet
 from lightning_modules.image_grids import log_image, tile_grid
 from lightning_modules.options import check_learning_rates
@@ -67,7 +67,7 @@ class DifixModule(pl.LightningModule):
         num_log_images: samples in the validation image grid.
         predict_output_dir: folder the predict step writes fixed PNGs to.
         predict_resize_to: (height, width) the predict step runs the fixer at (e.g. [576, 1024]
-            as the reference code), resized back to each image's size; None: native size, padded.
+            as the reference code, Lanczos there and back); None: the net's own size policy.
     """
 
     # Options that do not change the trained fixer: with `--ckpt_path` the command line's value
@@ -105,6 +105,7 @@ class DifixModule(pl.LightningModule):
         check_learning_rates("DifixModule", lr=lr, skip_lr=lr * skip_lr_scale)
         self.net_spec = net if net is not None else DifixNetSpec()
         self.net: DifixNet | None = None
+        self.fixer: ReadyFixer | None = None  # the net as a fixer, made with it in configure_model
         self.lpips: torch.nn.Module | None = None
         self.gram: torch.nn.Module | None = None
         # One metric set per stage; "<metric>" scores the fixed output, "<metric>_input" the raw input.
@@ -132,6 +133,8 @@ class DifixModule(pl.LightningModule):
         # The one dispatcher for every fixer name (hub id / folder, reference pkl, prior,
         # DifixModule checkpoint or export, tiny), as everywhere a fixer is named.
         self.net = self.net_spec.build(cache_dir=h.cache_dir, gradient_checkpointing=h.gradient_checkpointing)
+        # Validation, test and predict run the net as every fixer runs: its size policy, output checks.
+        self.fixer = ReadyFixer.around(self.net, name=f"DifixModule({self.net_spec.name})")
 
     def _require_net(self) -> DifixNet:
         if self.net is None:
@@ -150,11 +153,12 @@ class DifixModule(pl.LightningModule):
         h = self.hparams
         views = net.stack_views(batch["image"], batch.get("refs"))
         target = batch["target"]
+        size, policy = tuple(views.shape[-2:]), self.fixer.policy
         if h.loss_on_references and views.shape[1] > 1:
-            pred = net.forward_views(views, all_views=True).flatten(0, 1)
+            pred = policy.to_input(net.forward_views(policy.to_model(views), all_views=True), size).flatten(0, 1)
             target = torch.cat([target[:, None], views[:, 1:]], dim=1).flatten(0, 1)
         else:
-            pred = net.forward_views(views, all_views=False)[:, 0]
+            pred = policy.to_input(net.forward_views(policy.to_model(views), all_views=False)[:, 0], size)
         pred, target = pred.float(), target.float()
         zero = pred.new_zeros(())
         loss_l2 = F.mse_loss(pred, target)
@@ -194,10 +198,10 @@ class DifixModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ validation / test
     def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
-        net = self._require_net()
+        self._require_net()
         image, target = batch["image"].float(), batch["target"].float()
         refs = batch.get("refs")
-        fixed = net(image, refs).float()
+        fixed = self.fixer(image, refs)
         bs = image.shape[0]
         m = self.metrics[stage]
         m["psnr"](fixed, target)
@@ -245,8 +249,9 @@ class DifixModule(pl.LightningModule):
         Returns:
             the written file paths.
         """
-        fixer = ImageFixer(self._require_net(), resize_to=self.hparams.predict_resize_to)
-        fixed = fixer(batch["image"], batch.get("refs")).float().clamp(0, 1)
+        size = self.hparams.predict_resize_to
+        fixer = ReadyFixer.around(self._require_net(), name=self.fixer.name, size=tuple(size) if size else "auto")
+        fixed = fixer(batch["image"], batch.get("refs"))
         names = batch.get("name") or [f"{batch_idx:06d}_{i}" for i in range(fixed.shape[0])]
         sizes = batch.get("orig_size")
         out_dir = Path(self.hparams.predict_output_dir)

@@ -2,7 +2,7 @@
 
 The net is built from it in `DifixModule.configure_model` (never at construction, so config
 checks and `--print_config` load no weights), through the one dispatcher every caller that
-names a fixer uses (`lightning_modules.difix.fixers.spec.build_difix_net`).
+names a fixer uses (`lightning_modules.difix.fixers.sources.build_difix_net`).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import torch
 
-from datamodules.pairs.record import DEFAULT_PROMPT
+from lightning_modules.difix.net.prompt import DEFAULT_PROMPT
 
 
 @dataclass
@@ -65,7 +65,7 @@ class DifixNetSpec:
 
     def build(self, cache_dir: str | None = None, gradient_checkpointing: bool = False) -> Any:
         """The DifixNet (loads weights: call from `configure_model`)."""
-        from lightning_modules.difix.fixers.spec import build_difix_net
+        from lightning_modules.difix.fixers.sources import build_difix_net
 
         prompt = None if self.prompt == DEFAULT_PROMPT else self.prompt
         return build_difix_net(self.name, cache_dir=cache_dir, prompt=prompt,

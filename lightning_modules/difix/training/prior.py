@@ -30,7 +30,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio
 
-from datamodules.pairs.record import DEFAULT_PROMPT
+from lightning_modules.difix.net.prompt import DEFAULT_PROMPT
 from lightning_modules.difix.loading.base_models import net_from_config
 from lightning_modules.difix.loading.from_prior import PRIOR_KEY
 from lightning_modules.difix.net.architectures import CONFIGS

@@ -40,7 +40,9 @@ def test_k0_equals_plain_model_with_default_processors(net: DifixNet, plain_net:
         torch.testing.assert_close(out, plain_net(x), **CROSS_PATH)
         torch.testing.assert_close(out, net(x, torch.empty(2, 0, 3, 32, 32)), **CROSS_PATH)
         torch.testing.assert_close(out, net(x[:, None]), **CROSS_PATH)  # (B, V, 3, H, W) input, V = 1
-    assert out.shape == (2, 3, 32, 32) and 0 <= out.min() and out.max() <= 1
+    clamped = net.forward_views(x[:, None], all_views=False)[:, 0]  # the pipeline's clamp; forward is raw
+    assert out.shape == clamped.shape == (2, 3, 32, 32) and 0 <= clamped.min() and clamped.max() <= 1
+    torch.testing.assert_close(clamped, out.clamp(0, 1))
 
 
 def test_reference_view_changes_fixed_view(net: DifixNet, plain_net: DifixNet) -> None:
@@ -118,13 +120,17 @@ def test_gradient_checkpointing_keeps_skips_and_gradients() -> None:
 
 
 @pytest.mark.parametrize("size_mode", ["pad", "resize"])
-def test_odd_sizes_return_input_size(size_mode: str) -> None:
+def test_odd_sizes_run_through_the_size_policy_and_return_input_size(size_mode: str) -> None:
+    from lightning_modules.difix.fixers.ready import ReadyFixer
+
     net = tiny_net(seed=0, size_mode=size_mode).eval()
-    x, refs = _images(1, 3, 37, 50), _images(1, 1, 3, 20, 30)  # refs are resized to the render
-    with torch.no_grad():
-        out = net(x, refs)
+    policy = net.size_policy()
+    assert policy.mode == size_mode and policy.model_size(37, 50) in ((48, 64), (32, 48))
+    x, refs = _images(1, 3, 37, 50), _images(1, 1, 3, 20, 30)  # refs go to the render's model size
+    out = ReadyFixer.around(net, "tiny")(x, refs)
     assert out.shape == (1, 3, 37, 50)
-    assert net.model_size(37, 50) in ((48, 64), (32, 48))
+    with pytest.raises(ValueError, match="not a multiple of 8"):
+        net(x)  # the net itself runs only at sizes its policy gives
 
 
 def test_residual_output_changes_the_image_only_by_the_denoising_step(tmp_path: Path) -> None:
@@ -132,10 +138,10 @@ def test_residual_output_changes_the_image_only_by_the_denoising_step(tmp_path: 
     import types
 
     net = tiny_net(seed=0, output="residual").eval()
-    x, refs = _images(2, 3, 37, 50), _images(2, 1, 3, 37, 50, seed=5)
+    x, refs = _images(2, 3, 32, 48), _images(2, 1, 3, 32, 48, seed=5)
     with torch.no_grad():
         moved = net(x, refs)
-        all_views = net.forward_views(net.stack_views(x, refs))
+        all_views = net.forward_views(net.stack_views(x, refs), clamp=False)
     assert moved.shape == x.shape and (moved - x).abs().max() > 1e-2  # the random UNet moves the latent
     torch.testing.assert_close(all_views[:, 0], moved, **CROSS_PATH)  # same render slot either way
     # A scheduler step that returns its input latent as x0: the residual fixer is then exact

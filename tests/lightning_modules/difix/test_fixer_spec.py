@@ -1,5 +1,6 @@
-"""One function turns every fixer name into a net, for every caller: DifixModule's `pretrained`,
-`load_fixer` (callback, post-render fix, viewer, fix_images.py), each with its options."""
+"""One function resolves every fixer name (`resolve_source`), for every caller: DifixModule's
+`pretrained` and the one ReadyFixer each caller holds (callback, post-render fix, viewer,
+fix_images.py), each with its options."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +9,9 @@ import pytest
 import torch
 from helpers.difix_artefacts import trained_tiny, write_published_folder, write_reference_pkl
 
-import lightning_modules.difix.fixers.spec as fixer_spec
-from lightning_modules.difix.fixers.spec import FixerSpec, as_fixer_spec, load_fixer
-from lightning_modules.difix.fixers.image_fixer import IdentityFixer, ImageFixer
+import lightning_modules.difix.fixers.sources as sources
+from lightning_modules.difix.fixers.ready import ReadyFixer
+from lightning_modules.difix.fixers.spec import FixerSpec, as_fixer_spec
 from lightning_modules.difix.training.module import DifixModule
 from lightning_modules.difix.training.net_spec import DifixNetSpec
 from lightning_modules.difix.net.net import DifixNet
@@ -38,10 +39,7 @@ def spellings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, 
 def local_reference_base(spellings, monkeypatch: pytest.MonkeyPatch) -> None:
     """The pkl's base is stabilityai/sd-turbo on the hub; here the tiny base folder beside it."""
     base = str(Path(spellings["reference pkl"][0]).parent / "sd-turbo-tiny")
-    monkeypatch.setattr(fixer_spec, "REFERENCE_BASE", base)
-    import lightning_modules.difix.fixers.checks as checks
-
-    monkeypatch.setattr(checks, "REFERENCE_BASE", base)
+    monkeypatch.setattr(sources, "REFERENCE_BASE", base)
 
 
 def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,30 +57,34 @@ def test_every_spelling_loads_the_same_weights_for_difix_module_and_load_fixer(
         module = DifixModule(net=DifixNetSpec(pretrained=name), pretrained_backbone=False, w_lpips=0.0, w_gram=0.0)
         module.configure_model()
         torch.testing.assert_close(module.net.eval()(x, refs), expected, **TOL)
-        torch.testing.assert_close(load_fixer(FixerSpec(name=name, dtype="float32"))(x, refs), expected, **TOL)
+    torch.testing.assert_close(ReadyFixer(FixerSpec(name=name, dtype="float32"))(x, refs), expected.clamp(0, 1), **TOL)
 
 
-def test_callers_pass_their_spec_through_the_one_loader(spellings, monkeypatch: pytest.MonkeyPatch,
-                                                        tmp_path: Path) -> None:
-    from callbacks.post_render_fix import NearestViewFix
+def test_callers_hold_one_ready_fixer_and_a_name_is_resolved_once(spellings, monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
     from callbacks.progressive_fix import ProgressiveFixCallback
-    from callbacks.viewer.callback import ViewerCallback
 
-    calls: list[tuple[str, dict]] = []
-    real = fixer_spec.build_difix_net
+    resolved: list[str] = []
+    built: list[tuple[str, dict]] = []
+    real_resolve = sources.resolve_source
 
-    def spy(name: str, **options):
-        calls.append((name, dict(options)))
-        return real(name, **options)
+    def resolve_spy(name: str):
+        resolved.append(name)
+        source = real_resolve(name)
+        real_build = source.build
+        object.__setattr__(source, "build", lambda **options: built.append((name, options)) or real_build(**options))
+        return source
 
-    monkeypatch.setattr(fixer_spec, "build_difix_net", spy)
+    import lightning_modules.difix.fixers.ready as ready
+
+    monkeypatch.setattr(ready, "resolve_source", resolve_spy)
     spec = FixerSpec(name=spellings["published folder"][0], size="pad", latent="sample", dtype="bfloat16")
     callback = ProgressiveFixCallback(fixer=spec)
-    assert isinstance(callback.fixer, ImageFixer) and callback.fixer.dtype == "bfloat16"
-    assert NearestViewFix(spec).fixer.net.latent == "sample"
-    viewer = ViewerCallback(fixer=spec)
-    assert viewer.fixer is spec  # handed to NearestViewFix when the viewer starts
-    assert calls == [(spec.name, {"size_mode": "pad", "latent": "sample"})] * 2
+    assert isinstance(callback.fixer, ReadyFixer) and callback.fixer.spec is spec
+    callback.fixer.check()
+    callback.fixer.check()
+    assert callback.fixer.net.latent == "sample" and callback.fixer.policy.mode == "pad"
+    assert resolved == [spec.name] and built == [(spec.name, {"latent": "sample"})]  # check and load share it
     import importlib.util
 
     script = REPO / "scripts" / "fix_images.py"
@@ -94,7 +96,26 @@ def test_callers_pass_their_spec_through_the_one_loader(spellings, monkeypatch: 
     save_image(torch.rand(3, 16, 16), tmp_path / "a.png")
     fix_images.main(["--fixer", spec.name, "--images", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
                      "--size", "reference", "--reference-attention", "off", "--device", "cpu"])
-    assert calls[-1] == (spec.name, {"size_mode": "reference", "reference_attention": False})
+    assert resolved == [spec.name] * 2 and built[-1] == (spec.name, {"reference_attention": False})
+
+
+def test_one_function_classifies_every_name(spellings, tmp_path: Path) -> None:
+    from helpers.torchscript_fixers import write_tiny_torchscript
+
+    script = write_tiny_torchscript(tmp_path / "fixer.pt")
+    write_tiny_torchscript(tmp_path / "Fixer" / "pretrained" / "pretrained_fixer_jit.pt")
+    kinds = {name: sources.resolve_source(name).kind for name in (
+        "identity", "tiny", "tiny:3", "nvidia/difix_ref", spellings["published folder"][0],
+        spellings["reference pkl"][0], spellings["exported weights"][0], str(script), str(tmp_path / "Fixer"))}
+    assert list(kinds.values()) == ["identity", "tiny", "tiny", "diffusers model", "diffusers model",
+                                    "reference checkpoint", "DifixModule checkpoint", "TorchScript fixer",
+                                    "TorchScript fixer"]
+    for bad, err in (("tiny:x", ValueError), (str(tmp_path / "missing.pkl"), FileNotFoundError),
+                     ("not a name", FileNotFoundError), (" ", ValueError)):
+        with pytest.raises(err):
+            sources.resolve_source(bad)
+    with pytest.raises(ValueError, match="TorchScript fixer.*not a Difix network"):
+        sources.build_difix_net(str(script))
 
 
 def test_specs_are_checked_at_construction_and_identity_passes_through() -> None:
@@ -105,6 +126,8 @@ def test_specs_are_checked_at_construction_and_identity_passes_through() -> None
         FixerSpec(name="tiny", dtype="half")
     with pytest.raises(ValueError, match="non-empty"):
         FixerSpec(name=" ")
-    fixer = load_fixer("identity")
+    fixer = ReadyFixer("identity")
     x = torch.rand(2, 3, 8, 8)
-    assert isinstance(fixer, IdentityFixer) and fixer(x) is x
+    assert fixer.check().kind == "identity" and torch.equal(fixer(x), x)  # the same tensor values, unchanged
+    with pytest.raises(ValueError, match="value_range.*TorchScript"):
+        ReadyFixer(FixerSpec(name="tiny", value_range=(0.0, 1.0))).check()

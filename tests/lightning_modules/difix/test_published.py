@@ -10,7 +10,8 @@ import torch
 from helpers.difix_artefacts import LEGACY_GUESS_UNET, trained_tiny, write_published_folder, write_reference_pkl, write_vae
 from safetensors.torch import load_file, save_file
 
-from lightning_modules.difix.fixers.spec import FixerSpec, check_fixer, load_fixer
+from lightning_modules.difix.fixers.ready import ReadyFixer
+from lightning_modules.difix.fixers.spec import FixerSpec
 from lightning_modules.difix.net.net import DifixNet
 from lightning_modules.difix.loading.hub_files import PretrainedNotFoundError
 from lightning_modules.difix.loading.published import WeightKeyError
@@ -38,9 +39,17 @@ def folder(ref: DifixNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_published_folder(ref, tmp_path_factory.mktemp("pub") / "difix_ref", multiview=True)
 
 
-def _out(net: DifixNet, inputs: tuple[torch.Tensor, torch.Tensor], with_ref: bool = True) -> torch.Tensor:
+def _out(net: DifixNet | ReadyFixer, inputs: tuple[torch.Tensor, torch.Tensor], with_ref: bool = True) -> torch.Tensor:
+    """A net's raw output, or a ready fixer's (clamped, as the pipeline clamps)."""
+    refs = inputs[1] if with_ref else None
+    if isinstance(net, ReadyFixer):
+        return net(inputs[0], refs)
     with torch.no_grad():
-        return net.eval()(inputs[0], inputs[1] if with_ref else None)
+        return net.eval()(inputs[0], refs)
+
+
+def check_fixer(spec: str | FixerSpec) -> None:
+    ReadyFixer(spec).check()
 
 
 def _copy(folder: Path, dst: Path) -> Path:
@@ -194,21 +203,21 @@ def test_checkpoints_and_exports_of_a_published_net_rebuild_from_it(folder: Path
     torch.testing.assert_close(_out(net_from_checkpoint(path), inputs), _out(net, inputs), **TOL)
 
 
-def test_every_fixer_spec_loads_through_load_fixer(folder: Path, ref: DifixNet, inputs, tmp_path: Path,
+def test_every_fixer_spec_loads_through_a_ready_fixer(folder: Path, ref: DifixNet, inputs, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))  # hermetic: nothing cached
     pkl = write_reference_pkl(ref, tmp_path / "model_5.pkl", tmp_path / "base")
     export = net_from_pretrained(str(folder)).export_weights(tmp_path / "w.pt")
-    expected = _out(ref, inputs)
+    expected = _out(ref, inputs).clamp(0, 1)  # a ready fixer clamps, as the reference pipeline
     for spec in (str(folder), str(export)):
-        torch.testing.assert_close(_out(load_fixer(spec), inputs), expected, **TOL)
+        torch.testing.assert_close(_out(ReadyFixer(spec), inputs), expected, **TOL)
     with pytest.raises(ValueError, match="stabilityai/sd-turbo"):  # the pkl's base (hub SD-Turbo): offline here
-        load_fixer(str(pkl))
-    # resize_to runs the net at that size and returns the input size.
-    fixer = load_fixer(FixerSpec(name=str(folder), size=(64, 96), latent="sample"))
-    assert fixer.net.latent == "sample"
+        check_fixer(str(pkl))
+    # A fixed size runs the net at that size and returns the input size.
+    fixer = ReadyFixer(FixerSpec(name=str(folder), size=(64, 96), latent="sample"))
+    assert fixer.net.latent == "sample" and fixer.policy.size == (64, 96)
     assert _out(fixer, inputs).shape == (1, 3, 32, 32)
 
 
@@ -258,21 +267,29 @@ def test_latent_sample_draws_from_the_global_rng(ref: DifixNet, inputs) -> None:
     assert (a - c).abs().max() > 1e-4 and (a - _out(ref, inputs)).abs().max() > 1e-4
 
 
-def test_image_fixer_runs_the_net_at_resize_to_and_returns_the_input_size() -> None:
-    from lightning_modules.difix.fixers.image_fixer import ImageFixer
+def test_a_fixed_size_runs_the_net_there_for_renders_and_references_and_returns_the_input_size() -> None:
+    from lightning_modules.difix.net.sizing import SizePolicy
 
     seen = []
 
-    def spy(images: torch.Tensor, refs: torch.Tensor | None) -> torch.Tensor:
-        seen.append((tuple(images.shape), None if refs is None else tuple(refs.shape)))
-        return images
-
     class Spy(torch.nn.Module):
+        value_range, uses_references = (0.0, 1.0), True
+
+        def size_policy(self, size):
+            return SizePolicy("fixed", size=size, filter="lanczos") if isinstance(size, tuple) else SizePolicy()
+
+        def to_dtype(self, dtype):
+            return self
+
+        def describe(self):
+            return "spy"
+
         def forward(self, images, refs=None):
-            return spy(images, refs)
+            seen.append((tuple(images.shape), None if refs is None else tuple(refs.shape)))
+            return images
 
     x = torch.nn.functional.interpolate(torch.rand(2, 3, 4, 5), size=(30, 50), mode="bilinear")  # smooth
-    out = ImageFixer(Spy(), resize_to=(64, 96))(x, torch.rand(2, 1, 3, 40, 40))
-    assert seen == [((2, 3, 64, 96), (2, 1, 3, 64, 96))]
+    out = ReadyFixer.around(Spy(), "spy", size=(64, 96))(x, torch.rand(2, 1, 3, 40, 40))
+    assert seen == [((2, 3, 64, 96), (2, 1, 3, 64, 96))]  # renders and references alike, once
     assert out.shape == x.shape and (out - x).abs().mean() < 0.02  # there and back
-    assert ImageFixer(Spy())(x) is x
+    torch.testing.assert_close(ReadyFixer.around(Spy(), "spy")(x), x)

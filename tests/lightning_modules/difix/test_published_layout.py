@@ -13,7 +13,8 @@ import pytest
 import torch
 from helpers.difix_artefacts import DIFIX_REF_UNET, LEGACY_GUESS_UNET, trained_tiny, write_published_folder, write_reference_pkl
 
-from lightning_modules.difix.fixers.spec import FixerSpec, load_fixer
+from lightning_modules.difix.fixers.ready import ReadyFixer
+from lightning_modules.difix.fixers.spec import FixerSpec
 from lightning_modules.difix.net.lanczos import lanczos_resize
 from lightning_modules.difix.net.net import DifixNet
 from lightning_modules.difix.loading.published import WeightKeyError
@@ -41,7 +42,9 @@ def _pair(seed: int = 0, size: tuple[int, int] = (32, 32)) -> tuple[torch.Tensor
     return torch.rand(1, 3, *size, generator=gen), torch.rand(1, 1, 3, *size, generator=gen)
 
 
-def _run(net: torch.nn.Module, x: torch.Tensor, refs: torch.Tensor | None) -> torch.Tensor:
+def _run(net: torch.nn.Module | ReadyFixer, x: torch.Tensor, refs: torch.Tensor | None) -> torch.Tensor:
+    if isinstance(net, ReadyFixer):
+        return net(x, refs)
     with torch.no_grad():
         return net.eval()(x, refs)
 
@@ -88,20 +91,19 @@ def test_any_custom_unet_entry_or_module_file_means_multi_view(difix_ref: Path, 
 
 def test_published_models_use_the_reference_pipelines_resizing_by_default(difix_ref: Path) -> None:
     net = net_from_pretrained(str(difix_ref)).eval()
-    assert net.size_mode == "reference"
+    assert net.size_mode == "reference" and net.size_policy().mode == "reference"
+    fixer = ReadyFixer.around(net, "difix_ref")
     x, refs = _pair(1, size=(37, 50))  # not a multiple of 8
     seen = []
     hook = net.vae.encoder.register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape[-2:])))
-    out = _run(net, x, refs)
+    out = _run(fixer, x, refs)
     hook.remove()
     assert seen == [(32, 48)] and out.shape == x.shape  # rounded down to 8, back to the input size
-    # The same as resizing by hand with Pillow-weight Lanczos around a net at that size (which
-    # is a multiple of the tiny net's 16 too, so padding changes nothing there).
-    manual = net_from_pretrained(str(difix_ref), size_mode="pad").eval()
-    small = _run(manual, lanczos_resize(x, (32, 48)).clamp(0, 1), lanczos_resize(refs, (32, 48)).clamp(0, 1))
-    expected = ((lanczos_resize(small * 2 - 1, (37, 50)).clamp(-1, 1) + 1) / 2)
+    # The same as resizing by hand with Pillow-weight Lanczos around the net at that size.
+    small = _run(net, lanczos_resize(x, (32, 48)).clamp(0, 1), lanczos_resize(refs, (32, 48)).clamp(0, 1))
+    expected = ((lanczos_resize(small.clamp(0, 1) * 2 - 1, (37, 50)).clamp(-1, 1) + 1) / 2)
     torch.testing.assert_close(out, expected, **TOL)
-    assert net_from_pretrained(str(difix_ref), size_mode="pad").size_mode == "pad"
+    assert net_from_pretrained(str(difix_ref), size_mode="pad").size_policy().mode == "pad"
 
 
 def test_clip_sample_is_forced_off_as_difix_pipeline_does(weights: DifixNet, difix_ref: Path, tmp_path: Path) -> None:
@@ -112,8 +114,8 @@ def test_clip_sample_is_forced_off_as_difix_pipeline_does(weights: DifixNet, dif
     torch.testing.assert_close(_run(net, x, refs), _run(net_from_pretrained(str(difix_ref)), x, refs), **TOL)
 
 
-def test_load_fixer_logs_one_line_of_what_it_built(difix_ref: Path, caplog: pytest.LogCaptureFixture) -> None:
-    fixer = load_fixer(FixerSpec(name=str(difix_ref), dtype="float32"))
+def test_a_ready_fixer_logs_one_line_of_what_it_built(difix_ref: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fixer = ReadyFixer(FixerSpec(name=str(difix_ref), dtype="float32"))
     x, refs = _pair(3)
     with caplog.at_level(logging.INFO, logger="difix3d.fixer"):
         _run(fixer, x, refs)
@@ -127,8 +129,8 @@ def test_load_fixer_logs_one_line_of_what_it_built(difix_ref: Path, caplog: pyte
 
 def test_dtype_casts_weights_and_keeps_an_fp16_vae_in_float32(difix_ref: Path) -> None:
     x, refs = _pair(4)
-    fp32 = _run(load_fixer(FixerSpec(name=str(difix_ref), dtype="float32")), x, refs)
-    bf16 = load_fixer(FixerSpec(name=str(difix_ref), dtype="bfloat16"))
+    fp32 = _run(ReadyFixer(FixerSpec(name=str(difix_ref), dtype="float32")), x, refs)
+    bf16 = ReadyFixer(FixerSpec(name=str(difix_ref), dtype="bfloat16"))
     out = _run(bf16, x, refs)
     assert next(bf16.net.unet.parameters()).dtype == torch.bfloat16 and out.dtype == torch.float32
     assert (out - fp32).abs().mean() < 0.02  # bf16 rounding, not another result

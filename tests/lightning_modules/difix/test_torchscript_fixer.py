@@ -10,9 +10,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers.torchscript_fixers import TinyTorchScriptFixer, write_files_needing_operators, write_tiny_torchscript
-from lightning_modules.difix.fixers.spec import FixerSpec, build_difix_net, check_fixer, load_fixer
-from lightning_modules.difix.fixers.torchscript import TorchScriptFixer, _bilinear, required_operator_libraries
+from helpers.torchscript_fixers import (TinyTorchScriptFixer, script_module, write_files_needing_operators,
+                                        write_tiny_torchscript)
+from lightning_modules.difix.fixers.errors import FixerError, FixerOutputError
+from lightning_modules.difix.fixers.ready import ReadyFixer
+from lightning_modules.difix.fixers.sources import build_difix_net
+from lightning_modules.difix.fixers.spec import FixerSpec
+from lightning_modules.difix.fixers.torchscript import TorchScriptNet, required_operator_libraries
+from lightning_modules.difix.net.sizing import SizePolicy
+
+
+def load_fixer(spec: str | FixerSpec) -> ReadyFixer:
+    fixer = ReadyFixer(spec)
+    fixer.check()
+    return fixer
+
+
+def check_fixer(spec: str | FixerSpec) -> None:
+    ReadyFixer(spec).check()
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +41,7 @@ def _images(n: int = 2, h: int = 20, w: int = 30) -> torch.Tensor:
 
 def test_runs_at_its_size_and_value_range_and_back(tiny_file: Path) -> None:
     fixer = load_fixer(FixerSpec(name=str(tiny_file), size=(32, 48)))
-    assert isinstance(fixer, TorchScriptFixer)
+    assert isinstance(fixer.net, TorchScriptNet)
     x = _images()
     out = fixer(x)
     assert out.shape == x.shape and out.dtype == torch.float32 and 0 <= float(out.min()) <= float(out.max()) <= 1
@@ -48,7 +63,7 @@ def test_runs_at_its_size_and_value_range_and_back(tiny_file: Path) -> None:
 def test_default_size_is_the_fixers_and_references_are_ignored_once(tiny_file: Path,
                                                                     caplog: pytest.LogCaptureFixture) -> None:
     fixer = load_fixer(str(tiny_file))
-    assert fixer.size == (576, 1024) and fixer.value_range == (-1.0, 1.0)
+    assert fixer.policy.size == (576, 1024) and fixer.net.value_range == (-1.0, 1.0)
     x = _images(1, 12, 16)
     refs = torch.rand(1, 2, 3, 12, 16)
     with caplog.at_level(logging.INFO, logger="difix3d.fixer"):
@@ -57,7 +72,7 @@ def test_default_size_is_the_fixers_and_references_are_ignored_once(tiny_file: P
     torch.testing.assert_close(a, c)  # the references change nothing
     said = [r.getMessage() for r in caplog.records]
     assert sum("reference(s) per render are ignored" in m for m in said) == 1
-    assert sum("TorchScript" in m and "runs at 576x1024" in m and "reference view: none" in m for m in said) == 1
+    assert sum("TorchScript" in m and "runs at 576x1024 (bilinear" in m and "reference view: none" in m for m in said) == 1
     assert torch.equal(a, b)
 
 
@@ -68,7 +83,8 @@ def test_bilinear_equals_pillows() -> None:
     for (h, w), size in (((30, 45), (144, 256)), ((144, 256), (30, 45))):
         a = rng.random((h, w)).astype(np.float32)
         pil = np.asarray(Image.fromarray(a, mode="F").resize(size[::-1], Image.BILINEAR))
-        ours = _bilinear(torch.from_numpy(a)[None, None].expand(1, 3, h, w), size)[0, 0].numpy()
+        policy = SizePolicy("fixed", size=size, filter="bilinear")
+        ours = policy.to_model(torch.from_numpy(a)[None, None].expand(1, 3, h, w).clamp(0, 1))[0, 0].numpy()
         assert np.abs(pil.clip(0, 1) - ours).max() < 1e-4
 
 
@@ -81,8 +97,8 @@ def test_names_resolve_to_the_file(tiny_file: Path, tmp_path: Path, monkeypatch:
     for sub in ("repo/pretrained", "parent/models/pretrained"):
         (tmp_path / sub).mkdir(parents=True)
         shutil.copy(tiny_file, tmp_path / sub / "pretrained_fixer_jit.pt")
-    assert load_fixer(str(tmp_path / "repo")).path == tmp_path / "repo/pretrained/pretrained_fixer_jit.pt"
-    assert load_fixer(str(tmp_path / "parent")).path == tmp_path / "parent/models/pretrained/pretrained_fixer_jit.pt"
+    assert load_fixer(str(tmp_path / "repo")).net.path == tmp_path / "repo/pretrained/pretrained_fixer_jit.pt"
+    assert load_fixer(str(tmp_path / "parent")).net.path == tmp_path / "parent/models/pretrained/pretrained_fixer_jit.pt"
 
     # The Hugging Face cache layout (huggingface_hub: models--org--name/refs/main -> snapshots/<commit>/...).
     cache = tmp_path / "hf"
@@ -94,7 +110,7 @@ def test_names_resolve_to_the_file(tiny_file: Path, tmp_path: Path, monkeypatch:
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     fixer = load_fixer("nvidia/Fixer")
-    assert fixer.path == snap / "pretrained_fixer_jit.pt" and "NVIDIA Open Model License" in fixer.describe()
+    assert fixer.net.path == snap / "pretrained_fixer_jit.pt" and "NVIDIA Open Model License" in fixer.describe()
 
     # Offline and not cached: what to download, where.
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
@@ -103,9 +119,11 @@ def test_names_resolve_to_the_file(tiny_file: Path, tmp_path: Path, monkeypatch:
     with pytest.raises(ValueError, match="TorchScript fixer: it runs as it is"):
         build_difix_net(str(tiny_file))
     with pytest.raises(ValueError, match="fixed size"):
-        load_fixer(FixerSpec(name=str(tiny_file), size="pad"))
+        load_fixer(FixerSpec(name=str(tiny_file), size="pad")).net  # noqa: B018
     with pytest.raises(ValueError, match="value_range and operator_libraries are for TorchScript fixers"):
-        load_fixer(FixerSpec(name="tiny", value_range=(0.0, 1.0)))
+        load_fixer(FixerSpec(name="tiny", value_range=(0.0, 1.0), operator_libraries=["x"]))
+    with pytest.raises(ValueError, match="latent are Difix options"):
+        load_fixer(FixerSpec(name=str(tiny_file), latent="sample"))
 
 
 def test_missing_operator_libraries_are_named(tmp_path: Path) -> None:
@@ -125,27 +143,59 @@ def test_missing_operator_libraries_are_named(tmp_path: Path) -> None:
     torch.testing.assert_close(fixer(x), x + 0.01)
 
 
-def test_a_bad_output_is_refused(tmp_path: Path) -> None:
-    import warnings
+class Half(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, ::2]
 
-    from lightning_modules.difix.fixers.image_fixer import FixerOutputError
 
-    class Half(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x[:, :, ::2]
+class Nan(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * float("nan")
 
-    class Nan(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x * float("nan")
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.script(Half()).save(str(tmp_path / "half.pt"))
-        torch.jit.script(Nan()).save(str(tmp_path / "nan.pt"))
-    with pytest.raises(ValueError, match=r"half.pt.*returned \(1, 3, 4, 8\) for an input of shape \(1, 3, 8, 8\)"):
-        load_fixer(FixerSpec(name=str(tmp_path / "half.pt"), size=(8, 8)))(torch.rand(1, 3, 8, 8))
+class AllInf(torch.nn.Module):  # issue recipe: clamped to [0, 1] it would be an all-white image
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 0 + float("inf")
+
+
+class Bytes(torch.nn.Module):  # the right shape, but 0..255 integers
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x + 1) * 127.5).to(torch.uint8)
+
+
+class Raises(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("broken export")
+
+
+class TwoInputs(torch.nn.Module):
+    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        return x + ref
+
+
+def test_a_bad_output_is_refused_before_any_clamp(tmp_path: Path) -> None:
+    files = {name: script_module(module, tmp_path / f"{name}.pt") for name, module in (
+        ("half", Half()), ("nan", Nan()), ("allinf", AllInf()), ("bytes", Bytes()))}
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.raises(FixerOutputError, match=r"half.pt.*returned \(1, 3, 4, 8\) for an input of shape \(1, 3, 8, 8\)"):
+        load_fixer(FixerSpec(name=str(files["half"]), size=(8, 8)))(x)
     with pytest.raises(FixerOutputError, match="nan.pt: non-finite output"):
-        load_fixer(FixerSpec(name=str(tmp_path / "nan.pt"), size=(8, 8)))(torch.rand(2, 3, 8, 8))
+        load_fixer(FixerSpec(name=str(files["nan"]), size=(8, 8)))(x)
+    with pytest.raises(FixerOutputError, match="allinf.pt: non-finite output"):
+        load_fixer(FixerSpec(name=str(files["allinf"]), size=(8, 8)))(x)
+    with pytest.raises(FixerOutputError, match=r"bytes.pt: returned uint8 values; a fixer returns floating point"):
+        load_fixer(FixerSpec(name=str(files["bytes"]), size=(8, 8)))(x)
+
+
+def test_a_failing_fixer_is_named_and_tried_before_step_1(tmp_path: Path) -> None:
+    raises = script_module(Raises(), tmp_path / "raises.pt")
+    two = script_module(TwoInputs(), tmp_path / "two_inputs.pt")
+    for path, said in ((raises, "broken export"), (two, "ref")):
+        fixer = load_fixer(FixerSpec(name=str(path), size=(8, 8)))
+        assert fixer.needs_trial  # TorchScript is code: one tiny call at on_fit_start / before the viewer serves
+        with pytest.raises(FixerError, match=rf"fixer {path}: failed on 1 image\(s\) of 8x8.*{said}"):
+            fixer.try_once()
+    assert not ReadyFixer("tiny").needs_trial
 
 
 @pytest.mark.gpu
