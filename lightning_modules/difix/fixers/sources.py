@@ -129,38 +129,31 @@ class ReferencePkl(FixerSource):
 
 @dataclass(frozen=True)
 class DifixWeights(FixerSource):
-    """A DifixModule checkpoint or exported weights (its base rebuilt from the stored config)."""
+    """A DifixModule checkpoint or exported weights (its base rebuilt from the stored config), or an
+    offline prior checkpoint (DifixPriorModule, in SD-Turbo's place). Both keep their stored prompt."""
 
     path: Path = Path()
-    kind: ClassVar[str] = "DifixModule checkpoint"
+    prior: bool = False
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return "prior checkpoint" if self.prior else "DifixModule checkpoint"
 
     def check(self, **options: Any) -> None:
         checks.check_weights_file(self.path)
 
     def build(self, prompt: str | None = None, cache_dir: str | None = None, **options: Any) -> nn.Module:
         from lightning_modules.difix.loading.builders import net_from_checkpoint
-
-        options.pop("skip_init", None)  # the checkpoint holds the trained skip convs
-        net = net_from_checkpoint(self.path, cache_dir=cache_dir, **options)
-        _keep_stored_prompt(net, self.name, prompt)
-        return net
-
-
-@dataclass(frozen=True)
-class Prior(FixerSource):
-    """An offline prior checkpoint (DifixPriorModule), in SD-Turbo's place."""
-
-    path: Path = Path()
-    kind: ClassVar[str] = "prior checkpoint"
-
-    def check(self, **options: Any) -> None:
-        checks.check_weights_file(self.path)
-
-    def build(self, prompt: str | None = None, cache_dir: str | None = None, **options: Any) -> nn.Module:
         from lightning_modules.difix.loading.from_prior import net_from_prior
 
-        net = net_from_prior(self.path, **options)
-        _keep_stored_prompt(net, self.name, prompt)
+        if self.prior:
+            net = net_from_prior(self.path, **options)
+        else:
+            options.pop("skip_init", None)  # the checkpoint holds the trained skip convs
+            net = net_from_checkpoint(self.path, cache_dir=cache_dir, **options)
+        if prompt is not None and prompt != net.build_config["prompt"]:
+            raise ValueError(f"fixer {self.name}: its prompt embedding is for {net.build_config['prompt']!r}; "
+                             f"prompt {prompt!r} cannot be used with it (leave the prompt at its default)")
         return net
 
 
@@ -195,12 +188,6 @@ class TorchScriptFile(FixerSource):
         return TorchScriptNet(path, name=self.name, **options)
 
 
-def _keep_stored_prompt(net: Any, name: str, prompt: str | None) -> None:
-    if prompt is not None and prompt != net.build_config["prompt"]:
-        raise ValueError(f"fixer {name}: its prompt embedding is for {net.build_config['prompt']!r}; "
-                         f"prompt {prompt!r} cannot be used with it (leave the prompt at its default)")
-
-
 def resolve_source(name: str) -> FixerSource:
     """What a fixer name stands for: the one place a name is classified (see the module docstring).
 
@@ -230,7 +217,7 @@ def resolve_source(name: str) -> FixerSource:
         if path.suffix in WEIGHT_SUFFIXES:
             from lightning_modules.difix.loading.from_prior import is_prior_checkpoint
 
-            return Prior(name, path=path) if is_prior_checkpoint(path) else DifixWeights(name, path=path)
+            return DifixWeights(name, path=path, prior=is_prior_checkpoint(path))
         raise ValueError(f"fixer {name!r}: {path} is no fixer file (a DifixModule .ckpt, exported weights "
                          f"{', '.join(WEIGHT_SUFFIXES[1:])}, a reference {REFERENCE_SUFFIX} or a TorchScript .pt)")
     if path.suffix in (*WEIGHT_SUFFIXES, REFERENCE_SUFFIX):
