@@ -28,17 +28,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from datamodules.files.ply_header import PlyFormatError, read_ply_header
+
 from lightning_modules.scene.gaussians.similarity import transform_splats
 
 __all__ = ["write_ply", "read_ply", "ply_header"]
 
 _SPLAT_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
-# PLY scalar types (both spellings of the spec) -> little-endian numpy types.
-_PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "<i2", "int16": "<i2",
-    "ushort": "<u2", "uint16": "<u2", "int": "<i4", "int32": "<i4", "uint": "<u4", "uint32": "<u4",
-    "float": "<f4", "float32": "<f4", "double": "<f8", "float64": "<f8",
-}
 
 
 def _property_names(n_rest: int) -> list[str]:
@@ -97,53 +93,20 @@ def write_ply(path: str | os.PathLike, splats: dict[str, Tensor], transform: Ten
 
 
 def ply_header(path: Path) -> tuple[int, np.dtype, list[str], int]:
-    """Parses a binary little-endian PLY header.
+    """Parses a binary little-endian PLY header (``read_ply_header``: one parser for every .ply).
 
     Returns:
         (vertex count, the vertex record's numpy dtype, the header's comment lines, the byte
         offset of the vertex data).
 
     Raises:
-        ValueError: naming the file, for anything but binary little-endian scalar vertices first.
+        ValueError: naming the file: a malformed header (the line quoted), anything but
+            binary little-endian scalar vertices first.
     """
-    fields: list[tuple[str, str]] = []
-    comments: list[str] = []
-    n = fmt = None
-    element = None
-    with open(path, "rb") as f:
-        if f.readline().strip() != b"ply":
-            raise ValueError(f"read_ply: {path} is not a .ply file (no 'ply' magic line)")
-        while True:
-            line = f.readline()
-            if not line:
-                raise ValueError(f"read_ply: {path} has no 'end_header' line")
-            words = line.decode("ascii", errors="replace").split()
-            if not words or words[0] == "obj_info":
-                continue
-            if words[0] == "comment":
-                comments.append(" ".join(words[1:]))
-            elif words[0] == "end_header":
-                break
-            elif words[0] == "format":
-                fmt = words[1]
-            elif words[0] == "element":
-                element = words[1]
-                if element == "vertex":
-                    n = int(words[2])
-                elif n is None and int(words[2]) > 0:
-                    raise ValueError(f"read_ply: {path} has an element '{element}' before the vertices")
-            elif words[0] == "property" and element == "vertex":
-                if words[1] == "list":
-                    raise ValueError(f"read_ply: {path} vertex property '{words[-1]}' is a list; Gaussians have scalars")
-                if words[1] not in _PLY_TYPES:
-                    raise ValueError(f"read_ply: {path} property '{words[-1]}' has the unknown type '{words[1]}'")
-                fields.append((words[-1], _PLY_TYPES[words[1]]))
-        offset = f.tell()
-    if fmt != "binary_little_endian":
-        raise ValueError(f"read_ply: {path} is '{fmt}', only binary_little_endian is supported")
-    if n is None:
-        raise ValueError(f"read_ply: {path} has no vertex element")
-    return n, np.dtype(fields), comments, offset
+    header = read_ply_header(path)
+    if header.format != "binary_little_endian":
+        raise PlyFormatError(f"read_ply: {path} is '{header.format}', only binary_little_endian is supported")
+    return header.count, header.dtype(), list(header.comments), header.data_offset
 
 
 def read_ply(path: str | os.PathLike, transform: Tensor | None = None) -> dict[str, Tensor]:
