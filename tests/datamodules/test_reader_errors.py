@@ -150,3 +150,24 @@ def test_point_ply_with_a_word_among_its_ascii_numbers_is_named(tmp_path: Path) 
                     "end_header\n0 1 2\n3 four 5\n")
     with pytest.raises(PlyFormatError, match=r"words\.ply: vertex 1 holds 'four'"):
         read_point_ply(path)
+
+
+def test_a_greyscale_frame_among_colour_ones_is_said_once_by_name(rig: Rig, tmp_path: Path) -> None:
+    root = write_nerfstudio(rig, tmp_path / "n")
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_scene(root)  # all colour: silent
+    frame = sorted((root / "images").iterdir())[2]
+    Image.open(frame).convert("L").save(frame)
+    with pytest.warns(UserWarning, match=rf"1 of {len(rig)} images are greyscale \(mode L\).*{frame.name}") as caught:
+        read_scene(root)
+    assert sum("greyscale" in str(w.message) for w in caught) == 1
+    for other in (root / "images").iterdir():  # all greyscale: a greyscale capture, nothing to say
+        Image.open(other).convert("L").save(other)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_scene(root)
