@@ -22,6 +22,7 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules.files.temp_files import remove_stale, temp_path
+from lightning_modules.safe_load import read_torch_file
 
 __all__ = ["AtomicCheckpointIO", "BestAndLastCheckpoint"]
 
@@ -82,3 +83,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:  # interrupted: no half-written file left behind
             tmp.unlink(missing_ok=True)
             raise
+
+    def load_checkpoint(self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Reads a checkpoint on the CPU with ``safe_load.read_torch_file``: a pickle payload or a
+        truncated file is refused naming the file (torch's own text names neither). Remote paths
+        and an explicit ``weights_only=False`` (the caller trusts the file) go to Lightning's reader."""
+        if "://" in str(path) or weights_only is False:
+            return super().load_checkpoint(path, map_location, weights_only)
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"Checkpoint file not found: {path}")
+        return read_torch_file(path, "checkpoint")
