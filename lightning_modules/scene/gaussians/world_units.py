@@ -35,7 +35,8 @@ __all__ = ["splats_in_scene", "candidate_worlds", "file_to_normalised", "gsplat_
 log = logging.getLogger(__name__)
 
 
-def splats_in_scene(spec: GaussiansFile, setup: SceneSetup, device: torch.device | str | None = None) -> dict[str, Tensor]:
+def splats_in_scene(spec: GaussiansFile, setup: SceneSetup,
+                    device: torch.device | str | None = None) -> dict[str, Tensor]:
     """``spec``'s Gaussians read, checked, mapped into the normalised world and checked against
     the cameras and the training photos; one log line says what was loaded.
 
