@@ -23,7 +23,8 @@ from typing import Any  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_warn  # noqa: E402
 
-from callbacks.checkpoints import AtomicCheckpointIO  # noqa: E402
+from callbacks.checkpoints import AtomicCheckpointIO, LastCheckpointAtFitEnd  # noqa: E402
+from callbacks.disk_space import OutputFolderCheck  # noqa: E402
 from lightning_modules.console import console_logging  # noqa: E402
 from callbacks.finite_guard import FiniteGuard  # noqa: E402
 from lightning_modules.safe_load import read_torch_file  # noqa: E402
@@ -59,6 +60,9 @@ class DifixCLI(LightningCLI):
     - Every run writes checkpoints through `AtomicCheckpointIO`: a failed save (full disk)
       leaves the previous checkpoint whole; and reads them through it (weights only: a pickle
       payload or a damaged file is refused naming it, as `--ckpt_path` is checked at parse time).
+    - Every run checks its log and checkpoint folders before the first step (`OutputFolderCheck`:
+      a full disk is refused by name, not met at the first event or save) and writes last.ckpt
+      once more at the end of training (`LastCheckpointAtFitEnd`: the last steps are in it).
     - With `--ckpt_path`, Lightning replaces the model options by the checkpoint's
       hyperparameters. Options a model class lists in `RUNTIME_OPTIONS` (output folders,
       metrics, rendering: they do not change the trained model) keep the value given to this
@@ -145,7 +149,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [FiniteGuard()]},
+        trainer_defaults={"callbacks": [FiniteGuard(), OutputFolderCheck(), LastCheckpointAtFitEnd()]},
         args=args,
         run=run,
     )

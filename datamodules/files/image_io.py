@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from datamodules.files.temp_files import temp_path
+from datamodules.files.temp_files import write_atomic
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -183,9 +183,9 @@ def resize_image(image: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
 def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
     """Writes a (3, H, W) [0, 1] tensor as an 8-bit image, atomically.
 
-    The file is written to a temporary file in the same folder and moved into place with
-    `os.replace`, so readers never see a partial file. Parent folders are created. The
-    format follows the suffix (.png, .jpg, ...).
+    Written through ``temp_files.write_atomic`` (a temporary in the same folder moved into
+    place), so readers never see a partial file. Parent folders are created. The format follows
+    the suffix (.png, .jpg, ...).
 
     Args:
         image: (3, H, W) or (1, H, W) float tensor in [0, 1] (values outside are clamped),
@@ -197,6 +197,7 @@ def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
 
     Raises:
         ValueError: wrong shape, NaN/Inf values, or a suffix PIL cannot write (message names the path).
+        OSError: the file cannot be written (a full disk), naming it; an older file stays whole.
     """
     path = Path(path)
     if image.ndim != 3 or image.shape[0] not in (1, 3):
@@ -211,17 +212,7 @@ def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
     array = array.permute(1, 2, 0).numpy()
     pil = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # open(..., "xb") rather than mkstemp: mkstemp files are 0600, this respects the umask.
-    tmp_name = temp_path(path)
-    try:
-        with open(tmp_name, "xb") as stream:
-            pil.save(stream, format=image_format)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda stream: pil.save(stream, format=image_format), "image")
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

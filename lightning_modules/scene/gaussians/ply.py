@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +28,11 @@ import torch
 from torch import Tensor
 
 from datamodules.files.ply_header import PlyFormatError, read_ply_header
+from datamodules.files.temp_files import write_atomic
 
 from lightning_modules.scene.gaussians.similarity import transform_splats
 
-__all__ = ["write_ply", "read_ply", "ply_header"]
+__all__ = ["write_ply", "read_ply", "ply_header", "ply_bytes"]
 
 _SPLAT_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
 
@@ -45,7 +45,7 @@ def _property_names(n_rest: int) -> list[str]:
 
 
 def write_ply(path: str | os.PathLike, splats: dict[str, Tensor], transform: Tensor | None = None) -> Path:
-    """Writes Gaussians to ``path`` in the INRIA layout, atomically (temp file + os.replace).
+    """Writes Gaussians to ``path`` in the INRIA layout, atomically (``temp_files.write_atomic``).
 
     Args:
         path: output file (parent folders are created).
@@ -56,6 +56,9 @@ def write_ply(path: str | os.PathLike, splats: dict[str, Tensor], transform: Ten
 
     Returns:
         The written path.
+
+    Raises:
+        OSError: naming the file (a full disk: ENOSPC); an older file there stays whole.
     """
     path = Path(path)
     missing = [k for k in _SPLAT_KEYS if k not in splats]
@@ -71,25 +74,21 @@ def write_ply(path: str | os.PathLike, splats: dict[str, Tensor], transform: Ten
          s["quats"]],
         dim=1,
     ).numpy().astype("<f4")
-    names = _property_names(rest.shape[1])
-    header = "ply\nformat binary_little_endian 1.0\n"
-    header += f"element vertex {n}\n"
-    header += "".join(f"property float {name}\n" for name in names)
-    header += "end_header\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header.encode("ascii"))
-            f.write(np.ascontiguousarray(data).tobytes())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    header = _header(n, _property_names(rest.shape[1]))
+    body = np.ascontiguousarray(data).tobytes()
+    return write_atomic(path, lambda f: f.write(header.encode("ascii") + body), "Gaussians .ply")
+
+
+def ply_bytes(num: int, sh_degree: int) -> int:
+    """The size of ``write_ply``'s file for ``num`` Gaussians of SH degree ``sh_degree``."""
+    names = _property_names(3 * ((sh_degree + 1) ** 2 - 1))
+    header = _header(num, names)
+    return len(header) + 4 * len(names) * num
+
+
+def _header(num: int, names: list[str]) -> str:
+    return ("ply\nformat binary_little_endian 1.0\n" + f"element vertex {num}\n"
+            + "".join(f"property float {name}\n" for name in names) + "end_header\n")
 
 
 def ply_header(path: Path) -> tuple[int, np.dtype, list[str], int]:
