@@ -134,6 +134,18 @@ def test_a_full_tensorboard_dir_fails_at_setup_naming_it(tmp_path: Path) -> None
             run(["fit", *scene_args(tmp_path, logs, tmp_path / "out", 10)])
 
 
+def test_a_disk_filling_up_during_training_stops_the_run_naming_the_log_folder(tmp_path: Path) -> None:
+    # Another program fills the disk after step 3: the next logging step's check names the
+    # folder (TensorBoard's writer would fail there later, reported as a value it cannot log).
+    with nearly_full(tmp_path / "fs", leave=2 << 20, size="8m") as fs:
+        logs = fs / "logs"
+        args = [*scene_args(tmp_path, logs, tmp_path / "out", 20), "--trainer.log_every_n_steps=5",
+                "--trainer.callbacks+=helpers.small_disk.FillDiskAt", f"--trainer.callbacks.folder={fs}",
+                "--trainer.callbacks.step=3"]
+        with pytest.raises(OSError, match=rf"trainer.logger save_dir \(TensorBoardLogger\) {logs}: .* free"):
+            run(["fit", *args])
+
+
 def test_predict_into_a_full_output_dir_fails_naming_it(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     run(["fit", *scene_args(tmp_path, logs, tmp_path / "out", 10)])
@@ -142,3 +154,17 @@ def test_predict_into_a_full_output_dir_fails_naming_it(tmp_path: Path) -> None:
         out = fs / "predicted"
         with pytest.raises(OSError, match=rf"output_dir {out}: .*free"):
             run(["predict", *scene_args(tmp_path, logs, out, 10), f"--ckpt_path={ckpt}"])
+
+
+def test_a_tensorboard_writer_failure_is_said_for_what_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    def full(*args: object, **kwargs: object) -> None:  # what its writer thread re-raises on a full disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(SummaryWriter, "add_scalar", full)
+    logs = tmp_path / "logs"
+    with caplog.at_level("ERROR"), pytest.raises(ValueError, match="you tried to log"):
+        run(["fit", *scene_args(tmp_path, logs, tmp_path / "out", 10), "--trainer.log_every_n_steps=2"])
+    assert f"the logger's writer failed ([Errno 28] No space left on device) in {logs}" in caplog.text

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lightning.pytorch import Callback, Trainer
 
 
 def can_mount_tmpfs(target: Path, size: str = "4m") -> bool:
@@ -42,3 +43,25 @@ def nearly_full(target: Path, leave: int, size: str = "4m") -> Iterator[Path]:
         yield target
     finally:
         subprocess.run(["umount", str(target)], check=False)
+
+
+class FillDiskAt(Callback):
+    """A Lightning callback (by class_path in a CLI run) that fills ``folder``'s filesystem
+    after training step ``step``, as another program writing to the same disk would.
+
+    Args:
+        folder: a folder on the filesystem to fill.
+        step: the global step after which it fills.
+    """
+
+    def __init__(self, folder: str, step: int) -> None:
+        self.folder, self.step = Path(folder), int(step)
+
+    def on_train_batch_end(self, trainer: Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            with open(self.folder / "filler-2", "wb") as f:
+                try:
+                    f.write(b"\0" * free_bytes(self.folder))
+                except OSError as err:
+                    if err.errno != errno.ENOSPC:
+                        raise
