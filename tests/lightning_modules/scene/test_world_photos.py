@@ -55,6 +55,7 @@ def test_a_file_declared_in_the_wrong_world_warns_with_the_psnrs(scene: tuple, d
                                          r"say original") as caught:
         splats_in_scene(GaussiansFile(str(ply), units=declared), setup)
     message = next(str(w.message) for w in caught if "training photos" in str(w.message))
+    print(message)  # the PSNRs docs/RESULTS.md quotes (pytest -s)
     psnrs = _psnrs(message)
     assert {"original", "normalised", "gsplat"} <= set(psnrs), message
     assert psnrs["original"] > psnrs[declared] + 3.0, message
