@@ -125,8 +125,8 @@ class SceneModule(pl.LightningModule):
         return {}
 
     def on_train_start(self) -> None:
-        """The end-of-fit files must fit in ``output_dir`` now (they cannot grow smaller): a full
-        disk fails before the first step, not after the last."""
+        """The end-of-fit files at their present size (training only adds to them) must fit in
+        ``output_dir``: a full disk fails before the first step, not after the last."""
         files = self.fit_end_files()
         if files and (self._trainer is None or self.trainer.is_global_zero):
             listed = ", ".join(f"{name} ({size / 2**20:.1f} MiB now, more if the scene grows)"
