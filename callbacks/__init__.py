@@ -10,6 +10,8 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "NearestViewFix": "callbacks.post_render_fix",
     "BestAndLastCheckpoint": "callbacks.checkpoints",
     "AtomicCheckpointIO": "callbacks.checkpoints",
+    "LastCheckpointAtFitEnd": "callbacks.checkpoints",
+    "OutputFolderCheck": "callbacks.disk_space",
     "FiniteGuard": "callbacks.finite_guard",
     "PairWriter": "callbacks.curation.pair_writer",
     "ViewerCallback": "callbacks.viewer.callback",

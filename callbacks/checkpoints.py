@@ -10,8 +10,6 @@ command line move only the last of them, which sent best.ckpt elsewhere in a rea
 """
 from __future__ import annotations
 
-import errno
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +17,12 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.types import _PATH
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from datamodules.files.temp_files import remove_stale, temp_path
+from datamodules.files.temp_files import remove_stale, write_atomic
+from lightning_modules.safe_load import read_torch_file
 
-__all__ = ["AtomicCheckpointIO", "BestAndLastCheckpoint"]
+__all__ = ["AtomicCheckpointIO", "BestAndLastCheckpoint", "LastCheckpointAtFitEnd"]
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
@@ -48,6 +47,24 @@ class BestAndLastCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
+class LastCheckpointAtFitEnd(Callback):
+    """Writes each ``save_last`` checkpoint callback's last.ckpt once more when training ends,
+    unless it already holds the last step.
+
+    Lightning 2.6's ``ModelCheckpoint.on_train_end`` saves last.ckpt only when it never saved
+    one, so with ``max_steps`` not a multiple of ``every_n_train_steps`` the file stays at the
+    last multiple: a resume or a ``test --ckpt_path`` misses the last steps (and a fix round
+    made in them). `difix3d.cli` adds this to every run.
+    """
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for callback in trainer.checkpoint_callbacks:
+            # Lightning's own bookkeeping decides: fast_dev_run, and a step already saved, skip.
+            if isinstance(callback, ModelCheckpoint) and callback.save_last \
+                    and not callback._should_skip_saving_checkpoint(trainer):
+                callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint beside its final name, then renames it over the old one.
 
@@ -55,8 +72,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     folder is on another filesystem that move is a copy that truncates the old `last.ckpt`
     first, so a full disk mid-copy destroys the last good checkpoint (measured: a 587 kB
     last.ckpt replaced by an unreadable 606 kB file). Here the bytes go to a hidden temporary
-    in the same folder (`datamodules.files.temp_files`; those of killed runs are removed), are flushed, and `os.replace` swaps them in: the old file stays
-    whole until the new one is complete, whatever fails. `main.py` installs it for every run.
+    in the same folder (`datamodules.files.temp_files.write_atomic`; those of killed runs are
+    removed), are flushed, and `os.replace` swaps them in: the old file stays whole until the
+    new one is complete, whatever fails. `main.py` installs it for every run.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
@@ -67,18 +85,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path)
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(path.parent)  # temporaries of killed runs
-        tmp = temp_path(path)
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except Exception as err:  # torch's zip writer reports a full disk as RuntimeError
-            tmp.unlink(missing_ok=True)
-            kept = f"the previous {path.name} is intact" if path.exists() else "no earlier checkpoint was there"
-            code = err.errno if isinstance(err, OSError) and err.errno else errno.EIO
-            raise OSError(code, f"checkpoint {path} not written ({type(err).__name__}: {err}); {kept}") from err
-        except BaseException:  # interrupted: no half-written file left behind
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda f: torch.save(checkpoint, f), "checkpoint")
+
+    def load_checkpoint(self, path: _PATH, map_location: Any | None = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        """Reads a checkpoint on the CPU with ``safe_load.read_torch_file``: a pickle payload or a
+        truncated file is refused naming the file (torch's own text names neither). Remote paths
+        and an explicit ``weights_only=False`` (the caller trusts the file) go to Lightning's reader."""
+        if "://" in str(path) or weights_only is False:
+            return super().load_checkpoint(path, map_location, weights_only)
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"Checkpoint file not found: {path}")
+        return read_torch_file(path, "checkpoint")

@@ -17,14 +17,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import importlib  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_warn  # noqa: E402
 
-from callbacks.checkpoints import AtomicCheckpointIO  # noqa: E402
+from callbacks.checkpoints import AtomicCheckpointIO, LastCheckpointAtFitEnd  # noqa: E402
+from callbacks.disk_space import OutputFolderCheck  # noqa: E402
 from lightning_modules.console import console_logging  # noqa: E402
 from callbacks.finite_guard import FiniteGuard  # noqa: E402
+from lightning_modules.safe_load import read_torch_file  # noqa: E402
 
 # Scene modules optimise manually; Lightning then warns at every periodic checkpoint that it
 # holds the state after the step. That is the state a resume needs: its global_step counts
@@ -55,7 +58,11 @@ class DifixCLI(LightningCLI):
       a message naming the step and tensor, and no non-finite checkpoint is written (on a GPU
       its checks are read every 16 steps and before every save, not synced every step).
     - Every run writes checkpoints through `AtomicCheckpointIO`: a failed save (full disk)
-      leaves the previous checkpoint whole.
+      leaves the previous checkpoint whole; and reads them through it (weights only: a pickle
+      payload or a damaged file is refused naming it, as `--ckpt_path` is checked at parse time).
+    - Every run checks its log and checkpoint folders before the first step (`OutputFolderCheck`:
+      a full disk is refused by name, not met at the first event or save) and writes last.ckpt
+      once more at the end of training (`LastCheckpointAtFitEnd`: the last steps are in it).
     - With `--ckpt_path`, Lightning replaces the model options by the checkpoint's
       hyperparameters. Options a model class lists in `RUNTIME_OPTIONS` (output folders,
       metrics, rendering: they do not change the trained model) keep the value given to this
@@ -71,6 +78,10 @@ class DifixCLI(LightningCLI):
         sub = self.config.get("subcommand")
         if not sub or not self.config[sub].get("ckpt_path"):
             return super()._parse_ckpt_path()
+        if Path(self.config[sub]["ckpt_path"]).is_file():
+            # Lightning reads the hyperparameters with a bare torch.load, whose refusal of a pickle
+            # payload or a damaged file names neither the file nor the option: read it safely first.
+            read_torch_file(self.config[sub]["ckpt_path"], "--ckpt_path")
         before = _model_options(self.config[sub]["model"])
         super()._parse_ckpt_path()
         model = self.config[sub]["model"]
@@ -138,7 +149,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [FiniteGuard()]},
+        trainer_defaults={"callbacks": [FiniteGuard(), OutputFolderCheck(), LastCheckpointAtFitEnd()]},
         args=args,
         run=run,
     )

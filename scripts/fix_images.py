@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from datamodules.files.image_io import IMAGE_EXTENSIONS, list_images, load_image, save_image  # noqa: E402
-from datamodules.files.temp_files import remove_stale  # noqa: E402
+from datamodules.files.temp_files import MIN_FREE_BYTES, check_free_space, check_writable, remove_stale  # noqa: E402
 from lightning_modules.console import console_logging  # noqa: E402
 from lightning_modules.difix.fixers.errors import FixerError  # noqa: E402
 from lightning_modules.difix.fixers.ready import ReadyFixer  # noqa: E402
@@ -163,6 +163,12 @@ def main(argv: list[str] | None = None) -> list[Path]:
     protected = {p.resolve() for p in images} | {p.resolve() for p in refs if p is not None}
     outs = output_paths(images, args.out, protected)
     for folder in sorted({out.parent for out in outs}):
+        # Before the fixer loads (minutes for the published one): a full or read-only output
+        # folder is named now. The PNGs take about what their inputs take (more for JPEG inputs).
+        what = "--out" if args.out is not None else "output folder"
+        need = sum(image.stat().st_size for image, out in zip(images, outs) if out.parent == folder)
+        check_writable(folder, what)
+        check_free_space(folder, max(need, MIN_FREE_BYTES), what, "the fixed images")
         remove_stale(folder)  # temporary PNGs of a killed earlier run
     for note in input_notes(images):
         print(f"fix_images: {note}", file=sys.stderr)

@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scene", help="a scene checkpoint (.ckpt), a Gaussian .ply, a gsplat ckpt_*.pt or a splatfacto step-*.ckpt")
     p.add_argument("--data", default=None, help="the scene folder a reconstruction file was trained on (its references)")
-    p.add_argument("--units", default="original", choices=["original", "normalised", "gsplat", "gsplat_1.5.1", "nerfstudio"],
+    p.add_argument("--units", default="original", choices=["original", "normalised", "gsplat", "gsplat_1.5.1", "nerfstudio", "auto"],
                    help="with --data: the world the file's Gaussians are in (GaussiansFile.units)")
     p.add_argument("--downscale", type=int, default=None, help="with --data: image downscale (default: the reader's)")
     p.add_argument("--fixer", default=None,

@@ -1,4 +1,4 @@
-"""Files on disk: images, atomic JSON, and the temporaries of writers that must never leave a
+"""Files on disk: images, atomic JSON, PLY headers, and the temporaries of writers that must never leave a
 half-written output."""
 from __future__ import annotations
 
@@ -10,4 +10,6 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "write_json_atomic": "datamodules.files.json_io",
     "temp_path": "datamodules.files.temp_files",
     "remove_stale": "datamodules.files.temp_files",
+    "read_ply_header": "datamodules.files.ply_header",
+    "PlyFormatError": "datamodules.files.ply_header",
 })

@@ -7,6 +7,8 @@ PNG that a later run would try to read.
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from datamodules.files.temp_files import temp_path
+from datamodules.files.temp_files import write_atomic
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -67,6 +69,39 @@ def find_undecodable(paths: list[Path], threads: int = 4) -> dict[Path, str]:
     return {p: r for p, r in zip(unique, results) if r is not None}
 
 
+# PIL modes with one channel (and alpha): read as RGB by repeating the channel.
+GREYSCALE_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def warn_greyscale_among_colour(paths: Sequence[Path], where: str | os.PathLike) -> list[Path]:
+    """Warns once when some, not all, of ``paths`` are greyscale; returns the greyscale ones.
+
+    ``load_image`` reads a greyscale file as RGB by repeating its channel, which is right for a
+    greyscale capture and a silent mistake for one frame among colour photos (a mask, a depth
+    map, an infrared frame copied into the folder). Only the headers are read. Files that do
+    not open are left to the checks that decode them.
+
+    Args:
+        paths: the image files of one set (a scene, a pairs file).
+        where: the set, for the message.
+    """
+    modes: dict[Path, str] = {}
+    for path in dict.fromkeys(Path(p) for p in paths):
+        try:
+            with Image.open(path) as image:  # lazy: only the header is parsed
+                modes[path] = image.mode
+        except (UnidentifiedImageError, OSError):
+            continue
+    grey = [p for p, mode in modes.items() if mode in GREYSCALE_MODES]
+    if grey and len(grey) < len(modes):
+        named = ", ".join(str(p) for p in grey[:3]) + (f" and {len(grey) - 3} more" if len(grey) > 3 else "")
+        kinds = ", ".join(sorted({modes[p] for p in grey}))
+        warnings.warn(f"{where}: {len(grey)} of {len(modes)} images are greyscale (mode {kinds}) among colour ones: "
+                      f"{named}; each is read as RGB by repeating its channel. A mask or depth map among the photos?",
+                      stacklevel=2)
+    return grey
+
+
 def _to_float_array(image: Image.Image) -> np.ndarray:
     """PIL image -> (H, W, C) float32 in [0, 1], C in {3, 4}; keeps alpha when present."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -92,7 +127,8 @@ def load_image(
 
     RGBA images are composited over `background` when it is given (before any resize, so
     edges do not pick up the colour hidden under transparent pixels); otherwise alpha is
-    dropped. Greyscale is repeated to 3 channels; 16-bit greyscale keeps its precision.
+    dropped. Greyscale is repeated to 3 channels; 16-bit greyscale keeps its precision (the
+    readers say when a set mixes greyscale and colour: ``warn_greyscale_among_colour``).
 
     Args:
         path: image file (PNG, JPEG, WebP, BMP, TIFF: whatever PIL reads).
@@ -147,9 +183,9 @@ def resize_image(image: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
 def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
     """Writes a (3, H, W) [0, 1] tensor as an 8-bit image, atomically.
 
-    The file is written to a temporary file in the same folder and moved into place with
-    `os.replace`, so readers never see a partial file. Parent folders are created. The
-    format follows the suffix (.png, .jpg, ...).
+    Written through ``temp_files.write_atomic`` (a temporary in the same folder moved into
+    place), so readers never see a partial file. Parent folders are created. The format follows
+    the suffix (.png, .jpg, ...).
 
     Args:
         image: (3, H, W) or (1, H, W) float tensor in [0, 1] (values outside are clamped),
@@ -161,6 +197,7 @@ def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
 
     Raises:
         ValueError: wrong shape, NaN/Inf values, or a suffix PIL cannot write (message names the path).
+        OSError: the file cannot be written (a full disk), naming it; an older file stays whole.
     """
     path = Path(path)
     if image.ndim != 3 or image.shape[0] not in (1, 3):
@@ -175,17 +212,7 @@ def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
     array = array.permute(1, 2, 0).numpy()
     pil = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # open(..., "xb") rather than mkstemp: mkstemp files are 0600, this respects the umask.
-    tmp_name = temp_path(path)
-    try:
-        with open(tmp_name, "xb") as stream:
-            pil.save(stream, format=image_format)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda stream: pil.save(stream, format=image_format), "image")
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

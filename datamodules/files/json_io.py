@@ -1,7 +1,7 @@
 """The project's one atomic JSON writer (metrics.json, pairs.json, journals).
 
-Readers never see half a file: the text goes to a temp file in the same folder, is flushed
-to disk, then moved into place with ``os.replace``.
+Readers never see half a file: written through ``temp_files.write_atomic`` (a temp file in
+the same folder, flushed to disk, moved into place; a failure names the file).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from datamodules.files.temp_files import temp_path
+from datamodules.files.temp_files import write_atomic
 
 __all__ = ["write_json_atomic", "umask_mode"]
 
@@ -32,19 +32,9 @@ def write_json_atomic(path: str | os.PathLike, doc: Any, indent: int = 1) -> Pat
 
     Returns:
         The destination path.
+
+    Raises:
+        OSError: naming the file (a full disk: ENOSPC); an older file stays whole.
     """
-    path = Path(path)
     text = json.dumps(doc, indent=indent)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # open(..., "x") rather than mkstemp: mkstemp files are 0600, this respects the umask.
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "x") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda stream: stream.write(text.encode("utf-8")))

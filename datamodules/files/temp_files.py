@@ -9,11 +9,18 @@ touching a writer that is still running.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
+
+MIN_FREE_BYTES = 1 << 20
+"""Free space every output folder must have before a run starts: its small files (metrics,
+configs, event-file headers) fit; a full disk is refused by name before any work."""
 
 STALE = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.(tmp|new)(\.[A-Za-z0-9]+)?$")
 
@@ -63,6 +70,75 @@ def remove_stale(folder: Path) -> list[Path]:
             path.unlink(missing_ok=True)
         removed.append(path)
     return removed
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None], what: str = "") -> Path:
+    """Writes a file through a hidden temporary beside it, flushed to disk, then ``os.replace``.
+
+    Readers never see half a file, and whatever fails (a full disk, a kill) leaves the old file
+    whole and no temporary behind. Every writer of the project's outputs goes through this.
+
+    Args:
+        path: the final file (parent folders are created).
+        write: writes the content to the binary stream it is given.
+        what: what the file is, for the message ("checkpoint", "point cloud", ...).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        OSError: naming the file, the cause (its errno kept: ENOSPC for a full disk) and
+            whether an older file is still there; anything ``write`` raises is reported so
+            (torch's zip writer says "unexpected pos" for a full disk).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "xb") as stream:  # not mkstemp: its files are 0600, this respects the umask
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except Exception as err:
+        tmp.unlink(missing_ok=True)
+        kept = f"the previous {path.name} is intact" if path.exists() else f"no earlier {path.name} was there"
+        code = err.errno if isinstance(err, OSError) and err.errno else errno.EIO
+        raise OSError(code, f"{what + ' ' if what else ''}{path} not written ({type(err).__name__}: {err}); "
+                            f"{kept}") from err
+    except BaseException:  # interrupted: no half-written file left behind
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def check_free_space(folder: Path, need: int, what: str, purpose: str = "") -> None:
+    """Raises when the filesystem of ``folder`` (or of its nearest existing parent) has less
+    than ``need`` bytes free for this user.
+
+    Args:
+        folder: where the files will go.
+        need: bytes needed.
+        what: the option that names the folder, for the message ("output_dir", "--out", ...).
+        purpose: what the bytes are for, for the message.
+
+    Raises:
+        OSError (ENOSPC) naming ``what``, the folder, the bytes free and needed.
+    """
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    st = os.statvfs(probe)
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        raise OSError(errno.ENOSPC, f"{what} {folder}: {_size(free)} free, {_size(need)} needed"
+                                    f"{' for ' + purpose if purpose else ''}; free some space or choose another "
+                                    "folder")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 1 << 20 else f"{n / 1024:.0f} KiB"
 
 
 def check_writable(folder: Path, what: str) -> None:

@@ -30,7 +30,8 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.pairs.degradations import DEGRADATIONS, Degrader
-from datamodules.files.image_io import IMAGE_EXTENSIONS, find_undecodable, list_images, read_image_size
+from datamodules.files.image_io import (IMAGE_EXTENSIONS, find_undecodable, list_images, read_image_size,
+                                       warn_greyscale_among_colour)
 from datamodules.pairs.datasets import PairDataset, SyntheticPairDataset
 from datamodules.pairs.record import DEFAULT_PROMPT
 from datamodules.pairs.pairs_json import (
@@ -175,6 +176,7 @@ class PairDataModule(LightningDataModule):
         self.augment = augment
         self.train_order = list(train_order) if train_order is not None else None
         self.datasets: dict[str, Dataset] = {}
+        self._colour_checked: set[Path] = set()  # files already looked at for greyscale (said once)
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str | None = None) -> None:
@@ -224,6 +226,9 @@ class PairDataModule(LightningDataModule):
             items = order_groups(items, self.train_order, self.json_path, json_split)
         crop_hw = self.crop_hw if split != "predict" else None
         validate_items(items, self.json_path, self.resolution, crop_hw)
+        files = [p for it in items for p in (it.image, it.target, *it.refs) if p is not None]
+        warn_greyscale_among_colour([p for p in files if p not in self._colour_checked], self.json_path)
+        self._colour_checked.update(files)
         if self.verify_images:
             items = self._drop_undecodable(items, split)
         batch = self.batch_size if split == "train" else self.val_batch_size

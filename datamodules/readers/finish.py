@@ -12,6 +12,7 @@ from torch import Tensor
 
 from datamodules.cameras.cameras import Cameras
 from datamodules.cameras.poses import apply_transform_to_c2w
+from datamodules.files.image_io import warn_greyscale_among_colour
 from datamodules.readers.scene_data import RawScene, ReadOptions, SceneData, SceneFormatError
 
 __all__ = ["finish_scene", "make_split", "normalization_transform", "check_finite_poses"]
@@ -173,6 +174,7 @@ def finish_scene(raw: RawScene, options: ReadOptions) -> SceneData:
     if len(raw.image_paths) == 0:
         raise SceneFormatError(f"{source}: the scene has no images")
     check_finite_poses(raw.c2w, raw.names, source)
+    warn_greyscale_among_colour(raw.image_paths, source)
     K = raw.K
     if not torch.isfinite(K).all() or (K[:, 0, 0] <= 0).any() or (K[:, 1, 1] <= 0).any():
         raise SceneFormatError(f"{source}: camera intrinsics are not finite and positive")

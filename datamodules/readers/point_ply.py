@@ -2,7 +2,8 @@
 
 Reads ASCII and binary (little/big endian) PLY as written by nerfstudio's
 ``ns-process-data`` (``sparse_pc.ply``), COLMAP, Open3D, ...; writes binary little endian.
-Only the vertex element is read; it has to be the first element in the file.
+Only the vertex element is read; elements before it must be empty. The header is parsed and
+checked by ``datamodules.files.ply_header``, as for the Gaussian .ply files.
 """
 from __future__ import annotations
 
@@ -13,18 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from datamodules.files.ply_header import PLY_TYPES, PlyFormatError, read_ply_header
+
 __all__ = ["read_point_ply", "write_point_ply", "PlyFormatError"]
-
-_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
-    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
-    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
-}
-
-
-class PlyFormatError(ValueError):
-    """A PLY file cannot be read; the message names the file and the problem."""
 
 
 def read_point_ply(path: str | os.PathLike) -> tuple[Tensor, Tensor | None]:
@@ -39,61 +31,34 @@ def read_point_ply(path: str | os.PathLike) -> tuple[Tensor, Tensor | None]:
             file has no red/green/blue properties.
 
     Raises:
-        PlyFormatError: not a PLY, unsupported layout, or truncated.
+        PlyFormatError: naming the file: not a PLY, a malformed header (``read_ply_header``),
+            no x, y, z, a value that is no number, or truncated.
     """
     path = Path(path)
     if not path.is_file():
         raise PlyFormatError(f"{path}: PLY file not found")
-    data = path.read_bytes()
-    end = data.find(b"end_header")
-    if not data.startswith(b"ply") or end < 0:
-        raise PlyFormatError(f"{path}: not a PLY file (missing 'ply' magic or 'end_header')")
-    body_start = data.find(b"\n", end) + 1
-    header = data[:end].decode("ascii", errors="replace").splitlines()
-    fmt, count, props, first_element = None, 0, [], None
-    in_vertex = False
-    for line in header:
-        parts = line.split()
-        if not parts:
-            continue
-        if parts[0] == "format":
-            fmt = parts[1]
-        elif parts[0] == "element":
-            first_element = first_element or parts[1]
-            in_vertex = parts[1] == "vertex"
-            if in_vertex:
-                count = int(parts[2])
-        elif parts[0] == "property" and in_vertex:
-            if parts[1] == "list":
-                raise PlyFormatError(f"{path}: list properties on vertices are not supported")
-            if parts[1] not in _TYPES:
-                raise PlyFormatError(f"{path}: unknown PLY property type {parts[1]!r}")
-            props.append((parts[2], _TYPES[parts[1]]))
-    if first_element != "vertex":
-        raise PlyFormatError(f"{path}: the first PLY element must be 'vertex', got {first_element!r}")
-    names = [p for p, _ in props]
+    header = read_ply_header(path)
+    names, count = header.names, header.count
     if not {"x", "y", "z"} <= set(names):
         raise PlyFormatError(f"{path}: vertices lack x, y, z properties (have {names})")
-    if fmt == "ascii":
-        rows = data[body_start:].decode("ascii", errors="replace").split("\n")
+    data = path.read_bytes()[header.data_offset:]
+    if header.format == "ascii":
+        rows = data.decode("ascii", errors="replace").split("\n")
         values = [r.split() for r in rows[:count]]
-        if len(values) < count or any(len(v) < len(props) for v in values):
-            raise PlyFormatError(f"{path}: truncated: expected {count} vertices with {len(props)} values each")
-        table = np.array([v[: len(props)] for v in values], dtype=np.float64).reshape(count, len(props))
+        if len(values) < count or any(len(v) < len(names) for v in values):
+            raise PlyFormatError(f"{path}: truncated: expected {count} vertices with {len(names)} values each")
+        table = _numbers(path, [v[: len(names)] for v in values]).reshape(count, len(names))
         columns = {name: table[:, i] for i, name in enumerate(names)}
-        int_colours = {name: np.dtype(t).kind in "iu" for name, t in props}
-    elif fmt in ("binary_little_endian", "binary_big_endian"):
-        order = "<" if fmt == "binary_little_endian" else ">"
-        dtype = np.dtype([(name, order + t) for name, t in props])
-        if len(data) - body_start < dtype.itemsize * count:
-            raise PlyFormatError(
-                f"{path}: truncated at byte {len(data)}: {count} vertices need {dtype.itemsize * count} bytes after the header"
-            )
-        rec = np.frombuffer(data, dtype=dtype, count=count, offset=body_start)
-        columns = {name: rec[name].astype(np.float64) for name in names}
-        int_colours = {name: np.dtype(t).kind in "iu" for name, t in props}
     else:
-        raise PlyFormatError(f"{path}: unsupported PLY format {fmt!r}")
+        dtype = header.dtype()
+        if len(data) < dtype.itemsize * count:
+            raise PlyFormatError(
+                f"{path}: truncated at byte {header.data_offset + len(data)}: {count} vertices need "
+                f"{dtype.itemsize * count} bytes after the header"
+            )
+        rec = np.frombuffer(data, dtype=dtype, count=count)
+        columns = {name: rec[name].astype(np.float64) for name in names}
+    int_colours = {name: PLY_TYPES[kind][0] in "iu" for name, kind in header.properties}
     points = torch.from_numpy(np.stack([columns["x"], columns["y"], columns["z"]], axis=-1)).float()
     colors = None
     for keys in (("red", "green", "blue"), ("r", "g", "b")):
@@ -104,6 +69,20 @@ def read_point_ply(path: str | os.PathLike) -> tuple[Tensor, Tensor | None]:
             colors = torch.from_numpy(rgb).float().clamp(0, 1)
             break
     return points, colors
+
+
+def _numbers(path: Path, rows: list[list[str]]) -> np.ndarray:
+    """An ASCII PLY's vertex values as float64, or an error naming the vertex and the word."""
+    try:
+        return np.array(rows, dtype=np.float64)
+    except ValueError:
+        for i, row in enumerate(rows):  # only after a failure: find the culprit to name it
+            for word in row:
+                try:
+                    float(word)
+                except ValueError:
+                    raise PlyFormatError(f"{path}: vertex {i} holds '{word}', not a number") from None
+        raise
 
 
 def write_point_ply(path: str | os.PathLike, points: Tensor, colors: Tensor | None = None) -> Path:

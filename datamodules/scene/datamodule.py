@@ -287,6 +287,7 @@ class SceneDataModule(FixedViewsMixin, HeldoutViewsMixin, pl.LightningDataModule
             point_colors=scene.point_colors,
             transform=scene.transform,
             all_cameras=scene.cameras,
+            train_images=tuple(self.train_images),
         )
 
     def _procedural_plain_background(self) -> tuple[float, float, float] | None:

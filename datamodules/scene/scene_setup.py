@@ -30,6 +30,9 @@ class SceneSetup:
         all_cameras: every camera the scene's reader found (train, test and any left out by
             thinning), normalised world; None: only the training cameras are known. What
             another tool normalised its world by (gsplat's parser uses every COLMAP image).
+        train_images: the training photos, (3, H, W) in [0, 1] each, in ``train_cameras``' order
+            (composited on ``background`` where it is set); None: not given. What tells the world
+            of a reconstruction made elsewhere (``init_file``).
     """
 
     train_cameras: Cameras
@@ -39,6 +42,7 @@ class SceneSetup:
     point_colors: Tensor | None = None
     transform: Tensor | None = None
     all_cameras: Cameras | None = None
+    train_images: tuple[Tensor, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.scene_scale > 0:
@@ -47,6 +51,9 @@ class SceneSetup:
             raise ValueError(f"SceneSetup: background must be 3 values (RGB), got {self.background}")
         if self.points is not None and (self.points.dim() != 2 or self.points.shape[-1] != 3):
             raise ValueError(f"SceneSetup: points must be (P, 3), got {tuple(self.points.shape)}")
+        if self.train_images is not None and len(self.train_images) != len(self.train_cameras):
+            raise ValueError(f"SceneSetup: {len(self.train_images)} train_images for {len(self.train_cameras)} "
+                             "train_cameras")
 
 
 @runtime_checkable

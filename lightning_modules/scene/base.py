@@ -27,7 +27,7 @@ from datamodules.files.image_io import save_image
 from datamodules.files.json_io import write_json_atomic
 from datamodules.scene.scene_setup import ProvidesSceneSetup, SceneSetup
 from lightning_modules.image_grids import log_image
-from datamodules.files.temp_files import check_writable
+from datamodules.files.temp_files import MIN_FREE_BYTES, check_free_space, check_writable
 
 from lightning_modules.scene.contracts import PostRenderFix
 from lightning_modules.scene.evaluation import EvalSettings, SceneEvaluator
@@ -113,10 +113,25 @@ class SceneModule(pl.LightningModule):
             self.init_representation(setup)
 
     def setup(self, stage: str) -> None:
-        """Before any step: the output folder (metrics, exports, videos) must be writable, so a
-        bad ``output_dir`` fails now, not at the first validation or after training."""
+        """Before any step: the output folder (metrics, exports, videos) must be writable and
+        not full, so a bad ``output_dir`` fails now, not at the first validation or after training."""
         if self._trainer is None or self.trainer.is_global_zero:
             check_writable(self.output_path, "output_dir")
+            check_free_space(self.output_path, MIN_FREE_BYTES, "output_dir", "the run's metrics, images and exports")
+
+    def fit_end_files(self) -> dict[str, int]:
+        """The files ``on_fit_end`` writes to ``output_path`` and their size for the current
+        state (checked free when training starts); none here."""
+        return {}
+
+    def on_train_start(self) -> None:
+        """The end-of-fit files at their present size (training only adds to them) must fit in
+        ``output_dir``: a full disk fails before the first step, not after the last."""
+        files = self.fit_end_files()
+        if files and (self._trainer is None or self.trainer.is_global_zero):
+            listed = ", ".join(f"{name} ({size / 2**20:.1f} MiB now, more if the scene grows)"
+                               for name, size in files.items())
+            check_free_space(self.output_path, sum(files.values()), "output_dir", f"{listed} at the end of training")
 
     def configure_model(self) -> None:
         """Takes the datamodule's ``SceneSetup`` (runs before a checkpoint restores state)."""

@@ -11,6 +11,7 @@ half-written video under the final name.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from dataclasses import dataclass
@@ -133,13 +134,26 @@ class VideoStream:
     def append(self, frame: np.ndarray) -> None:
         """Appends one (H, W, 3) uint8 frame (all frames of a video share one size)."""
         h, w = frame.shape[:2]
-        self._writer.append_data(np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge"))
+        try:
+            self._writer.append_data(np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge"))
+        except (OSError, RuntimeError) as err:  # ffmpeg gone (a full disk): a broken pipe
+            raise self._failed(err) from err
         self.frames += 1
 
     def close(self) -> Path:
-        self._writer.close()
-        os.replace(self._tmp, self.path)
+        try:
+            self._writer.close()
+            os.replace(self._tmp, self.path)
+        except (OSError, RuntimeError) as err:
+            self._tmp.unlink(missing_ok=True)
+            raise self._failed(err) from err
         return self.path
+
+    def _failed(self, err: Exception) -> OSError:
+        code = err.errno if isinstance(err, OSError) and err.errno else errno.EIO
+        first = (str(err).strip().splitlines() or [""])[0][:200]  # imageio appends ffmpeg's command line
+        return OSError(code, f"video {self.path} not written at frame {self.frames} ({type(err).__name__}: "
+                             f"{first}); a full disk, or ffmpeg failed")
 
     def abort(self) -> None:
         self._writer.close()

@@ -29,10 +29,11 @@ def test_test_and_fit_from_a_reconstruction_file(tmp_path: Path) -> None:
 
     # The same Gaussians as gsplat's simple_trainer holds them (trained with --no-normalize-world-space).
     gsplat = write_gsplat_checkpoint(tmp_path / "gsplat" / "ckpts" / "ckpt_59_rank0.pt", read_ply(ply), step=59)
-    for name, file in (("ply", ply), ("gsplat", gsplat)):
+    # The gsplat file with units auto: its world told by the training photos (the original one).
+    for name, file, units in (("ply", ply, "original"), ("gsplat", gsplat, "auto")):
         o = tmp_path / f"out_{name}"
         run(["test", *scene_args(tmp_path, tmp_path / f"logs_{name}", o, 60),
-             f"--model.init_args.init_file.path={file}"])
+             f"--model.init_args.init_file.path={file}", f"--model.init_args.init_file.units={units}"])
         got = _metrics(o)
         assert got["num_gaussians"] == own["num_gaussians"]
         assert got["mean"]["psnr"] == pytest.approx(own["mean"]["psnr"], abs=0.01), name

@@ -79,3 +79,34 @@ def test_unsafe_error_names_the_global(tmp_path: Path) -> None:
     with pytest.raises(UnsafeFileError, match=r"evil\.ckpt: refused.*(system|posix)"):
         read_torch_file(_payload_file(tmp_path / "evil.ckpt", marker))
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["pickle payload", "truncated"])
+def test_ckpt_path_that_is_unsafe_or_damaged_is_refused_naming_it(damage: str, tmp_path: Path) -> None:
+    from helpers.runs import run, scene_args
+
+    marker = tmp_path / "payload_ran"
+    path = _payload_file(tmp_path / "evil.ckpt", marker)
+    says = r"refused, it holds objects that are not plain data.*(system|posix)"
+    if damage == "truncated":
+        path = tmp_path / "cut.ckpt"
+        torch.save({"state_dict": {"w": torch.zeros(1000)}, "hyper_parameters": {}, "global_step": 3}, path)
+        path.write_bytes(path.read_bytes()[:2000])
+        says = r"cannot be read as a torch file.*truncated or damaged"
+    args = scene_args(tmp_path, tmp_path / "logs", tmp_path / "out", 2)
+    for sub in ("test", "fit"):
+        with pytest.raises(ValueError, match=rf"--ckpt_path {path}: {says}"):
+            run([sub, *args, f"--ckpt_path={path}"])
+    assert not marker.exists()
+
+
+def test_the_trainer_reads_checkpoints_through_the_safe_reader(tmp_path: Path) -> None:
+    from callbacks.checkpoints import AtomicCheckpointIO
+
+    marker = tmp_path / "payload_ran"
+    with pytest.raises(UnsafeFileError, match=r"checkpoint .*evil\.ckpt: refused"):
+        AtomicCheckpointIO().load_checkpoint(_payload_file(tmp_path / "evil.ckpt", marker))
+    assert not marker.exists()
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "global_step": 7}, good)
+    assert AtomicCheckpointIO().load_checkpoint(good)["global_step"] == 7

@@ -349,3 +349,14 @@ def test_truncated_image_fails_at_setup_or_is_skipped_with_a_count(tmp_path, cap
         dm.setup("fit")
     assert "clean_1.png" in caplog.text and "skipped 1 of 3 train" in caplog.text
     assert len(dm.datasets["train"]) == 2 and dm.skipped_items == {"train": 1, "val": 1}
+
+
+def test_a_greyscale_image_among_colour_ones_is_said_once_by_name(tmp_path):
+    path = _write_pairs(tmp_path, n=3)
+    grey = tmp_path / "images" / "clean_1.png"
+    from PIL import Image
+
+    Image.open(grey).convert("L").save(grey)
+    with pytest.warns(UserWarning, match=r"1 of 9 images are greyscale.*clean_1.png") as caught:
+        PairDataModule(json_path=str(path)).setup("fit")
+    assert sum("greyscale" in str(w.message) for w in caught) == 1  # train and val share the files: said once

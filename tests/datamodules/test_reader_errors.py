@@ -11,7 +11,8 @@ import torch
 from datamodules.readers.point_ply import PlyFormatError, read_point_ply, write_point_ply
 from datamodules.readers.read_scene import detect_format, read_scene
 from datamodules.readers.scene_data import ReadOptions, SceneFormatError
-from helpers.scene_writers import Rig, make_rig, write_blender, write_colmap, write_llff, write_nerfstudio
+from helpers.scene_writers import (BAD_PLY_HEADERS, Rig, make_rig, write_bad_ply, write_blender, write_colmap, write_llff,
+                                   write_nerfstudio)
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -132,3 +133,41 @@ def test_downscale_too_small_to_evaluate_names_downscale(rig: Rig, tmp_path: Pat
     dm = SceneDataModule(str(root), read=ReadOptions(downscale=8))  # 40x30 -> 5x4 pixels
     with pytest.raises(SceneFormatError, match=r"downscale 8 leaves 6 image\(s\) smaller than 11x11"):
         dm.setup("fit")
+
+
+@pytest.mark.parametrize("case", list(BAD_PLY_HEADERS))
+@pytest.mark.parametrize("fmt", ["binary_little_endian", "ascii"])
+def test_point_ply_with_a_bad_header_is_named(tmp_path: Path, case: str, fmt: str) -> None:
+    header, says = BAD_PLY_HEADERS[case]
+    path = write_bad_ply(tmp_path / "bad.ply", header, fmt)
+    with pytest.raises(PlyFormatError, match=rf"{tmp_path}/bad\.ply.*{says}"):
+        read_point_ply(path)
+
+
+def test_point_ply_with_a_word_among_its_ascii_numbers_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "words.ply"
+    path.write_text("ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nproperty float y\nproperty float z\n"
+                    "end_header\n0 1 2\n3 four 5\n")
+    with pytest.raises(PlyFormatError, match=r"words\.ply: vertex 1 holds 'four'"):
+        read_point_ply(path)
+
+
+def test_a_greyscale_frame_among_colour_ones_is_said_once_by_name(rig: Rig, tmp_path: Path) -> None:
+    root = write_nerfstudio(rig, tmp_path / "n")
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_scene(root)  # all colour: silent
+    frame = sorted((root / "images").iterdir())[2]
+    Image.open(frame).convert("L").save(frame)
+    with pytest.warns(UserWarning, match=rf"1 of {len(rig)} images are greyscale \(mode L\).*{frame.name}") as caught:
+        read_scene(root)
+    assert sum("greyscale" in str(w.message) for w in caught) == 1
+    for other in (root / "images").iterdir():  # all greyscale: a greyscale capture, nothing to say
+        Image.open(other).convert("L").save(other)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_scene(root)

@@ -108,3 +108,30 @@ def write_dataparser_transforms(path: Path, transform: Tensor, scale: float) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"transform": transform[:3].tolist(), "scale": scale}, indent=4))
     return path
+
+
+def fit_splats(points: Tensor, colors: Tensor, cameras, images: list[Tensor], steps: int = 40) -> dict[str, Tensor]:
+    """Raw Gaussians fitted to ``images`` (a stand-in for a reconstruction made elsewhere): one per
+    point, opacity 0.5, ``steps`` Adam steps of the L1 loss over all views at once (degree 0).
+
+    Args:
+        points: (P, 3) the scene's points; colors: (P, 3) in [0, 1].
+        cameras: the N views' ``Cameras`` (one size); images: N (3, H, W) photos in [0, 1].
+    """
+    from lightning_modules.scene.gaussians.rasterize import render
+    from lightning_modules.scene.gaussians.splats import Gaussians
+
+    g = Gaussians.from_points(points, colors, sh_degree=0, init_opacity=0.5, generator=torch.Generator().manual_seed(0))
+    target = torch.stack(images)
+    w, h = cameras.common_size("fit_splats")
+    rates = {"means": 1e-3, "scales": 5e-3, "quats": 1e-3, "opacities": 5e-2, "sh0": 2.5e-2, "shN": 1e-3}
+    opt = torch.optim.Adam([{"params": [p], "lr": rates[k]} for k, p in g.splats.items()])
+    for _ in range(steps):
+        a = g.activated()
+        rgb, _, _ = render(a["means"], a["quats"], a["scales"], a["opacities"], a["colors"], cameras.world_to_camera,
+                           cameras.K, w, h, sh_degree=0, backend="torch")
+        loss = (rgb.permute(0, 3, 1, 2) - target).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return g.raw()

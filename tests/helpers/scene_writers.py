@@ -126,3 +126,26 @@ def write_llff(rig: Rig, root: Path, folder: str = "images", scale: int = 1) -> 
     for i in range(len(rig)):
         save_image(rig.images[i], root / folder / f"IMG_{i:04d}.png")
     return root
+
+
+# Malformed PLY headers (what a hand-edited or badly exported file holds) and what the error must
+# say besides the file's name: one table for both .ply readers (points and Gaussians).
+BAD_PLY_HEADERS = {
+    "count not a number": (["element vertex abc"], r"'element vertex abc'.*count"),
+    "negative count": (["element vertex -2"], r"'element vertex -2'.*count"),
+    "no count": (["element vertex"], r"'element vertex'.*count"),
+    "duplicated property": (["element vertex 1", "property float x", "property float x"], r"property 'x' twice"),
+    "property without a name": (["element vertex 1", "property float"], r"'property float'"),
+    "format without a name": (["format"], r"'format'"),
+}
+
+
+def write_bad_ply(path: Path, header: list[str], fmt: str = "binary_little_endian") -> Path:
+    """A .ply with the header lines ``header`` (after ``ply`` and the format line, before x y z
+    and ``end_header``) and 64 zero bytes of data."""
+    lines = ["ply"] + ([] if header == ["format"] else [f"format {fmt} 1.0"]) + header
+    if not any(line.startswith("property") for line in header):
+        lines += [f"property float {c}" for c in "xyz"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(("\n".join(lines) + "\nend_header\n").encode("ascii") + bytes(64))
+    return path

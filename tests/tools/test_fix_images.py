@@ -52,3 +52,13 @@ def test_fix_images_writes_fixed_pngs_beside_and_never_over_inputs(tmp_path: Pat
     assert load_image(one[0]).shape == (3, 24, 40)
     beside = fix_images.main(["--fixer", "tiny", "--images", str(renders / "a.png")])  # no --out
     assert beside == [renders / "fixed" / "a.png"]
+
+
+def test_fix_images_into_a_full_disk_fails_naming_the_out_folder(tmp_path: Path) -> None:
+    from helpers.small_disk import nearly_full
+
+    save_image(torch.rand(3, 24, 40, generator=torch.Generator().manual_seed(0)), tmp_path / "in" / "a.png")
+    with nearly_full(tmp_path / "fs", leave=0) as fs:
+        with pytest.raises(OSError, match=rf"--out {fs / 'fixed'}: .*free"):
+            _script().main(["--fixer", "tiny", "--images", str(tmp_path / "in"), "--out", str(fs / "fixed")])
+        assert not (fs / "fixed").exists() or not list((fs / "fixed").iterdir())

@@ -40,7 +40,7 @@ from lightning_modules.scene.gaussians.initial import initial_gaussians
 from lightning_modules.scene.gaussians.splats import SPLAT_NAMES, Gaussians, sh_to_rgb
 from lightning_modules.scene.gaussians.losses import photometric_loss
 from lightning_modules.scene.path_video import PathSettings
-from lightning_modules.scene.gaussians.ply import read_ply, write_ply
+from lightning_modules.scene.gaussians.ply import ply_bytes, write_ply
 from lightning_modules.scene.gaussians.reconstruction import GaussiansFile
 from lightning_modules.scene.gaussians.world_units import splats_in_scene
 from lightning_modules.scene.gaussians.rasterize import render
@@ -388,11 +388,9 @@ class GaussianSceneModule(SceneModule):
             transform = torch.linalg.inv(self.data_transform.double())
         return write_ply(path, self.gaussians.raw(), transform=transform)
 
-    def load_ply(self, path: str | Path, original_units: bool = True) -> None:
-        """Replaces the Gaussians by a .ply's (mapped into the normalised world when known)."""
-        transform = self.data_transform if original_units else None
-        self.gaussians.set_splats(read_ply(path, transform=transform))
-        self.gaussians.to(self.device)
+    def fit_end_files(self) -> dict[str, int]:
+        """``SceneModule``: ``on_fit_end`` writes point_cloud.ply (densification may grow it)."""
+        return {"point_cloud.ply": ply_bytes(len(self.gaussians), self.gaussians.sh_degree)}
 
     def on_fit_end(self) -> None:
         if self.trainer.is_global_zero and len(self.gaussians) > 0:

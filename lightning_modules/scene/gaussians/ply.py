@@ -21,24 +21,20 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from datamodules.files.ply_header import PlyFormatError, read_ply_header
+from datamodules.files.temp_files import write_atomic
+
 from lightning_modules.scene.gaussians.similarity import transform_splats
 
-__all__ = ["write_ply", "read_ply", "ply_header"]
+__all__ = ["write_ply", "read_ply", "ply_header", "ply_bytes"]
 
 _SPLAT_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
-# PLY scalar types (both spellings of the spec) -> little-endian numpy types.
-_PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "<i2", "int16": "<i2",
-    "ushort": "<u2", "uint16": "<u2", "int": "<i4", "int32": "<i4", "uint": "<u4", "uint32": "<u4",
-    "float": "<f4", "float32": "<f4", "double": "<f8", "float64": "<f8",
-}
 
 
 def _property_names(n_rest: int) -> list[str]:
@@ -49,7 +45,7 @@ def _property_names(n_rest: int) -> list[str]:
 
 
 def write_ply(path: str | os.PathLike, splats: dict[str, Tensor], transform: Tensor | None = None) -> Path:
-    """Writes Gaussians to ``path`` in the INRIA layout, atomically (temp file + os.replace).
+    """Writes Gaussians to ``path`` in the INRIA layout, atomically (``temp_files.write_atomic``).
 
     Args:
         path: output file (parent folders are created).
@@ -60,6 +56,9 @@ def write_ply(path: str | os.PathLike, splats: dict[str, Tensor], transform: Ten
 
     Returns:
         The written path.
+
+    Raises:
+        OSError: naming the file (a full disk: ENOSPC); an older file there stays whole.
     """
     path = Path(path)
     missing = [k for k in _SPLAT_KEYS if k not in splats]
@@ -75,75 +74,38 @@ def write_ply(path: str | os.PathLike, splats: dict[str, Tensor], transform: Ten
          s["quats"]],
         dim=1,
     ).numpy().astype("<f4")
-    names = _property_names(rest.shape[1])
-    header = "ply\nformat binary_little_endian 1.0\n"
-    header += f"element vertex {n}\n"
-    header += "".join(f"property float {name}\n" for name in names)
-    header += "end_header\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header.encode("ascii"))
-            f.write(np.ascontiguousarray(data).tobytes())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    header = _header(n, _property_names(rest.shape[1]))
+    body = np.ascontiguousarray(data).tobytes()
+    return write_atomic(path, lambda f: f.write(header.encode("ascii") + body), "Gaussians .ply")
+
+
+def ply_bytes(num: int, sh_degree: int) -> int:
+    """The size of ``write_ply``'s file for ``num`` Gaussians of SH degree ``sh_degree``."""
+    names = _property_names(3 * ((sh_degree + 1) ** 2 - 1))
+    header = _header(num, names)
+    return len(header) + 4 * len(names) * num
+
+
+def _header(num: int, names: list[str]) -> str:
+    return ("ply\nformat binary_little_endian 1.0\n" + f"element vertex {num}\n"
+            + "".join(f"property float {name}\n" for name in names) + "end_header\n")
 
 
 def ply_header(path: Path) -> tuple[int, np.dtype, list[str], int]:
-    """Parses a binary little-endian PLY header.
+    """Parses a binary little-endian PLY header (``read_ply_header``: one parser for every .ply).
 
     Returns:
         (vertex count, the vertex record's numpy dtype, the header's comment lines, the byte
         offset of the vertex data).
 
     Raises:
-        ValueError: naming the file, for anything but binary little-endian scalar vertices first.
+        ValueError: naming the file: a malformed header (the line quoted), anything but
+            binary little-endian scalar vertices first.
     """
-    fields: list[tuple[str, str]] = []
-    comments: list[str] = []
-    n = fmt = None
-    element = None
-    with open(path, "rb") as f:
-        if f.readline().strip() != b"ply":
-            raise ValueError(f"read_ply: {path} is not a .ply file (no 'ply' magic line)")
-        while True:
-            line = f.readline()
-            if not line:
-                raise ValueError(f"read_ply: {path} has no 'end_header' line")
-            words = line.decode("ascii", errors="replace").split()
-            if not words or words[0] == "obj_info":
-                continue
-            if words[0] == "comment":
-                comments.append(" ".join(words[1:]))
-            elif words[0] == "end_header":
-                break
-            elif words[0] == "format":
-                fmt = words[1]
-            elif words[0] == "element":
-                element = words[1]
-                if element == "vertex":
-                    n = int(words[2])
-                elif n is None and int(words[2]) > 0:
-                    raise ValueError(f"read_ply: {path} has an element '{element}' before the vertices")
-            elif words[0] == "property" and element == "vertex":
-                if words[1] == "list":
-                    raise ValueError(f"read_ply: {path} vertex property '{words[-1]}' is a list; Gaussians have scalars")
-                if words[1] not in _PLY_TYPES:
-                    raise ValueError(f"read_ply: {path} property '{words[-1]}' has the unknown type '{words[1]}'")
-                fields.append((words[-1], _PLY_TYPES[words[1]]))
-        offset = f.tell()
-    if fmt != "binary_little_endian":
-        raise ValueError(f"read_ply: {path} is '{fmt}', only binary_little_endian is supported")
-    if n is None:
-        raise ValueError(f"read_ply: {path} has no vertex element")
-    return n, np.dtype(fields), comments, offset
+    header = read_ply_header(path)
+    if header.format != "binary_little_endian":
+        raise PlyFormatError(f"read_ply: {path} is '{header.format}', only binary_little_endian is supported")
+    return header.count, header.dtype(), list(header.comments), header.data_offset
 
 
 def read_ply(path: str | os.PathLike, transform: Tensor | None = None) -> dict[str, Tensor]:

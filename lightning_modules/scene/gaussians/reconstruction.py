@@ -32,9 +32,11 @@ from lightning_modules.safe_load import read_torch_file
 from lightning_modules.scene.gaussians.ply import ply_header, read_ply
 from lightning_modules.scene.gaussians.splats import SPLAT_NAMES, rgb_to_sh
 
-__all__ = ["GaussiansFile", "LoadedGaussians", "read_gaussians_file", "Units"]
+__all__ = ["GaussiansFile", "LoadedGaussians", "read_gaussians_file", "Units", "WORLDS"]
 
-Units = Literal["original", "normalised", "gsplat", "gsplat_1.5.1", "nerfstudio"]
+Units = Literal["original", "normalised", "gsplat", "gsplat_1.5.1", "nerfstudio", "auto"]
+WORLDS = ("original", "normalised", "gsplat", "gsplat_1.5.1", "nerfstudio")
+"""The worlds a file's Gaussians can be in (every ``Units`` but "auto"), in the order ties go."""
 
 
 @dataclass
@@ -55,6 +57,10 @@ class GaussiansFile:
             from the scene's cameras and points as gsplat's COLMAP parser builds it.
             "gsplat_1.5.1": the same before that flip (gsplat <= 1.5.1, the Difix3D reference's fork).
             "nerfstudio": nerfstudio's dataparser world; needs ``dataparser_transforms``.
+            "auto": the one of these worlds whose renders of a few training views match the
+            photos best (nerfstudio only where its transforms file is found, gsplat only with the
+            scene's points). With any other value the same renders run, and a warning gives the
+            PSNRs when another world explains the photos far better (``world_photos``).
         dataparser_transforms: nerfstudio's ``dataparser_transforms.json`` of the run (its output
             folder); None: looked for beside ``path`` and two levels up.
         sh_degree: the SH degree the file must have (an error names both otherwise); None: the file's.
@@ -71,9 +77,8 @@ class GaussiansFile:
     densify: bool = False
 
     def __post_init__(self) -> None:
-        if self.units not in ("original", "normalised", "gsplat", "gsplat_1.5.1", "nerfstudio"):
-            raise ValueError(f"init_file.units must be original, normalised, gsplat, gsplat_1.5.1 or nerfstudio, "
-                             f"got {self.units!r}")
+        if self.units not in (*WORLDS, "auto"):
+            raise ValueError(f"init_file.units must be {', '.join(WORLDS)} or auto, got {self.units!r}")
         if self.sh_degree is not None and not 0 <= self.sh_degree <= 4:
             raise ValueError(f"init_file.sh_degree must be 0..4 (gsplat) or null, got {self.sh_degree}")
 

@@ -6,7 +6,8 @@ their own worlds: the 3DGS code and gsplat with ``--no-normalize-world-space`` i
 original one, gsplat by default in the world its COLMAP parser normalises to, nerfstudio in
 its dataparser's (``dataparser_transforms.json``). ``file_to_normalised`` gives the similarity
 from the file's world to ours; ``check_against_cameras`` warns when the result and the cameras
-disagree by far (the wrong ``units``, or a file of another scene).
+disagree by far (a file of another scene, units off by orders of magnitude), and
+``world_photos`` tells the world from the training photos (a flip, a rotation, a 3x scale).
 """
 from __future__ import annotations
 
@@ -24,59 +25,114 @@ from datamodules.cameras.cameras import Cameras
 from datamodules.readers.scene_data import env_path
 from datamodules.scene.scene_setup import SceneSetup
 
-from lightning_modules.scene.gaussians.reconstruction import GaussiansFile, read_gaussians_file
+from lightning_modules.scene.gaussians.reconstruction import WORLDS, GaussiansFile, read_gaussians_file
 from lightning_modules.scene.gaussians.similarity import decompose_similarity, transform_splats
+from lightning_modules.scene.gaussians.world_photos import judge_world, photo_views, world_psnrs
 
-__all__ = ["splats_in_scene", "file_to_normalised", "gsplat_parser_transform", "nerfstudio_transform", "check_against_cameras"]
+__all__ = ["splats_in_scene", "candidate_worlds", "file_to_normalised", "gsplat_parser_transform",
+           "nerfstudio_transform", "check_against_cameras"]
 
 log = logging.getLogger(__name__)
 
 
-def splats_in_scene(spec: GaussiansFile, setup: SceneSetup) -> dict[str, Tensor]:
+def splats_in_scene(spec: GaussiansFile, setup: SceneSetup,
+                    device: torch.device | str | None = None) -> dict[str, Tensor]:
     """``spec``'s Gaussians read, checked, mapped into the normalised world and checked against
-    the cameras (a warning when they disagree by far); one log line says what was loaded.
+    the cameras and the training photos; one log line says what was loaded.
+
+    When the setup carries training photos, a few of them are rendered from the file in every
+    world this scene can build (``world_photos``): "auto" takes the best, any other ``units``
+    is kept, with a warning giving the PSNRs when another world explains the photos far better.
+
+    Args:
+        spec: the file and its world.
+        setup: the scene (cameras, points, transform, training photos).
+        device: where the photo check renders; None: torch's default device (inside Lightning's
+            ``configure_model``, the trainer's device).
 
     Returns:
-        Raw gsplat tensors (see ``LoadedGaussians.splats``) in the normalised world.
+        Raw gsplat tensors (see ``LoadedGaussians.splats``) in the normalised world, on the CPU.
+
+    Raises:
+        ValueError: "auto" without training photos, or the errors of ``file_to_normalised``.
     """
-    loaded = read_gaussians_file(spec.path, spec.sh_degree)
-    to_world = file_to_normalised(spec, setup)
-    splats = loaded.splats
-    if not torch.allclose(to_world, torch.eye(4, dtype=torch.float64)):
-        splats = transform_splats(splats, to_world)
-    check_against_cameras(splats["means"], setup.train_cameras, float(setup.scene_scale), str(loaded.path))
+    render_on = torch.get_default_device() if device is None else device
+    with torch.device("cpu"):  # the mapping is CPU math, whatever the default device is
+        loaded = read_gaussians_file(spec.path, spec.sh_degree)
+        worlds = candidate_worlds(spec, setup)
+        units = spec.units
+        views = photo_views(setup)
+        if views is not None:
+            units = judge_world(spec.units, world_psnrs(loaded.splats, worlds, views, render_on), str(loaded.path),
+                                views)
+        elif units == "auto":
+            raise ValueError(f"{loaded.path}: init_file.units=auto needs the scene's training photos (a SceneSetup "
+                             f"with train_images) to tell the world; name it ({', '.join(WORLDS)})")
+        to_world = worlds[units]
+        splats = loaded.splats
+        if not torch.allclose(to_world, torch.eye(4, dtype=torch.float64)):
+            splats = transform_splats(splats, to_world)
+        check_against_cameras(splats["means"], setup.train_cameras, float(setup.scene_scale), str(loaded.path))
     log.info("Gaussians from %s: %s, %d Gaussians, SH degree %d, units %s; densification %s",
-             loaded.path, loaded.layout, len(loaded), loaded.sh_degree, spec.units,
+             loaded.path, loaded.layout, len(loaded), loaded.sh_degree,
+             units if units == spec.units else f"{spec.units} -> {units}",
              "on (its state from step 0)" if spec.densify else "off (their number is kept)")
     return splats
 
 
+def candidate_worlds(spec: GaussiansFile, setup: SceneSetup) -> dict[str, Tensor]:
+    """Every world of ``WORLDS`` this scene can map from: {units: ``file_to_normalised``'s matrix}.
+
+    The declared world comes first and its errors are raised; the others are skipped where the
+    scene cannot build them (gsplat without points, nerfstudio without its transforms file).
+    """
+    worlds: dict[str, Tensor] = {}
+    if spec.units != "auto":
+        worlds[spec.units] = _to_normalised(spec.units, spec, setup)
+    for units in WORLDS:
+        if units not in worlds:
+            try:
+                worlds[units] = _to_normalised(units, spec, setup)
+            except ValueError:
+                continue
+    return worlds
+
+
 def file_to_normalised(spec: GaussiansFile, setup: SceneSetup) -> Tensor:
-    """(4, 4) float64 similarity: ``normalised world = M @ file's world``.
+    """(4, 4) float64 similarity on the CPU: ``normalised world = M @ file's world``.
 
     Raises:
-        ValueError: "gsplat" units without the scene's cameras and points, "nerfstudio" units
-            without a readable ``dataparser_transforms.json``.
+        ValueError: "auto" units (``splats_in_scene`` resolves them), "gsplat" units without
+            the scene's cameras and points, "nerfstudio" units without a readable
+            ``dataparser_transforms.json``.
     """
-    to_ours = torch.eye(4, dtype=torch.float64) if setup.transform is None else setup.transform.double().cpu()
-    if spec.units == "normalised":
-        return torch.eye(4, dtype=torch.float64)
-    if spec.units == "original":
+    if spec.units == "auto":
+        raise ValueError("init_file.units=auto is decided by the training photos (splats_in_scene)")
+    return _to_normalised(spec.units, spec, setup)
+
+
+def _to_normalised(units: str, spec: GaussiansFile, setup: SceneSetup) -> Tensor:
+    # Explicit CPU tensors: inside Lightning's configure_model the default device is the GPU.
+    eye = torch.eye(4, dtype=torch.float64, device="cpu")
+    to_ours = eye if setup.transform is None else setup.transform.double().cpu()
+    if units == "normalised":
+        return eye
+    if units == "original":
         return to_ours
-    if spec.units == "nerfstudio":
+    if units == "nerfstudio":
         return to_ours @ torch.linalg.inv(nerfstudio_transform(_dataparser_file(spec)))
     cameras = setup.all_cameras if setup.all_cameras is not None else setup.train_cameras
     if setup.points is None or len(setup.points) < 4:
-        raise ValueError(f"init_file.units={spec.units}: gsplat normalises by the COLMAP points too, and this scene "
+        raise ValueError(f"init_file.units={units}: gsplat normalises by the COLMAP points too, and this scene "
                          "has none; use a scene read from the COLMAP folder gsplat trained on")
     back = torch.linalg.inv(to_ours)
     s, R, _ = decompose_similarity(back)
     c2w = cameras.camera_to_world.double().cpu()
-    original = torch.eye(4, dtype=torch.float64).repeat(len(cameras), 1, 1)
+    original = torch.eye(4, dtype=torch.float64, device="cpu").repeat(len(cameras), 1, 1)
     original[:, :3, :3] = R @ c2w[:, :3, :3]  # rotations stay orthonormal
     original[:, :3, 3] = c2w[:, :3, 3] @ (s * R).T + back[:3, 3]
     points = setup.points.double().cpu() @ (s * R).T + back[:3, 3]
-    gsplat = gsplat_parser_transform(original, points, flip=spec.units == "gsplat")
+    gsplat = gsplat_parser_transform(original, points, flip=units == "gsplat")
     return to_ours @ torch.linalg.inv(gsplat)
 
 

@@ -11,7 +11,7 @@ import torch
 
 from datamodules.cameras.cameras import Cameras
 from helpers.fakes import FakeScene, decode, orbit_cameras
-from lightning_modules.scene.path_video import label_image, render_path
+from lightning_modules.scene.path_video import VideoStream, label_image, render_path
 from helpers import REPO
 
 
@@ -90,3 +90,15 @@ def test_predict_on_the_difix3d_demo_writes_plain_fixed_and_compare_videos(tmp_p
         assert len(frames) == 4, name
     assert frames[0].shape[1] == 2 * decode(path / "video.mp4")[0].shape[1]
     assert len(list((path / "frames_fixed").glob("*.png"))) == 4
+
+
+def test_a_video_on_a_full_disk_fails_naming_it_and_leaves_nothing(tmp_path: Path) -> None:
+    from helpers.small_disk import nearly_full
+
+    with nearly_full(tmp_path / "fs", leave=0, size="1m") as fs:
+        gen = np.random.default_rng(0)
+        with pytest.raises(OSError, match=rf"video {fs / 'v.mp4'} not written at frame \d+"):
+            with VideoStream(fs / "v.mp4", 10) as video:
+                for _ in range(200):
+                    video.append(gen.integers(0, 255, (128, 128, 3), dtype=np.uint8))
+        assert sorted(p.name for p in fs.iterdir()) == ["filler"]

@@ -11,9 +11,10 @@ import torch
 from datamodules.cameras.cameras import Cameras
 from datamodules.scene.scene_setup import SceneSetup
 from helpers.fakes import orbit_cameras
+from helpers.scene_writers import BAD_PLY_HEADERS, write_bad_ply
 from helpers.gaussian_files import (write_dataparser_transforms, write_gsplat_checkpoint, write_gsplat_ply,
                                     write_inria_ply, write_nerfstudio_ply, write_splatfacto_checkpoint)
-from lightning_modules.scene.gaussians.ply import write_ply
+from lightning_modules.scene.gaussians.ply import read_ply, write_ply
 from lightning_modules.scene.gaussians.reconstruction import GaussiansFile, read_gaussians_file
 from lightning_modules.scene.gaussians.similarity import transform_splats
 from lightning_modules.scene.gaussians.splats import SPLAT_NAMES, Gaussians
@@ -196,3 +197,13 @@ def test_a_file_in_the_wrong_units_warns(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=r"o.ply: the Gaussians and the cameras disagree.*Wrong init_file.units"):
         splats_in_scene(GaussiansFile(str(file), units="normalised"), setup)
     assert check_against_cameras(ours["means"], setup.train_cameras, 1.1, "x") > 0.5
+
+
+@pytest.mark.parametrize("case", list(BAD_PLY_HEADERS))
+def test_a_gaussian_ply_with_a_bad_header_is_named(tmp_path: Path, case: str) -> None:
+    header, says = BAD_PLY_HEADERS[case]
+    path = write_bad_ply(tmp_path / "bad.ply", header)
+    with pytest.raises(ValueError, match=rf"{tmp_path}/bad\.ply.*{says}"):
+        read_gaussians_file(path)
+    with pytest.raises(ValueError, match=rf"{tmp_path}/bad\.ply.*{says}"):
+        read_ply(path)
