@@ -125,3 +125,24 @@ def run_dit(dit: torch.nn.Module, latent: torch.Tensor, timestep: torch.Tensor, 
     # One mask for the batch: diffusers repeats the mask by the batch size itself.
     padding_mask = latent.new_zeros(1, 1, h, w)
     return dit(latent, timestep, encoder_hidden_states=text, padding_mask=padding_mask, return_dict=False)[0]
+
+
+def infer_dit_config(state: dict[str, torch.Tensor], source: str) -> DiTConfig:
+    """The DiT's sizes read off its weights (diffusers' names), for files that carry no config
+    (NVIDIA's); RoPE scale and table size keep the published values.
+
+    Raises:
+        ValueError: naming the file when a weight that gives a size is missing.
+    """
+    try:
+        width, patch_in = state["patch_embed.proj.weight"].shape
+        head_dim = state["transformer_blocks.0.attn1.norm_q.weight"].shape[0]
+        lora = state["transformer_blocks.0.norm1.linear_1.weight"].shape[0]
+        text_dim = state["transformer_blocks.0.attn2.to_k.weight"].shape[1]
+        hidden = state["transformer_blocks.0.ff.net.0.proj.weight"].shape[0]
+    except KeyError as err:
+        raise ValueError(f"{source}: no DiT weight {err} to read the model's size from") from err
+    layers = 1 + max(int(m.group(2)) for k in state if (m := _BLOCK.match(k)))
+    patch = round(((patch_in) / (LATENT_CHANNELS + 1)) ** 0.5)
+    return DiTConfig(num_layers=layers, num_heads=width // head_dim, head_dim=head_dim, mlp_ratio=hidden / width,
+                     adaln_lora_dim=lora, text_dim=text_dim, patch=patch)

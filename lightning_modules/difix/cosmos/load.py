@@ -10,9 +10,8 @@ want `base/model_fast_tokenizer.pt` to build the pipeline first: copy NVIDIA's).
 """
 from __future__ import annotations
 
-import logging
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +19,7 @@ import torch
 
 from datamodules.files.temp_files import temp_path
 from lightning_modules.difix.cosmos.config import DiTConfig, FixerNetConfig, TinyTokenizerConfig
+from lightning_modules.difix.cosmos.dit import infer_dit_config
 from lightning_modules.difix.cosmos.files import PRETRAINED, TOKENIZER, FixerFiles, complete_files
 from lightning_modules.difix.cosmos.keys import (
     dit_state,
@@ -31,7 +31,6 @@ from lightning_modules.difix.cosmos.keys import (
 from lightning_modules.difix.cosmos.net import FixerNet
 from lightning_modules.difix.cosmos.tokenizer import read_tokenizer_file
 
-log = logging.getLogger("difix3d.fixer")
 CONFIG_ENTRY = "fixer_net_config"
 
 
@@ -43,7 +42,8 @@ def load_fixer_net(files: FixerFiles, start: Literal["pretrained", "base"] = "pr
         files: from `find_fixer_files` / `fixer_files`.
         start: "pretrained": Fixer's pkl (its DiT over the base DiT when that is given too);
             "base": the Cosmos-Predict2 0.6B base DiT and tokenizer (fine-tuning from scratch).
-        config: the network's sizes when the pkl holds none (NVIDIA's: the published 0.6B).
+        config: the network's sizes when the pkl holds none (NVIDIA's pkls hold none: then
+            they are read off its weights).
         download: fetch hub files that are not cached yet (when the hub is on).
 
     Raises:
@@ -54,31 +54,26 @@ def load_fixer_net(files: FixerFiles, start: Literal["pretrained", "base"] = "pr
     assert files.tokenizer is not None
     tokenizer = read_tokenizer_file(files.tokenizer)
     payload = read_nvidia_file(files.pretrained, "Fixer checkpoint") if start == "pretrained" else None
-    if payload is not None and isinstance(payload, dict) and CONFIG_ENTRY in payload:
-        config = config_from_dict(payload[CONFIG_ENTRY], files.pretrained)
-    config = config if config is not None else FixerNetConfig()
-    origin = (f"{files.pretrained}" if start == "pretrained" else f"base model {files.base_dit}")
-    net = FixerNet(_without_tiny(config), tokenizer=tokenizer, origin=origin)
-
     dit: dict[str, torch.Tensor] = {}
-    dropped: list[str] = []
-    if files.base_dit is not None and (start == "base" or payload is None or _pkl_lacks_dit(payload, net)):
-        base = read_nvidia_file(files.base_dit, "Fixer base DiT")
-        base = base.get("model", base) if isinstance(base, dict) else base
-        if not isinstance(base, dict):
-            raise ValueError(f"Fixer base DiT {files.base_dit}: not a state dict ({type(base).__name__})")
-        prefix = "net." if any(str(k).startswith("net.") for k in base) else ""
-        dit, dropped = dit_state(base, prefix, f"Fixer base DiT {files.base_dit}")
+    vae: dict[str, torch.Tensor] = {}
     if payload is not None:
         dit_entries, vae = fixer_pickle_parts(payload, files.pretrained)
-        pkl_dit, pkl_dropped = dit_state(dit_entries, "dit.", f"Fixer checkpoint {files.pretrained} ({'state_dict_unet'})")
-        dit.update(pkl_dit)
-        dropped += pkl_dropped
-        if vae:
-            load_checked(net.tokenizer, vae, "tokenizer", f"Fixer checkpoint {files.pretrained} (state_dict_vae)")
+        dit, _ = dit_state(dit_entries, "dit.", f"Fixer checkpoint {files.pretrained} (state_dict_unet)")
+        if CONFIG_ENTRY in payload:
+            config = config_from_dict(payload[CONFIG_ENTRY], files.pretrained)
+    base_source = f"Fixer base DiT {files.base_dit}"
+    base = _read_base(files.base_dit, base_source) if files.base_dit is not None and (start == "base" or not dit) else {}
+    if config is None:  # NVIDIA's files carry no config: the sizes are the weights'
+        config = FixerNetConfig(dit=infer_dit_config(dit or base, str(files.pretrained or files.base_dit)))
+    origin = str(files.pretrained) if start == "pretrained" else f"base model {files.base_dit}"
+    net = FixerNet(replace(config, tokenizer=None), tokenizer=tokenizer, origin=origin)
+    missing = set(net.dit.state_dict()) - set(dit)
+    if missing and files.base_dit is not None and not base:  # Fixer loads the base DiT first, the pkl over it
+        base = _read_base(files.base_dit, base_source)
+    dit = {**{k: v for k, v in base.items() if k in missing or start == "base"}, **dit}
+    if vae:
+        load_checked(net.tokenizer, vae, "tokenizer", f"Fixer checkpoint {files.pretrained} (state_dict_vae)")
     load_checked(net.dit, dit, "DiT", str(files.pretrained if payload is not None else files.base_dit))
-    if dropped:
-        log.debug("Fixer: %d non-weight entries dropped (RoPE tables, counters, EMA copies, TE metadata)", len(dropped))
     return net
 
 
@@ -111,16 +106,14 @@ def config_from_dict(doc: Any, source: Any) -> FixerNetConfig:
         raise ValueError(f"Fixer checkpoint {source}: its '{CONFIG_ENTRY}' cannot be read ({err})") from err
 
 
-def _without_tiny(config: FixerNetConfig) -> FixerNetConfig:
-    """The config with the tokenizer coming from the file (no tiny one is built)."""
-    from dataclasses import replace
-
-    return replace(config, tokenizer=None)
-
-
-def _pkl_lacks_dit(payload: dict[str, Any], net: FixerNet) -> bool:
-    unet = payload.get("state_dict_unet", {})
-    return sum(str(k).startswith("dit.") for k in unet) < len(net.dit.state_dict())
+def _read_base(path: Path, source: str) -> dict[str, torch.Tensor]:
+    """The base DiT's weights in diffusers' names (`net.` prefix, or a bare MiniTrainDIT state dict)."""
+    base = read_nvidia_file(path, "Fixer base DiT")
+    base = base.get("model", base) if isinstance(base, dict) else base
+    if not isinstance(base, dict):
+        raise ValueError(f"{source}: not a state dict ({type(base).__name__})")
+    prefix = "net." if any(str(k).startswith("net.") for k in base) else ""
+    return dit_state(base, prefix, source)[0]
 
 
 def _save_whole(obj: Any, path: Path) -> Path:
