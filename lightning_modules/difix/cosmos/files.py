@@ -156,8 +156,9 @@ def _download(files: FixerFiles, wanted: dict[str, str], download: bool) -> Fixe
     if not todo:
         return files
     if hub_offline() or not download:
+        why = "the hub is off (HF_HUB_OFFLINE=1)" if hub_offline() else "downloading was not asked for"
         raise FileNotFoundError(f"Fixer {files.name!r}: {', '.join(todo.values())} not in the Hugging Face cache and "
-                                f"the hub is off (HF_HUB_OFFLINE=1). {offline_help(files.name)}")
+                                f"{why}. {offline_help(files.name)}")
     got = {}
     for key, rel in todo.items():
         try:
