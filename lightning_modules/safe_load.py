@@ -28,6 +28,7 @@ SAFE_GLOBAL_MODULES = (
     "lightning_modules.scene.nerf.field",
     "lightning_modules.scene.nerf.model",
     "lightning_modules.difix.training.net_spec",
+    "lightning_modules.difix.training.fixer_spec",
 )
 
 

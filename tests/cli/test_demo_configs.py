@@ -61,3 +61,18 @@ def test_difix3d_demo_config_fixes_and_reports_plain_and_fixed(tmp_path: Path) -
     assert metrics["stage"] == "test" and metrics["step"] == 6
     assert {"psnr", "ssim"} <= set(metrics["mean"]) and {"psnr", "ssim"} <= set(metrics["mean_fixed"])
     assert (out / "point_cloud.ply").is_file()
+
+
+def test_fixer_demo_config_fine_tunes_and_exports_nvidias_layout(tmp_path: Path) -> None:
+    from lightning_modules.difix.cosmos.files import find_fixer_files
+    from lightning_modules.difix.cosmos.load import load_fixer_net
+
+    logs, out = tmp_path / "logs", tmp_path / "fixer"
+    run(["fit", "--config", str(REPO / "configs/demo/fixer.yaml"), "--trainer.max_steps=2",
+         "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={logs}",
+         "--data.init_args.num_train=2", "--data.init_args.num_val=1", "--data.init_args.resolution=32",
+         "--data.init_args.crop_size=32", f"--model.init_args.export_dir={out}"])
+    files = find_fixer_files(str(out))
+    assert files is not None and files.pretrained is not None and files.tokenizer is not None
+    assert load_fixer_net(files)(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    assert list(logs.rglob("last.ckpt"))
