@@ -20,6 +20,7 @@ from lightning_modules.difix.cosmos.config import FixerNetConfig
 from lightning_modules.difix.cosmos.dit import build_dit, run_dit
 from lightning_modules.difix.cosmos.schedule import denoise_once
 from lightning_modules.difix.cosmos.tokenizer import ImageTokenizer, tiny_tokenizer
+from lightning_modules.difix.net.sizing import SizePolicy, SizeSpec
 
 LICENCE = "NVIDIA Open Model License (nvidia/Fixer weights); code Apache-2.0 (nv-tlabs/Fixer)"
 # Fixer's set_train: the whole pipeline trains except tokenizer parameters whose name has this.
@@ -43,6 +44,7 @@ class FixerNet(nn.Module):
     """
 
     uses_references = False
+    value_range = (0.0, 1.0)  # what forward takes and returns (the fixer contract)
 
     def __init__(self, config: FixerNetConfig | None = None, tokenizer: ImageTokenizer | None = None,
                  origin: str = "random weights", licence: str = LICENCE) -> None:
@@ -81,6 +83,18 @@ class FixerNet(nn.Module):
                 f"empty text | H, W multiples of {self.size_multiple}, trained at {self.default_size[0]}x"
                 f"{self.default_size[1]} | dtype: {str(self.dtype).replace('torch.', '')} | reference view: none "
                 f"(references are ignored) | licence: {self.licence}")
+
+    def size_policy(self, size: SizeSpec = "auto") -> SizePolicy:
+        """"auto": its training size (576 x 1024) with Pillow's BILINEAR there and back, as NVIDIA's
+        inference script; [height, width] the same at that size (multiples of `size_multiple`);
+        "reference" / "pad" / "resize" to multiples of `size_multiple` near the render's own size."""
+        if size == "auto" or isinstance(size, (tuple, list)):
+            fixed = self.default_size if size == "auto" else (int(size[0]), int(size[1]))
+            self.check_size(*fixed)
+            return SizePolicy("fixed", multiple=self.size_multiple, size=fixed, filter="bilinear")
+        if size not in ("reference", "pad", "resize"):
+            raise ValueError(f"FixerNet: size must be auto, reference, pad, resize or [height, width], got {size!r}")
+        return SizePolicy(size, multiple=self.size_multiple)
 
     # ------------------------------------------------------------------ training
     def tokenizer_frozen(self, name: str) -> bool:
@@ -146,7 +160,8 @@ class FixerNet(nn.Module):
             refs: ignored (Fixer takes no reference view).
 
         Returns:
-            (B, 3, H, W) in [0, 1], float32.
+            (B, 3, H, W) the decoder's output mapped to [0, 1], float32, not clamped: whoever runs
+            the net checks the raw output before it clamps (`ReadyFixer`).
         """
         del refs
-        return ((self.restore(images.float() * 2 - 1) + 1) / 2).clamp(0, 1)
+        return (self.restore(images.float() * 2 - 1) + 1) / 2

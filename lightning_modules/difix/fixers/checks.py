@@ -27,15 +27,6 @@ def check_hub_model(name: str) -> None:
                                         "folder here and pass its path as the fixer"))
 
 
-def check_hub_file(name: str, filename: str) -> None:
-    """A single-file hub fixer is cached, or may be downloaded (the hub is on)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    if not isinstance(try_to_load_from_cache(name, filename), str) and hub_offline():
-        raise ValueError(_offline(name, f"`hf download {name} {filename} --local-dir DIR`, copy DIR here and name "
-                                        f"DIR (or DIR/{filename}) as the fixer"))
-
-
 def _offline(name: str, fetch: str) -> str:
     from huggingface_hub import constants
 

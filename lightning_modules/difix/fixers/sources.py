@@ -12,8 +12,11 @@ Names (the same wherever a fixer is named):
 - a reference training checkpoint `model_*.pkl` (on its base, stabilityai/sd-turbo);
 - a DifixModule checkpoint (`.ckpt`) or its exported weights (`.safetensors`, `.pt`, `.pth`);
 - an offline prior checkpoint (`configs/demo/prior.yaml`, `.ckpt`);
-- a TorchScript image-to-image file, a folder holding NVIDIA's withdrawn Fixer export
-  (`pretrained/pretrained_fixer_jit.pt`), or the hub id "nvidia/Fixer" for that export.
+- NVIDIA's current Fixer (Cosmos-Predict2 0.6B, `lightning_modules/difix/cosmos/`): the hub id
+  "nvidia/Fixer", a folder from `hf download nvidia/Fixer --local-dir DIR` (or the folder above
+  it), or a `pretrained_fixer.pkl` of that layout (its `base/` files beside `pretrained/`);
+- a TorchScript image-to-image file, or a folder holding NVIDIA's withdrawn Fixer export
+  (`pretrained/pretrained_fixer_jit.pt`).
 
 A new kind of fixer is one more `FixerSource` subclass here and one more branch in
 `resolve_source`.
@@ -159,10 +162,9 @@ class DifixWeights(FixerSource):
 
 @dataclass(frozen=True)
 class TorchScriptFile(FixerSource):
-    """A TorchScript image-to-image file (`torchscript.py`); `path` None: the hub file, not cached yet."""
+    """A TorchScript image-to-image file (`torchscript.py`)."""
 
-    path: Path | None = None
-    hub: str | None = None
+    path: Path = Path()
     kind: ClassVar[str] = "TorchScript fixer"
     difix: ClassVar[bool] = False
     needs_trial: ClassVar[bool] = True
@@ -170,22 +172,32 @@ class TorchScriptFile(FixerSource):
     def check(self, operator_libraries: list[str] | None = None, **options: Any) -> None:
         from lightning_modules.difix.fixers.torchscript import check_torchscript
 
-        if self.path is None:
-            checks.check_hub_file(self.name, self.hub_file)  # downloaded (and checked) when it loads
-            return
         check_torchscript(self.name, self.path, operator_libraries)
 
-    @property
-    def hub_file(self) -> str:
-        from lightning_modules.difix.fixers.torchscript import HUB_FILES
+    def build(self, **options: Any) -> nn.Module:
+        from lightning_modules.difix.fixers.torchscript import TorchScriptNet
 
-        return HUB_FILES[self.hub] if self.hub else ""
+        return TorchScriptNet(self.path, name=self.name, **options)
+
+
+@dataclass(frozen=True)
+class CosmosFixer(FixerSource):
+    """NVIDIA's current Fixer (`cosmos/`): no reference view, runs as it is (fine-tuned by FixerModule)."""
+
+    files: Any = None  # cosmos.files.FixerFiles
+    kind: ClassVar[str] = "Fixer (Cosmos-Predict2)"
+    difix: ClassVar[bool] = False
+
+    def check(self, **options: Any) -> None:
+        from lightning_modules.difix.cosmos.files import complete_files
+
+        if self.files.repo_id is None or checks.hub_offline():  # a hub file still missing is downloaded at build
+            complete_files(self.files, download=False)
 
     def build(self, **options: Any) -> nn.Module:
-        from lightning_modules.difix.fixers.torchscript import TorchScriptNet, download_hub_file
+        from lightning_modules.difix.cosmos.load import load_fixer_net
 
-        path = self.path or download_hub_file(self.name, self.hub_file)
-        return TorchScriptNet(path, name=self.name, **options)
+        return load_fixer_net(self.files)
 
 
 def resolve_source(name: str) -> FixerSource:
@@ -198,6 +210,7 @@ def resolve_source(name: str) -> FixerSource:
         ValueError: an empty name, or a malformed "tiny:SEED".
         FileNotFoundError: a path that does not exist, or a name that is no file, folder nor hub id.
     """
+    from lightning_modules.difix.cosmos.files import find_fixer_files
     from lightning_modules.difix.fixers import torchscript
 
     if not isinstance(name, str) or not name.strip():
@@ -208,6 +221,11 @@ def resolve_source(name: str) -> FixerSource:
         if not TINY.match(name):
             raise ValueError(f"fixer {name!r}: expected 'tiny' or 'tiny:SEED' with an integer SEED")
         return Tiny(name, seed=int(name.split(":", 1)[1]) if ":" in name else 0)
+    if (fixer_files := find_fixer_files(name)) is not None:
+        legacy = torchscript.cached_hub_file(name) if fixer_files.repo_id is not None else None
+        if legacy is not None and fixer_files.pretrained is None and fixer_files.tokenizer is None:
+            return TorchScriptFile(name, path=legacy)  # a cached copy of the withdrawn export, nothing newer
+        return CosmosFixer(name, files=fixer_files)
     path = Path(name).expanduser()
     if path.is_file():
         if torchscript.is_torchscript_file(path):
@@ -228,8 +246,6 @@ def resolve_source(name: str) -> FixerSource:
     if path.is_dir():
         export = torchscript.folder_export(path)
         return TorchScriptFile(name, path=export) if export else DiffusersModel(name, path=path)
-    if name in torchscript.HUB_FILES:
-        return TorchScriptFile(name, path=torchscript.cached_hub_file(name), hub=name)
     if HUB_ID.match(name) and not name.startswith((".", "/", "~")):
         return DiffusersModel(name)
     raise FileNotFoundError(f"fixer {name!r}: no such file or folder, and not a hub id like 'nvidia/difix_ref'")

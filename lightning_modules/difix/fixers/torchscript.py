@@ -1,7 +1,8 @@
-"""TorchScript image-to-image fixers, such as NVIDIA's successor to Difix, Fixer (``nvidia/Fixer``).
+"""TorchScript image-to-image fixers, such as the first, withdrawn release of NVIDIA's Fixer.
 
-Fixer (nv-tlabs/Fixer, a single-step fixer on a Cosmos-Predict2 2B backbone, no reference view)
-was published with a TorchScript export, ``pretrained/pretrained_fixer_jit.pt`` in the Hugging
+NVIDIA's current Fixer (``nvidia/Fixer``: ``pretrained_fixer.pkl`` on Cosmos-Predict2 0.6B) loads
+through ``lightning_modules/difix/cosmos``. Its first release (nv-tlabs/Fixer, a single-step fixer
+on a Cosmos-Predict2 2B backbone, no reference view) was published as a TorchScript export, ``pretrained/pretrained_fixer_jit.pt`` in the Hugging
 Face repo ``nvidia/Fixer`` (``hf download nvidia/Fixer --local-dir models`` puts it at
 ``models/pretrained/``). Its inference script (nv-tlabs/Fixer, first release of 2025-10-23,
 ``src/inference_pretrained_model_jit.py``) imports Transformer Engine before ``torch.jit.load``
@@ -9,8 +10,9 @@ Face repo ``nvidia/Fixer`` (``hf download nvidia/Fixer --local-dir models`` puts
 on CUDA at one of its fixed sizes (W x H 1024x576 by default; 832x448, 704x384, 512x288 there,
 960x544, 1360x768, 256x144 in the later non-JIT script), resized with Pillow's BILINEAR, and
 reads the same shape back in [-1, 1]; the timestep is inside the model. The script was removed
-from nv-tlabs/Fixer later, and the file most likely from the model repo's main branch, so a
-copy may be all there is.
+from nv-tlabs/Fixer in November 2025 and the model repo stopped tracking the file: a copy (a
+file, a folder of that repo, or the Hugging Face cache's, under the name ``nvidia/Fixer`` when the
+cache holds nothing newer) is what this backend runs.
 
 ``TorchScriptNet`` runs any such file the same way: one image per call (the export's batch size),
 in its value range; its size policy is a fixed size with antialiased bilinear filtering (torch's,
@@ -36,9 +38,9 @@ from lightning_modules.difix.net.sizing import SizePolicy, SizeSpec
 log = logging.getLogger("difix3d.fixer")
 
 __all__ = ["TorchScriptNet", "HUB_FILES", "FIXER_SIZES", "is_torchscript_file", "folder_export",
-           "cached_hub_file", "download_hub_file", "required_operator_libraries", "check_torchscript"]
+           "cached_hub_file", "required_operator_libraries", "check_torchscript"]
 
-# Hub ids whose fixer is a TorchScript file: repo -> file in the repo.
+# Where the withdrawn export sat in the hub repo (a Hugging Face cache may still hold a copy).
 HUB_FILES = {"nvidia/Fixer": "pretrained/pretrained_fixer_jit.pt"}
 # What a local folder of such a repo may hold (`hf download nvidia/Fixer --local-dir DIR`, or DIR/models).
 FOLDER_FILES = ("pretrained/pretrained_fixer_jit.pt", "models/pretrained/pretrained_fixer_jit.pt")
@@ -67,28 +69,13 @@ def folder_export(folder: Path) -> Path | None:
 
 
 def cached_hub_file(name: str) -> Path | None:
-    """The hub id's TorchScript file from the Hugging Face cache, or None (not cached)."""
+    """A cached copy of the hub id's withdrawn TorchScript export, or None."""
+    if name not in HUB_FILES:
+        return None
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(name, HUB_FILES[name])
     return Path(cached) if isinstance(cached, str) else None
-
-
-def download_hub_file(name: str, filename: str) -> Path:
-    """Downloads a hub fixer's TorchScript file (the hub is on; `checks.check_hub_file` said so).
-
-    Raises:
-        ValueError: saying what to download where.
-    """
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return Path(hf_hub_download(name, filename))
-    except Exception as err:  # noqa: BLE001 - no network, gated repo, file withdrawn from main
-        raise ValueError(f"fixer {name!r}: could not download {filename} ({type(err).__name__}: {err}). NVIDIA "
-                         "removed the TorchScript export from nv-tlabs/Fixer, likely from the repo's main branch too; "
-                         f"with a copy, name its path. Otherwise `hf download {name} {filename} --local-dir DIR` on a "
-                         f"machine with network, copy DIR here and name DIR (or DIR/{filename}) as the fixer.") from err
 
 
 def required_operator_libraries(path: Path) -> dict[str, list[str]]:

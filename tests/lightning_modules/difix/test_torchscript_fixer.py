@@ -100,7 +100,8 @@ def test_names_resolve_to_the_file(tiny_file: Path, tmp_path: Path, monkeypatch:
     assert load_fixer(str(tmp_path / "repo")).net.path == tmp_path / "repo/pretrained/pretrained_fixer_jit.pt"
     assert load_fixer(str(tmp_path / "parent")).net.path == tmp_path / "parent/models/pretrained/pretrained_fixer_jit.pt"
 
-    # The Hugging Face cache layout (huggingface_hub: models--org--name/refs/main -> snapshots/<commit>/...).
+    # A cached copy of the withdrawn export, nothing newer in the cache (huggingface_hub's layout:
+    # models--org--name/refs/main -> snapshots/<commit>/...): nvidia/Fixer runs that copy.
     cache = tmp_path / "hf"
     snap = cache / "models--nvidia--Fixer" / "snapshots" / ("a" * 40) / "pretrained"
     snap.mkdir(parents=True)
@@ -112,9 +113,9 @@ def test_names_resolve_to_the_file(tiny_file: Path, tmp_path: Path, monkeypatch:
     fixer = load_fixer("nvidia/Fixer")
     assert fixer.net.path == snap / "pretrained_fixer_jit.pt" and "NVIDIA Open Model License" in fixer.describe()
 
-    # Offline and not cached: what to download, where.
+    # Offline and nothing cached: nvidia/Fixer is the current release now, and says what to download.
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
-    with pytest.raises(ValueError, match=r"hf download nvidia/Fixer pretrained/pretrained_fixer_jit.pt --local-dir DIR"):
+    with pytest.raises(FileNotFoundError, match=r"hf download nvidia/Fixer --local-dir DIR"):
         check_fixer("nvidia/Fixer")
     with pytest.raises(ValueError, match="TorchScript fixer: it runs as it is"):
         build_difix_net(str(tiny_file))

@@ -24,8 +24,14 @@ def test_contract_sizes_range_references_and_describe() -> None:
     with torch.no_grad():
         out = net(images)
         with_refs = net(images, torch.rand(2, 1, 3, 32, 48))
-    assert out.shape == images.shape and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
+    assert out.shape == images.shape and out.dtype == torch.float32  # raw: the ready fixer checks, then clamps
     torch.testing.assert_close(out, with_refs)
+    from lightning_modules.difix.fixers.ready import ReadyFixer
+
+    fixed = ReadyFixer.around(net, "tiny Fixer", size=(32, 48))(images)
+    assert 0 <= fixed.min() and fixed.max() <= 1
+    torch.testing.assert_close(fixed, out.clamp(0, 1))
+    assert net.size_policy().size == (576, 1024) and net.size_policy().filter == "bilinear"
     with pytest.raises(ValueError, match="multiples of 16"):
         net(torch.rand(1, 3, 40, 48))
     line = net.describe()
