@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -52,24 +53,30 @@ def compile_net(net: DifixNet, backend: str = "inductor") -> DifixNet:
     return net
 
 
-def time_encode(net: DifixNet, size: tuple[int, int], warmup: int, iters: int, device: torch.device,
-                dtype: torch.dtype) -> list[float]:
-    """Per-iteration wall times (s) of the VAE encoding of one view at `size` (latent mean, as the net)."""
-    image = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
+def time_calls(call: Callable[[], object], warmup: int, iters: int, device: torch.device,
+               dtype: torch.dtype) -> list[float]:
+    """Per-iteration wall times (s) of call() under inference mode and autocast to `dtype`, after `warmup` calls."""
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    vae_dtype = next(net.vae.parameters()).dtype
     times = []
     with torch.inference_mode(), autocast:
         for i in range(warmup + iters):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            net.vae.encode(image.to(vae_dtype)).latent_dist.mode()
+            call()
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if i >= warmup:
                 times.append(time.perf_counter() - start)
     return times
+
+
+def time_encode(net: DifixNet, size: tuple[int, int], warmup: int, iters: int, device: torch.device,
+                dtype: torch.dtype) -> list[float]:
+    """Per-iteration wall times (s) of the VAE encoding of one view at `size` (latent mean, as the net)."""
+    image = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
+    image = image.to(next(net.vae.parameters()).dtype)
+    return time_calls(lambda: net.vae.encode(image).latent_dist.mode(), warmup, iters, device, dtype)
 
 
 def time_forward(net: DifixNet, size: tuple[int, int], k: int, batch: int, warmup: int, iters: int, device: torch.device,
@@ -78,19 +85,7 @@ def time_forward(net: DifixNet, size: tuple[int, int], k: int, batch: int, warmu
     g = torch.Generator().manual_seed(0)
     images = torch.rand(batch, 3, *size, generator=g).to(device)
     refs = torch.rand(batch, k, 3, *size, generator=g).to(device) if k else None
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    times = []
-    with torch.inference_mode(), autocast:
-        for i in range(warmup + iters):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            net(images, refs)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return times
+    return time_calls(lambda: net(images, refs), warmup, iters, device, dtype)
 
 
 def main(argv: list[str] | None = None) -> None:

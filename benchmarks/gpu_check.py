@@ -24,8 +24,8 @@ Parts (``--parts``; "train" is the four train_* parts; difix_ref runs when a par
 
 Each part runs in its own process, killed (with its children) at its limit or when ``--budget``
 seconds have passed since the start; its exit code (124: stopped at its limit, or not started
-when too little budget was left), seconds and result land in OUT/gpu_check.json, rewritten after
-every part. With ``--dry-run`` every part runs in this process on the CPU at tiny size (the
+when too little budget was left), seconds, result and the end of its log land in
+OUT/gpu_check.json, rewritten after every part; OUT/gpu_check.log gets every part's whole log. With ``--dry-run`` every part runs in this process on the CPU at tiny size (the
 ``--smoke`` of each script), which is what tests/tools/test_gpu_check.py does: a GPU run does not
 fail on a typo, a missing file or a renamed option.
 """
@@ -59,9 +59,13 @@ PACKAGES = ("torch", "torchvision", "lightning", "diffusers", "transformers", "p
 @dataclass
 class Context:
     scene: str
-    out: Path
     work: Path
     dry_run: bool
+
+    @property
+    def results(self) -> Path:
+        """The parts' own result files (merged into OUT/gpu_check.json)."""
+        return self.work / "results"
 
     def fixer_dir(self) -> Path:
         return self.work / ("difix_ref_tiny" if self.dry_run else "difix_ref_sd-turbo")
@@ -87,23 +91,23 @@ class Part:
 def _train(setting: str) -> Part:
     return Part(f"train_{setting}", 80, "gpu_train_step.py",
                 lambda c: ["--fixer-dir", str(c.fixer_dir()), "--setting", setting,
-                           "--out", str(c.out / f"train_{setting}.json")],
+                           "--out", str(c.results / f"train_{setting}.json")],
                 lambda c: ["--smoke"], result=f"train_{setting}.json", needs_fixer=True)
 
 
 def _parts() -> dict[str, Part]:
     parts = [
         Part("tests", 240, "pytest", lambda c: ["-m", "gpu", "-q", "-p", "no:cacheprovider",
-                                                f"--junitxml={c.out / 'tests.xml'}"]),
+                                                f"--junitxml={c.results / 'tests.xml'}"]),
         Part("scene", 270, "gpu_scene_check.py",
-             lambda c: ["--scene", c.scene, "--steps", "7000", "--out", str(c.out / "scene.json")],
+             lambda c: ["--scene", c.scene, "--steps", "7000", "--out", str(c.results / "scene.json")],
              lambda c: ["--smoke"], result="scene.json"),
         Part("difix_ref", 150, "random_difix_ref.py",
-             lambda c: ["--config", "sd-turbo", "--out", str(c.fixer_dir()), "--json", str(c.out / "difix_ref.json")],
+             lambda c: ["--config", "sd-turbo", "--out", str(c.fixer_dir()), "--json", str(c.results / "difix_ref.json")],
              lambda c: ["--config", "tiny"], result="difix_ref.json"),
         Part("user", 240, "gpu_user_path.py",
              lambda c: ["--scene", c.scene, "--fixer-dir", str(c.fixer_dir()), "--work", str(c.work / "user"),
-                        "--out", str(c.out / "user.json")],
+                        "--out", str(c.results / "user.json")],
              lambda c: ["--smoke"], result="user.json", needs_fixer=True),
         Part("realtime", 100, "bench_realtime.py",
              lambda c: ["--device", "cuda", "--sizes", "1024x576", "--fixer", "arch:sd-turbo"],
@@ -111,12 +115,12 @@ def _parts() -> dict[str, Part]:
                         "--frames", "1", "--warmup", "0"]),
         Part("fixer", 240, "bench_fixer.py",
              lambda c: ["--config", "sd-turbo", "--sizes", "576x1024", "--refs", "1", "--device", "cuda", "--dtype",
-                        "bfloat16", "--compile", "both", "--encode", "--json", str(c.out / "fixer.json")],
+                        "bfloat16", "--compile", "both", "--encode", "--json", str(c.results / "fixer.json")],
              lambda c: ["--config", "tiny", "--sizes", "32x64", "--device", "cpu", "--compile-backend", "eager",
                         "--iters", "1"], result="fixer.json"),
         *[_train(s) for s in TRAIN_SETTINGS],
         Part("nerf", 420, "nerf_lego.py",
-             lambda c: ["--scene", c.scene, "--threads", "8", "--name", "nerf_lego_gpu", "--out", str(c.out / "nerf.json"),
+             lambda c: ["--scene", c.scene, "--threads", "8", "--name", "nerf_lego_gpu", "--out", str(c.results / "nerf.json"),
                         "--", "--trainer.accelerator=gpu", "--data.init_args.read.downscale=1",
                         "--model.init_args.num_rays=8192", "--model.init_args.eval_chunk=65536",
                         "--trainer.max_steps=20000", "--trainer.max_time=00:00:04:00"],
@@ -223,37 +227,44 @@ def run_in_process(part: Part, ctx: Context, log: Path) -> int:
 
 def part_result(part: Part, ctx: Context, log: Path) -> Any:
     """What the part measured: its JSON file, the test counts, else the last lines of its log."""
-    if part.result and (ctx.out / part.result).is_file():
-        return json.loads((ctx.out / part.result).read_text())
-    if part.name == "tests" and (ctx.out / "tests.xml").is_file():
+    if part.result and (ctx.results / part.result).is_file():
+        return json.loads((ctx.results / part.result).read_text())
+    if part.name == "tests" and (ctx.results / "tests.xml").is_file():
         import xml.etree.ElementTree as ET
 
-        root = ET.parse(ctx.out / "tests.xml").getroot()
+        root = ET.parse(ctx.results / "tests.xml").getroot()
         suite = root.find("testsuite") if root.tag == "testsuites" else root
         return {k: suite.get(k) for k in ("tests", "failures", "errors", "skipped", "time")}
+    return log_tail(log, 12)
+
+
+def log_tail(log: Path, n: int) -> list[str]:
     lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
-    return [line for line in lines if line.strip()][-12:]
+    return [line[-400:] for line in lines if line.strip()][-n:]
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scene", required=True, help="lego_blender_400 (or a part of it; see docs/RESULTS.md)")
-    p.add_argument("--out", type=Path, required=True, help="logs and JSON (comes back from the device)")
-    p.add_argument("--work", type=Path, default=Path("/tmp/gpu_check"), help="large files: the fixer folder, runs")
+    p.add_argument("--out", type=Path, required=True, help="gpu_check.json and gpu_check.log, nothing else (what "
+                                                         "comes back from the device: 8 files at most)")
+    p.add_argument("--work", type=Path, default=Path("/tmp/gpu_check"), help="the fixer folder, runs, the parts' "
+                                                                             "own results and logs")
     p.add_argument("--parts", default=" ".join(DEFAULT_PARTS), help="space- or comma-separated part names")
     p.add_argument("--budget", type=float, default=None, help="seconds for all parts together")
     p.add_argument("--min-part-s", type=float, default=30.0, help="a part with less budget left is not started")
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, every part in this process")
     a = p.parse_args(argv)
-    ctx = Context(a.scene, a.out, a.work, a.dry_run)
-    a.out.mkdir(parents=True, exist_ok=True)
-    a.work.mkdir(parents=True, exist_ok=True)
+    ctx = Context(a.scene, a.work, a.dry_run)
+    for folder in (a.out, ctx.results, a.work / "logs"):
+        folder.mkdir(parents=True, exist_ok=True)
+    (a.out / "gpu_check.log").write_text("")
     names = expand(a.parts.replace(",", " ").split())
     merged: dict[str, Any] = {"device": device_info(), "dry_run": a.dry_run, "parts": {}}
     start = time.monotonic()
     for name in names:
         part = PARTS[name]
-        log = a.out / f"{name}.log"
+        log = a.work / "logs" / f"{name}.log"
         left = None if a.budget is None else a.budget - (time.monotonic() - start)
         limit = part.limit_s if left is None else min(part.limit_s, left - 5)
         if name in ("user", *(f"train_{s}" for s in TRAIN_SETTINGS)) and merged["parts"].get("difix_ref", {}).get("exit"):
@@ -262,10 +273,15 @@ def main(argv: list[str] | None = None) -> dict:
             entry = {"exit": 124, "seconds": 0, "result": f"not run: {max(left or 0, 0):.0f} s of the budget left"}
         else:
             print(f"=== {name} (limit {limit:.0f} s)", flush=True)
+            for stale in (part.result, "tests.xml" if name == "tests" else None):  # an earlier run's
+                if stale:
+                    (ctx.results / stale).unlink(missing_ok=True)
             t0 = time.monotonic()
             rc = run_in_process(part, ctx, log) if a.dry_run else run_process(command(part, ctx), log, limit)
             entry = {"exit": rc, "seconds": round(time.monotonic() - t0, 1), "limit_s": round(limit),
-                     "result": part_result(part, ctx, log)}
+                     "result": part_result(part, ctx, log), "log_tail": log_tail(log, 40 if rc else 4)}
+            with open(a.out / "gpu_check.log", "a") as merged_log:  # every part's whole log, in one file
+                merged_log.write(f"===== {name}: exit {rc}\n{log.read_text(errors='replace')}\n")
             print(f"=== {name}: exit {rc} after {entry['seconds']} s", flush=True)
         merged["parts"][name] = entry
         write_json_atomic(a.out / "gpu_check.json", merged, indent=2)

@@ -6,7 +6,7 @@
 #   DRY_RUN=1 benchmarks/gpu_check.sh SCENE_DIR OUT_DIR      # CPU, tiny sizes (tests/tools/test_gpu_check.py)
 # The parts, their limits and the merged OUT_DIR/gpu_check.json: benchmarks/gpu_check.py. The device
 # machine's own Python and torch run it; the packages it lacks come as wheels in .whl/ (and
-# .whl-video/: imageio-ffmpeg, for the predict videos), made by benchmarks/gpu_wheels.sh and installed
+# .whl-video/: imageio-ffmpeg, for the predict videos), made by benchmarks/gpu_prepare.sh and installed
 # here first, as the device README says. What to carry and the exact calls: docs/RESULTS.md, "GPU".
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -35,8 +35,9 @@ def test_every_part_of_the_gpu_check_runs_its_command_line_on_the_cpu(tmp_path: 
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     parts = json.loads((out / "gpu_check.json").read_text())["parts"]
     assert list(parts) == ["tests", "scene", "difix_ref", *TRAIN, "user", "realtime", "fixer"]
-    failed = {name: (out / f"{name}.log").read_text()[-1500:] for name, p in parts.items() if p["exit"] != 0}
+    failed = {name: p["log_tail"] for name, p in parts.items() if p["exit"] != 0}
     assert not failed, failed
+    assert sorted(f.name for f in out.iterdir()) == ["gpu_check.json", "gpu_check.log"]  # 8 files come back at most
 
     assert parts["scene"]["result"]["framework"]["test_views"] == 4 == parts["scene"]["result"]["bare"]["test_views"]
     assert parts["difix_ref"]["result"]["written"] and (tmp_path / "work" / "difix_ref_tiny" / "model_index.json").is_file()
