@@ -54,6 +54,12 @@ def test_every_part_of_the_gpu_check_runs_its_command_line_on_the_cpu(tmp_path: 
     assert [(r["K"], r["compile"]) for r in rows] == [(1, "no"), ("encode 1 view", "no"), (1, "yes"), ("encode 1 view", "yes")]
 
 
+def test_the_device_side_shell_scripts_parse() -> None:
+    for script in ("gpu_check.sh", "gpu_prepare.sh"):  # the wheel installing and downloading branches
+        done = subprocess.run(["bash", "-n", str(REPO / "benchmarks" / script)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+
 def test_parts_expand_in_order_and_the_budget_stops_parts_before_they_start(tmp_path: Path) -> None:
     gpu_check = _gpu_check()
     assert gpu_check.expand(["tests", "user", "train"]) == ["tests", "difix_ref", "user", *TRAIN]
