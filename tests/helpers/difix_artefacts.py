@@ -13,12 +13,15 @@ Where each fact of the layouts comes from:
   config.json, diffusion_pytorch_model.safetensors}, LICENSE.txt, NOTICE, README.md at the top;
   difix_ref's unet/ also holds unet_2d_condition.py (69.2 kB, the size of the reference's
   mv_unet.py).
-- model_index.json: nvidia/difix's as published (`_class_name` DifixPipeline, `_diffusers_version`
-  0.25.1, unet ["diffusers", "UNet2DConditionModel"], vae ["autoencoder_kl", "AutoencoderKL"],
-  scheduler ["diffusers", "DDPMScheduler"]); difix_ref's unet entry ["unet_2d_condition",
-  "UNet2DConditionModel"] follows from diffusers naming a custom component by its module file
-  (inferred from the file list, not seen directly). The `.py` files written here raise when
-  imported: a loader that runs them fails the tests.
+- model_index.json: nvidia/difix's as published (`_class_name` DifixPipeline, unet ["diffusers",
+  "UNet2DConditionModel"], vae ["autoencoder_kl", "AutoencoderKL"], scheduler ["diffusers",
+  "DDPMScheduler"]; its `_diffusers_version` 0.25.1 is written as the installed version, which no
+  loader reads); difix_ref's unet entry ["unet_2d_condition", "UNet2DConditionModel"] follows from
+  diffusers naming a custom component by its module file (inferred from the file list, not seen
+  directly). The `.py` files written here raise when imported: a loader that runs them fails the
+  tests.
+The folder itself is written by the project's exporter (`loading/export_published.py`, which
+states the same facts); this helper adds what only NVIDIA's folders have.
 - vae/config.json: stock AutoencoderKL keys plus gamma 1.0, ignore_skip false, lora_rank 4.
 """
 from __future__ import annotations
@@ -32,6 +35,8 @@ from safetensors.torch import save_file
 from lightning_modules.difix.net.net import DifixNet
 from lightning_modules.difix.net.architectures import TINY_CONFIG, build_components, save_components
 from lightning_modules.difix.loading.base_models import tiny_net
+from lightning_modules.difix.loading.export_published import save_published_folder
+from lightning_modules.difix.loading.export_published import published_vae_state as exported_vae_state
 
 RANK = 4
 SCALE = 8.0 / RANK  # peft's default alpha / r
@@ -49,22 +54,20 @@ def trained_tiny(seed: int = 0) -> DifixNet:
 
 
 def published_vae_state(net: DifixNet, seed: int = 0) -> dict[str, torch.Tensor]:
-    """net's VAE + skip convs under the published names; each skip conv = base + B @ A * 2."""
+    """net's VAE + skip convs under the published names (the project's exporter), each skip conv
+    re-split as trained files have it: base = W - B @ A * 2 with random A and B, so a loader must
+    merge the LoRA to get W back."""
+    out = exported_vae_state(net)
     gen = torch.Generator().manual_seed(seed + 200)
-    out = {}
-    for key, value in net.state_dict().items():
-        if key.startswith("vae."):
-            name = key[4:].replace(".lora_A.default.", ".lora_A.vae_skip.")
-            out[name.replace(".lora_B.default.", ".lora_B.vae_skip.")] = value
     for j, conv in enumerate(net.skips.convs):
         w = conv.weight.detach()
         a = torch.randn(RANK, w.shape[1], 1, 1, generator=gen) * 0.1
         b = torch.randn(w.shape[0], RANK, 1, 1, generator=gen) * 0.1
         delta = SCALE * torch.einsum("or,rikl->oikl", b.flatten(1), a)
-        out[f"decoder.skip_conv_{j + 1}.base_layer.weight"] = w - delta
+        out[f"decoder.skip_conv_{j + 1}.base_layer.weight"] = (w - delta).contiguous()
         out[f"decoder.skip_conv_{j + 1}.lora_A.vae_skip.weight"] = a
         out[f"decoder.skip_conv_{j + 1}.lora_B.vae_skip.weight"] = b
-    return {k: v.contiguous().clone() for k, v in out.items()}
+    return out
 
 
 def write_vae(folder: Path, vae_state: dict[str, torch.Tensor]) -> None:
@@ -72,12 +75,6 @@ def write_vae(folder: Path, vae_state: dict[str, torch.Tensor]) -> None:
 
 
 REMOTE_CODE = "raise RuntimeError('remote code must never be imported')\n"
-MODEL_INDEX = {
-    "_class_name": "DifixPipeline", "_diffusers_version": "0.25.1",
-    "scheduler": ["diffusers", "DDPMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-    "tokenizer": ["transformers", "CLIPTokenizer"], "vae": ["autoencoder_kl", "AutoencoderKL"],
-    "unet": ["diffusers", "UNet2DConditionModel"], "safety_checker": [None, None], "feature_extractor": [None, None],
-}  # fmt: skip
 DIFIX_REF_UNET = ["unet_2d_condition", "UNet2DConditionModel"]
 LEGACY_GUESS_UNET = ["mv_unet", "UNet2DConditionModel"]  # this project's earlier guess; still accepted
 
@@ -86,31 +83,28 @@ def write_published_folder(net: DifixNet, folder: Path, multiview: bool, unet_en
                            scheduler_extra: dict | None = None) -> Path:
     """A tiny `nvidia/difix` (multiview=False) or `nvidia/difix_ref` (True) folder holding net's weights.
 
+    Written by the project's exporter (`save_published_folder`), then given what NVIDIA's folders
+    have beyond it: the reference's module files (here ones that raise when imported), the licence
+    files, the skip convs' LoRA as a trained split (`published_vae_state`).
+
     Args:
         unet_entry: model_index's unet entry instead of the published one (e.g. LEGACY_GUESS_UNET).
         scheduler_extra: scheduler config keys to set (e.g. {"clip_sample": True}).
     """
     components = build_components(TINY_CONFIG, seed=0)  # same text encoder / tokenizer as tiny_net(0)
+    save_published_folder(net, folder, components["text_encoder"], components["tokenizer"], multiview=multiview)
     if scheduler_extra:
         from diffusers import DDPMScheduler
 
-        components["scheduler"] = DDPMScheduler.from_config({**components["scheduler"].config, **scheduler_extra})
-    for name in ("scheduler", "text_encoder", "tokenizer"):
-        components[name].save_pretrained(folder / name)
-    (folder / "unet").mkdir(parents=True)
-    net.unet.save_config(str(folder / "unet"))
-    save_file({k[5:]: v.float().contiguous() for k, v in net.state_dict().items() if k.startswith("unet.")},
-              str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+        config = DDPMScheduler.load_config(str(folder / "scheduler"))
+        DDPMScheduler.from_config({**config, **scheduler_extra}).save_pretrained(str(folder / "scheduler"))
     if multiview:
         (folder / "unet" / "unet_2d_condition.py").write_text(REMOTE_CODE)
-    (folder / "vae").mkdir()
-    config = {**dict(net.vae.config), "_class_name": "AutoencoderKL", "_diffusers_version": "0.25.1",
-              "lora_rank": RANK, "gamma": 1.0, "ignore_skip": False}
-    (folder / "vae" / "config.json").write_text(json.dumps(config, default=list))
-    write_vae(folder, published_vae_state(net))
     (folder / "vae" / "autoencoder_kl.py").write_text(REMOTE_CODE)
-    entry = unet_entry or (DIFIX_REF_UNET if multiview else MODEL_INDEX["unet"])
-    (folder / "model_index.json").write_text(json.dumps({**MODEL_INDEX, "unet": entry}, indent=2))
+    write_vae(folder, published_vae_state(net))
+    if unet_entry is not None:
+        index = json.loads((folder / "model_index.json").read_text())
+        (folder / "model_index.json").write_text(json.dumps({**index, "unet": unet_entry}, indent=2))
     for name, text in (("LICENSE.txt", "NVIDIA License (test stand-in)\n"), ("NOTICE", "test stand-in\n"),
                        ("README.md", "---\nlicense: other\n---\n")):
         (folder / name).write_text(text)
