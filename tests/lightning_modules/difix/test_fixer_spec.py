@@ -48,7 +48,7 @@ def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize("spelling", ["published folder", "reference pkl", "exported weights", "tiny"])
-def test_every_spelling_loads_the_same_weights_for_difix_module_and_load_fixer(
+def test_every_spelling_loads_the_same_weights_for_difix_module_and_a_ready_fixer(
         spelling: str, spellings, local_reference_base) -> None:
     name, weights = spellings[spelling]
     x, refs = _inputs()
