@@ -13,6 +13,7 @@ from lightning_modules.difix.fixers.spec import FixerSpec, as_fixer_spec, load_f
 from lightning_modules.difix.fixers.image_fixer import IdentityFixer, ImageFixer
 from lightning_modules.difix.training.module import DifixModule
 from lightning_modules.difix.training.net_spec import DifixNetSpec
+from lightning_modules.difix.training.settings import FixerLoss
 from lightning_modules.difix.net.net import DifixNet
 from lightning_modules.difix.loading.base_models import tiny_net
 from lightning_modules.difix.loading.builders import net_from_pretrained
@@ -56,7 +57,8 @@ def test_every_spelling_loads_the_same_weights_for_difix_module_and_load_fixer(
     x, refs = _inputs()
     with torch.no_grad():
         expected = weights.eval()(x, refs)
-        module = DifixModule(net=DifixNetSpec(pretrained=name), pretrained_backbone=False, w_lpips=0.0, w_gram=0.0)
+        module = DifixModule(net=DifixNetSpec(pretrained=name), pretrained_backbone=False,
+                             loss=FixerLoss(w_lpips=0.0, w_gram=0.0))
         module.configure_model()
         torch.testing.assert_close(module.net.eval()(x, refs), expected, **TOL)
         torch.testing.assert_close(load_fixer(FixerSpec(name=name, dtype="float32"))(x, refs), expected, **TOL)
