@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not a.smoke else "cpu")
     steps, downscale = (20, 8) if a.smoke else (a.steps, a.downscale)
-    num_points = 2000 if a.smoke else 100_000  # GaussianSceneModule's default init_num_points
+    num_points = 2000 if a.smoke else 100_000  # InitSettings' default num_points
     extra = [f"--model.init_args.init.num_points={num_points}"]
     result: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                     "torch": torch.__version__}
