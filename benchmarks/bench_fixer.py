@@ -1,6 +1,6 @@
 """Speed of one DifixNet forward (inference) in ms per image.
 
-Random weights from constructor configs (`lightning_modules/difix/tiny.py`): "tiny" or
+Random weights from constructor configs (`lightning_modules/difix/net/architectures.py`): "tiny" or
 "sd-turbo" (SD-Turbo's architecture, nothing downloaded). K = number of reference views.
 
     python benchmarks/bench_fixer.py --config tiny --sizes 64 128 256 --refs 0 1
@@ -23,7 +23,6 @@ default spin-waiting made 2-thread tiny forwards ~50x slower here under load (2.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.console_table import print_rows  # noqa: E402
 from lightning_modules.difix.net.net import DifixNet  # noqa: E402
 from lightning_modules.difix.loading.base_models import net_from_config  # noqa: E402
 
@@ -150,12 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"# built {config} in {build_s:.1f} s", file=sys.stderr)
         del net
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
-          f"{args.iters} iters after {args.warmup} warm-up, load average {load:.1f}")
-    for row in [header, *rows]:
-        print("  ".join(str(c).rjust(w) for c, w in zip(row, widths)))
+    print_rows(("config", "params", "size", "K", "device", "dtype", "compile", "ms/image", "min", "std"), rows,
+               f"batch {args.batch}, {args.iters} iters after {args.warmup} warm-up")
 
 
 def _row(config: str, n_params: float, size: tuple[int, int], k: int | str, args: argparse.Namespace,

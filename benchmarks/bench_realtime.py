@@ -27,10 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from benchmarks.console_table import print_rows  # noqa: E402
 from callbacks.post_render_fix import NearestViewFix, reference_views_from_checkpoint  # noqa: E402
-from datamodules.cameras.cameras import Cameras, look_at  # noqa: E402
+from datamodules.cameras.cameras import Cameras  # noqa: E402
+from datamodules.cameras.poses import look_at  # noqa: E402
 from lightning_modules.difix.fixers.ready import ReadyFixer, ReferenceViews  # noqa: E402
 from lightning_modules.difix.loading.base_models import net_from_config  # noqa: E402
+from lightning_modules.scene.gaussians.module import GaussianSceneModule  # noqa: E402
 
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -38,14 +41,10 @@ DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 def random_scene(num: int, device: torch.device):
     """A GaussianSceneModule of ``num`` random Gaussians in the unit cube (SH degree 0)."""
     from lightning_modules.scene.gaussians.splats import Gaussians
-    from lightning_modules.scene.gaussians.module import GaussianSceneModule
 
-    module = GaussianSceneModule(sh_degree=0)
     g = Gaussians.random(num, 1.0, center=(0.0, 0.0, 0.0), sh_degree=0, init_opacity=0.5, init_scale=1.0,
                          generator=torch.Generator().manual_seed(0))
-    module.gaussians.set_splats(g.raw())
-    module.scene_scale = 1.0
-    return module.to(device).eval()
+    return GaussianSceneModule.from_splats(g.raw(), sh_degree=0, scene_scale=1.0).to(device).eval()
 
 
 def orbit(n: int, radius: float, width: int, height: int, fov_deg: float = 50.0) -> Cameras:
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         gen = torch.Generator().manual_seed(0)
         refs = ReferenceViews(ring, [torch.rand(3, 64, 64, generator=gen) for _ in range(len(ring))])
     fix = NearestViewFix(build_fixer(fixer_spec, dtype_name), refs, num_refs=args.refs)
-    size_note = f" ({len(scene.gaussians)} Gaussians)" if hasattr(scene, "gaussians") else ""
+    size_note = f" ({len(scene.gaussians)} Gaussians)" if isinstance(scene, GaussianSceneModule) else ""
     print(f"# scene {args.scene or 'random'}{size_note} on {device}, fixer {fixer_spec} "
           f"({sum(q.numel() for q in fix.fixer.net.parameters()) / 1e6:.1f} M params, {dtype_name}), "
           f"K={args.refs}, set up in {time.perf_counter() - start:.1f} s", file=sys.stderr)
@@ -142,13 +141,8 @@ def main(argv: list[str] | None = None) -> None:
         r, f = statistics.median(render_only), statistics.median(fix_ms)
         rows.append((f"{w}x{h}", device.type, f"{r:.1f}", f"{f:.1f}", f"{1e3 / r:.1f}",
                      f"{1e3 / (statistics.median(render_ms) + f):.1f}"))
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    header = ("size", "device", "render ms", "fix ms", "fps render", "fps render+fix")
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, median of {args.frames} frames after "
-          f"{args.warmup} warm-up, load average {load:.1f}")
-    for row in [header, *rows]:
-        print("  ".join(str(c).rjust(wd) for c, wd in zip(row, widths)))
+    print_rows(("size", "device", "render ms", "fix ms", "fps render", "fps render+fix"), rows,
+               f"median of {args.frames} frames after {args.warmup} warm-up")
 
 
 if __name__ == "__main__":

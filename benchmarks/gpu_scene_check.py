@@ -47,7 +47,7 @@ def framework_run(scene: str, steps: int, downscale: int, device: torch.device, 
             f"--data.init_args.path={scene}", "--data.init_args.read.format=blender",
             f"--data.init_args.read.downscale={downscale}", "--data.init_args.background=[1.0, 1.0, 1.0]",
             "--data.init_args.read.test_every=8", f"--model.init_args.output_dir={tmp}/out",
-            "--model.init_args.init_type=random", "--model.init_args.predict.frames=0",
+            "--model.init_args.init.type=random", "--model.init_args.predict.frames=0",
             "--model.init_args.evaluation.pretrained_metrics=false", *extra]
     with contextlib.redirect_stdout(io.StringIO()):
         cli = cli_main(args, run=False)
@@ -70,7 +70,7 @@ def bare_run(scene: str, steps: int, downscale: int, device: torch.device, num_p
     """(c): the same model and schedule in a plain loop on gsplat (the torch rasterizer on CPU)."""
     from datamodules.readers.scene_data import ReadOptions
     from datamodules.scene.datamodule import SceneDataModule
-    from lightning_modules.scene.gaussians.initial import initial_gaussians
+    from lightning_modules.scene.gaussians.initial import InitSettings, initial_gaussians
     from lightning_modules.scene.gaussians.losses import photometric_loss
     from lightning_modules.scene.gaussians.rasterize import render
     from lightning_modules.scene.metrics import ImageMetrics
@@ -80,7 +80,7 @@ def bare_run(scene: str, steps: int, downscale: int, device: torch.device, num_p
     data.setup("fit")
     setup = data.scene_setup()
     scale = float(setup.scene_scale)
-    g = initial_gaussians(setup, scale, 3, "random", num_points, 3.0, None, 0.1, 1.0, None,
+    g = initial_gaussians(setup, scale, 3, InitSettings(type="random", num_points=num_points),
                           torch.Generator().manual_seed(0))
     splats = torch.nn.ParameterDict({k: torch.nn.Parameter(v.to(device)) for k, v in g.raw().items()})
     lrs = {"means": 1.6e-4 * scale, "scales": 5e-3, "quats": 1e-3, "opacities": 5e-2, "sh0": 2.5e-3, "shN": 1.25e-4}
@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not a.smoke else "cpu")
     steps, downscale = (20, 8) if a.smoke else (a.steps, a.downscale)
-    num_points = 2000 if a.smoke else 100_000  # GaussianSceneModule's default init_num_points
-    extra = [f"--model.init_args.init_num_points={num_points}"]
+    num_points = 2000 if a.smoke else 100_000  # InitSettings' default num_points
+    extra = [f"--model.init_args.init.num_points={num_points}"]
     result: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                     "torch": torch.__version__}
     for part in a.parts.split(","):

@@ -79,10 +79,10 @@ def cli_args(a: argparse.Namespace, cuda: bool, work: str) -> list[str]:
             "--trainer.enable_progress_bar=false", f"--model.init_args.net.pretrained={a.fixer_dir}",
             f"--model.init_args.net.unet_lora_rank={setting['unet_lora_rank']}",
             f"--model.init_args.gradient_checkpointing={str(setting['gradient_checkpointing']).lower()}",
-            "--model.init_args.pretrained_backbone=false", "--model.init_args.gram_warmup_steps=0",
-            "--data.init_args.source=synthetic", "--data.init_args.json_path=null",
-            f"--data.init_args.resolution=[{h}, {w}]", f"--data.init_args.num_train={a.steps + 1}",
-            "--data.init_args.num_val=1", "--data.init_args.num_workers=2", *a.extra]
+            "--model.init_args.pretrained_backbone=false", "--model.init_args.loss.gram_warmup_steps=0",
+            '--data.init_args.source={"class_path": "datamodules.pairs.sources.SyntheticPairs", "init_args": '
+            f'{{"num_train": {a.steps + 1}, "num_val": 1}}}}', f"--data.init_args.resolution=[{h}, {w}]",
+            "--data.init_args.num_workers=2", *a.extra]
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -62,7 +62,7 @@ def cli_args(a: argparse.Namespace, work: Path, cuda: bool) -> list[str]:
             f"--trainer.callbacks.start_step={a.gsplat_steps}", f"--trainer.callbacks.fix_every_n_steps={a.fix_every}",
             f"--data.init_args.path={a.scene}", "--data.init_args.read.format=blender",
             f"--data.init_args.read.downscale={a.downscale}", "--data.init_args.background=[1.0, 1.0, 1.0]",
-            f"--model.init_args.output_dir={work / 'out'}", "--model.init_args.init_type=random",
+            f"--model.init_args.output_dir={work / 'out'}", "--model.init_args.init.type=random",
             f"--model.init_args.strategy.init_args.refine_stop_iter={a.gsplat_steps}",
             "--model.init_args.evaluation.pretrained_metrics=false", *a.extra]
 
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     if a.smoke:
         a.gsplat_steps, a.fix_every, a.max_steps, a.downscale = 20, 10, 40, 2
-        a.extra = ["--model.init_args.init_num_points=500", "--model.init_args.predict.frames=4", *a.extra]
+        a.extra = ["--model.init_args.init.num_points=500", "--model.init_args.predict.frames=4", *a.extra]
     with contextlib.ExitStack() as stack:
         work = a.work or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         result = run(a, work, a.out)

@@ -7,10 +7,10 @@ from datamodules.lazy_exports import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
     "Cameras": "datamodules.cameras.cameras",
-    "pose_distance": "datamodules.cameras.cameras",
-    "step_pose_toward": "datamodules.cameras.cameras",
-    "interpolate_path": "datamodules.cameras.cameras",
-    "look_at": "datamodules.cameras.cameras",
+    "pose_distance": "datamodules.cameras.poses",
+    "step_pose_toward": "datamodules.cameras.poses",
+    "interpolate_path": "datamodules.cameras.poses",
+    "look_at": "datamodules.cameras.poses",
     "read_scene": "datamodules.readers.read_scene",
     "ReadOptions": "datamodules.readers.scene_data",
     "SceneData": "datamodules.readers.scene_data",

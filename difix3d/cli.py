@@ -20,7 +20,7 @@ import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from lightning.pytorch.cli import LightningCLI  # noqa: E402
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_warn  # noqa: E402
 
 from callbacks.checkpoints import AtomicCheckpointIO, LastCheckpointAtFitEnd  # noqa: E402
@@ -28,10 +28,11 @@ from callbacks.disk_space import OutputFolderCheck  # noqa: E402
 from lightning_modules.console import console_logging  # noqa: E402
 from callbacks.finite_guard import FiniteGuard  # noqa: E402
 from lightning_modules.safe_load import read_torch_file  # noqa: E402
+from difix3d.renamed_options import renamed_hint  # noqa: E402
 
 # Scene modules optimise manually; Lightning then warns at every periodic checkpoint that it
 # holds the state after the step. That is the state a resume needs: its global_step counts
-# that step, and tests/test_run_safety.py resumes a killed run to the uninterrupted result.
+# that step, and tests/cli/test_run_safety.py resumes a killed run to the uninterrupted result.
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization and every_n_train_steps")
 
 
@@ -49,6 +50,17 @@ def _cli_model_keys(args: Any) -> set[str]:
             if parts:
                 keys.add(parts[0])
     return keys
+
+
+class DifixArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser; an option it rejects because it moved into an option group is
+    named with its new key (`difix3d.renamed_options`)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        hint = renamed_hint(message)
+        if hint is not None:
+            message = f"{message}\nrenamed options (the old flat keys are gone):\n{hint}"
+        return super().error(message, ex)
 
 
 class DifixCLI(LightningCLI):
@@ -146,6 +158,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     hold no subcommand and the CLI only builds trainer, model and datamodule."""
     console_logging()
     return DifixCLI(
+        parser_class=DifixArgumentParser,
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},

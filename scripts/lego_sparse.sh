@@ -53,9 +53,9 @@ plain=$!
 # of them, drawn as often as any procedural pair; in a fixed order (train_order), not in the
 # order the two curations above happened to finish (statuette's, the smaller, finished first).
 say "fine-tune the fixer from the prior on the procedural + real pairs"
-EXTRA='[{"class_path": "datamodules.pairs.datamodule.PairDataModule", "init_args": {"source": "json",
-  "json_path": "'"$OUT"'/pairs_real/pairs.json", "resolution": 64, "crop_size": 64, "num_refs": 1,
-  "train_order": ["statuette/sparse", "fern/sparse"]}}]'
+EXTRA='[{"class_path": "datamodules.pairs.datamodule.PairDataModule", "init_args": {"source": {
+  "class_path": "datamodules.pairs.sources.JsonPairs", "init_args": {"path": "'"$OUT"'/pairs_real/pairs.json",
+  "train_order": ["statuette/sparse", "fern/sparse"]}}, "resolution": 64, "crop_size": 64, "num_refs": 1}}]'
 "$PY" main.py fit --config configs/demo/difix_pairs.yaml \
   --model.init_args.net.pretrained="$OUT/prior/last.ckpt" \
   --data.init_args.extra="$EXTRA" \

@@ -10,7 +10,7 @@ machine only unless ``--host`` names another interface (e.g. 0.0.0.0 for the net
 References for the fix are the nearest training views of the checkpoint's scene (its
 datamodule is rebuilt from the checkpoint; run from the directory training ran in), or none
 for a reconstruction file (.ply, gsplat ckpt_*.pt, splatfacto step-*.ckpt) on its own. With
-``--data``, such a file is opened with the scene it was trained on, as ``init_file`` opens it
+``--data``, such a file is opened with the scene it was trained on, as ``init.file`` opens it
 in a fit (``--units`` says its world): the fix gets that scene's training views as references
 and the viewer starts at a training camera.
 """
@@ -88,6 +88,7 @@ def _with_scene_data(args: argparse.Namespace) -> tuple[Any, Any]:
     from callbacks.post_render_fix import training_views
     from datamodules.readers.scene_data import ReadOptions
     from datamodules.scene.datamodule import SceneDataModule
+    from lightning_modules.scene.gaussians.initial import InitSettings
     from lightning_modules.scene.gaussians.module import GaussianSceneModule
     from lightning_modules.scene.gaussians.reconstruction import GaussiansFile
     from lightning_modules.scene.open_scene import scene_device
@@ -95,7 +96,7 @@ def _with_scene_data(args: argparse.Namespace) -> tuple[Any, Any]:
     read = ReadOptions() if args.downscale is None else ReadOptions(downscale=args.downscale)
     data = SceneDataModule(path=args.data, read=read)
     data.setup("fit")
-    scene = GaussianSceneModule(init_file=GaussiansFile(path=args.scene, units=args.units))
+    scene = GaussianSceneModule(init=InitSettings(file=GaussiansFile(path=args.scene, units=args.units)))
     scene.setup_scene(data.scene_setup())
     scene.require_ready()
     refs = None if args.no_references else training_views(data)

@@ -38,7 +38,7 @@ def seed() -> int:
 
 @pytest.fixture(scope="module")
 def rig() -> Rig:
-    """The small synthetic capture (tests/scene_writers.py) every reader test writes in each format."""
+    """The small synthetic capture (tests/helpers/scene_writers.py) every reader test writes in each format."""
     from helpers.scene_writers import make_rig
 
     return make_rig()

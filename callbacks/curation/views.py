@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 
 from callbacks.curation.cycle_scene import MANIFEST, read_cycle_manifest
-from datamodules.cameras.cameras import Cameras, nearest_views
+from datamodules.cameras.cameras import Cameras
+from datamodules.cameras.poses import nearest_views
 from datamodules.files.image_io import load_image
 from lightning_modules.scene.contracts import CurationSource
 

@@ -94,10 +94,12 @@ class ViewerCallback(Callback):
         if not trainer.is_global_zero:
             return
         if not isinstance(pl_module, RendersViews):
-            raise TypeError(f"{type(pl_module).__name__} lacks render_views/scene_scale needed by ViewerCallback")
+            raise TypeError(f"{type(pl_module).__name__} lacks render_views/scene_scale/device (RendersViews) needed by "
+                            "ViewerCallback")
         from callbacks.viewer.server import SceneViewer
 
-        train = getattr(trainer.datamodule, "train_cameras", None)
+        data = trainer.datamodule
+        train = data.train_cameras if isinstance(data, GrowsTrainingSet) else None
         self.viewer = SceneViewer(
             pl_module, self._fix(trainer), host=self.host, port=self.port, move_resolution=self.move_resolution,
             rest_resolution=self.rest_resolution, fix_mode=self.fix_mode,

@@ -28,8 +28,9 @@ import torch
 from torch import Tensor
 
 from callbacks.post_render_fix import NearestViewFix
-from datamodules.cameras.cameras import Cameras, quat_to_rotmat
-from lightning_modules.scene.contracts import SeedPoints
+from datamodules.cameras.cameras import Cameras
+from datamodules.cameras.poses import quat_to_rotmat
+from lightning_modules.scene.contracts import RendersViews, SeedPoints
 from lightning_modules.scene.path_video import to_uint8
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,6 @@ class _Client:
     dirty: bool = True  # the camera or a setting changed since the last frame
     last_move: float = 0.0  # time of the last camera update
     last_quality: str = "none"  # "move" or "rest"
-    frame: np.ndarray | None = None  # the last frame sent
     thread: threading.Thread | None = None
 
 
@@ -83,7 +83,7 @@ class SceneViewer:
     resolution while moving and at rest; readouts of render ms and fix ms per frame.
 
     Args:
-        scene: a ``RendersViews`` scene (render_views + scene_scale).
+        scene: the scene to show (``RendersViews``: render_views, scene_scale, device).
         fix: the post-render fix (``NearestViewFix``: its fixer and the views references come
             from; the panel's reference count is passed at each fix). None: no fix.
         host: interface to bind; 127.0.0.1 (this machine only) unless set explicitly.
@@ -105,7 +105,7 @@ class SceneViewer:
 
     def __init__(
         self,
-        scene: Any,
+        scene: RendersViews,
         fix: NearestViewFix | None = None,
         host: str = "127.0.0.1",
         port: int = 8080,
@@ -123,6 +123,8 @@ class SceneViewer:
     ) -> None:
         import viser
 
+        if not isinstance(scene, RendersViews):
+            raise TypeError(f"SceneViewer: {type(scene).__name__} lacks render_views / scene_scale / device (RendersViews)")
         if fix_mode not in FIX_MODES:
             raise ValueError(f"fix_mode must be one of {FIX_MODES}, got {fix_mode!r}")
         if not (16 <= move_resolution <= 4096 and 16 <= rest_resolution <= 4096):
@@ -147,7 +149,7 @@ class SceneViewer:
 
     # ------------------------------------------------------------------ setup
     def _set_initial_camera(self, camera: Cameras | None, up: tuple[float, float, float] | None) -> None:
-        scale = float(getattr(self.scene, "scene_scale", 1.0))
+        scale = float(self.scene.scene_scale)
         fov = None
         if camera is not None and len(camera) > 0:
             c2w = camera.camera_to_world[0].double().cpu()
@@ -237,11 +239,6 @@ class SceneViewer:
             c.dirty = True
             c.wake.set()
 
-    def last_frame(self) -> np.ndarray | None:
-        """The latest (H, W, 3) uint8 frame sent to any client."""
-        frames = [c.frame for c in self._clients.values() if c.frame is not None]
-        return frames[-1] if frames else None
-
     def wait_for_frames(self, count: int, key: str = "frames", timeout: float = 30.0) -> bool:
         """Blocks until ``stats[key] >= count`` (key: "frames", "rest_frames", "fixed_frames");
         False on timeout."""
@@ -319,8 +316,7 @@ class SceneViewer:
             client.dirty = True
             return
         res = int(self.gui_move_res.value if moving else self.gui_rest_res.value)
-        device = getattr(self.scene, "device", torch.device("cpu"))
-        cameras = viewer_camera(wxyz, position, fov, aspect, res).to(device)
+        cameras = viewer_camera(wxyz, position, fov, aspect, res).to(self.scene.device)
         fix = self.wants_fix(moving)
         if fix:
             self.fix.fixer.net  # noqa: B018 (a lazy fixer loads here, outside the timed fix)
@@ -337,7 +333,7 @@ class SceneViewer:
                 fix_ms = (time.perf_counter() - start) * 1e3
         frame = to_uint8(rgb[0])
         client.handle.scene.set_background_image(frame, format="jpeg", jpeg_quality=self.jpeg_quality)
-        client.frame, client.last_quality = frame, "move" if moving else "rest"
+        client.last_quality = "move" if moving else "rest"
         with self._frame_cond:
             self.stats["frames"] += 1
             self.stats["rest_frames"] += not moving

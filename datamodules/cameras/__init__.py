@@ -5,11 +5,11 @@ from datamodules.lazy_exports import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
     "Cameras": "datamodules.cameras.cameras",
-    "pose_distance": "datamodules.cameras.cameras",
-    "step_pose_toward": "datamodules.cameras.cameras",
-    "interpolate_path": "datamodules.cameras.cameras",
-    "nearest_views": "datamodules.cameras.cameras",
-    "look_at": "datamodules.cameras.cameras",
+    "pose_distance": "datamodules.cameras.poses",
+    "step_pose_toward": "datamodules.cameras.poses",
+    "interpolate_path": "datamodules.cameras.poses",
+    "nearest_views": "datamodules.cameras.poses",
+    "look_at": "datamodules.cameras.poses",
     "look_at_center": "datamodules.cameras.cameras",
     "read_cameras_json": "datamodules.cameras.camera_json",
     "write_cameras_json": "datamodules.cameras.camera_json",

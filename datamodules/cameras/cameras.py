@@ -8,7 +8,7 @@ disk format into this at the edge; nothing else converts. Distortion is not repr
 readers undistort images (or refuse) before building a ``Cameras``.
 
 The pose math (translation steps, quaternion slerp, look-at, nearest views) is in
-``datamodules/poses.py``; its functions are importable from here too.
+``datamodules/cameras/poses.py``.
 """
 from __future__ import annotations
 
@@ -19,34 +19,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from datamodules.cameras.poses import (
-    fov_to_focal,
-    interpolate_path,
-    look_at,
-    nearest_views,
-    pose_distance,
-    quat_to_rotmat,
-    rigid_inverse,
-    rotmat_to_quat,
-    slerp,
-    step_pose_toward,
-    to_4x4,
-)
+from datamodules.cameras.poses import rigid_inverse, to_4x4
 
-__all__ = [
-    "Cameras",
-    "nearest_views",
-    "pose_distance",
-    "step_pose_toward",
-    "interpolate_path",
-    "look_at",
-    "slerp",
-    "rotmat_to_quat",
-    "quat_to_rotmat",
-    "rigid_inverse",
-    "fov_to_focal",
-    "look_at_center",
-]
+# Still imported from here by callbacks/progressive_fix.py (whose rework imports them from poses).
+from datamodules.cameras.poses import interpolate_path, nearest_views, pose_distance, step_pose_toward  # noqa: F401
+
+__all__ = ["Cameras", "look_at_center"]
 
 
 @dataclass

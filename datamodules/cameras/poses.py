@@ -2,7 +2,7 @@
 
 Translation steps plus quaternion slerp live here so the progressive-fix callback and the
 video path share one implementation; ``datamodules.cameras.cameras.Cameras`` builds on
-``rigid_inverse``. Conventions are the ones ``datamodules/cameras.py`` states (OpenCV axes).
+``rigid_inverse``. Conventions are the ones ``datamodules/cameras/cameras.py`` states (OpenCV axes).
 """
 from __future__ import annotations
 

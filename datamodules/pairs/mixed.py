@@ -2,7 +2,7 @@
 
 The curated pairs of a few small scenes are too few for a fixer to learn what not to touch. The
 issue's remedies, all on the training side only: mix in synthetic degradations of other clean
-images (`extra` PairDataModules, e.g. source "synthetic"), and show a share of clean pairs (the
+images (`extra` PairDataModules, e.g. with a `SyntheticPairs` source), and show a share of clean pairs (the
 target as input: the fixer must return it unchanged), so fixing an already clean render does not
 damage it. Validation and test are the primary module's alone (pairs of the unseen scene), so
 val/psnr vs val/psnr_input stays the measure of the fix.

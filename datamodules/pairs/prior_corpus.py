@@ -1,7 +1,7 @@
 """Image corpus for the offline Difix prior (the stand-in for SD-Turbo's pretraining data).
 
 Clean images only, from sources a fresh clone has or makes itself:
-- "scenes": the procedural 3D scenes (`procedural.py`) ray-cast from a ring of cameras, one
+- "scenes": the procedural 3D scenes (`datamodules/procedural/`) ray-cast from a ring of cameras, one
   scene per seed (seeds apart from the demo's curation / held-out scenes);
 - "patterns": 2D procedural images (`degradations.procedural_image`);
 - "skimage": the sample photos scikit-image ships inside its wheel (`skimage/data`: astronaut,

@@ -4,7 +4,7 @@ Textured spheres and boxes on a checkered ground inside a striped dome, lit by a
 shadows, or (``background`` set) the same objects alone on a plain colour, the way NeRF-synthetic
 objects are captured; ``render_procedural`` ray-casts a camera with 2x2 supersampling, and
 ``sample_surface_points`` draws the coloured point cloud. Writing a scene to disk is
-``datamodules/procedural.py``.
+``datamodules/procedural/scene.py``.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from datamodules.cameras.cameras import fov_to_focal, look_at
+from datamodules.cameras.poses import fov_to_focal, look_at
 
 __all__ = ["ProceduralScene", "plain_background", "first_hit", "trace", "procedural_cameras", "render_procedural", "sample_surface_points"]
 

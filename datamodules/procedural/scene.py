@@ -3,7 +3,7 @@
 Textured spheres and boxes (stripes, checkers, distinct colours) stand on a checkered
 ground inside a striped dome, lit by a sun with hard shadows. Everything is ray-cast
 analytically and vectorised in torch (2x2 supersampling against aliasing) by
-``procedural_raycast.py``. Cameras sit on a ring at alternating heights looking at the centre. The scene is written in nerfstudio
+``raycast.py``. Cameras sit on a ring at alternating heights looking at the centre. The scene is written in nerfstudio
 ``transforms.json`` format with PNGs and a coloured point cloud sampled on the surfaces
 (``ply_file_path``, as ns-process-data writes it), so :func:`read_scene` reads it like any
 capture. Deterministic for a given seed. With ``background`` the same objects stand alone on a

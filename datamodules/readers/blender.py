@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from datamodules.cameras.cameras import fov_to_focal
+from datamodules.cameras.poses import fov_to_focal
 from datamodules.readers.scene_data import (
     RawScene,
     SceneFormatError,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datamodules.cameras.cameras import quat_to_rotmat, rigid_inverse
+from datamodules.cameras.poses import quat_to_rotmat, rigid_inverse
 from datamodules.readers.colmap_io import find_colmap_model, read_colmap_model, write_colmap_binary, write_colmap_text
 from datamodules.readers.colmap_types import (
     CAMERA_MODELS,

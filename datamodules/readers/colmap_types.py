@@ -1,7 +1,7 @@
 """COLMAP's model types: camera models, cameras, images, points (as its files hold them).
 
-Shared by the binary/text file readers and writers (``datamodules/colmap_io.py``) and the
-scene reader (``datamodules/colmap.py``).
+Shared by the binary/text file readers and writers (``datamodules/readers/colmap_io.py``) and the
+scene reader (``datamodules/readers/colmap.py``).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from datamodules.cameras.cameras import rigid_inverse, rotmat_to_quat
+from datamodules.cameras.poses import rigid_inverse, rotmat_to_quat
 
 # model id -> (name, number of parameters), as in COLMAP's src/colmap/sensor/models.h
 CAMERA_MODELS: dict[int, tuple[str, int]] = {

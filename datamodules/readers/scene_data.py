@@ -67,11 +67,6 @@ class SceneData:
     def __len__(self) -> int:
         return len(self.image_paths)
 
-    def subset(self, kind: str) -> tuple[list[Path], Cameras]:
-        """Image paths and cameras of one split ("train", "test", "val")."""
-        idx = self.split.get(kind, [])
-        return [self.image_paths[i] for i in idx], self.cameras[list(idx)]
-
     def to_original_world(self, c2w: Tensor) -> Tensor:
         """Maps (N, 4, 4) camera-to-world poses from the normalised world back to the original."""
         inv = torch.linalg.inv(self.transform.double())

@@ -12,9 +12,10 @@ Batches (batch size 1, training and evaluation alike)::
 
     {"image": (1, 3, H, W) float [0, 1], "mask": (1, 1, H, W) float (ones unless the view has
      a validity mask), "weight": (1,) float loss weight, "camera": Cameras (len 1),
-     "name": [str], "is_fixed": (1,) bool, "index": (1,) int64 (draw counter in training,
-     view index in evaluation), "view_index": (1,) int64 (index into the training views;
-     -1 for fixed and evaluation views)}
+     "name": [str], "is_fixed": (1,) bool, "view_index": (1,) int64 (index into the training
+     views; -1 for fixed and evaluation views)}
+    plus in training "draw": (1,) int64 (the draw counter: step i's draw is i), in evaluation
+    "index": (1,) int64 (the view's position among the evaluated views).
 
 Image loading, the held-out views and the datasets live in ``datamodules.scene.views``; the
 fixed views in ``datamodules.scene.fixed_views``.
@@ -178,32 +179,20 @@ class SceneDataModule(FixedViewsMixin, HeldoutViewsMixin, pl.LightningDataModule
         g = torch.Generator().manual_seed((self.seed % 2**31) * 2**32 + index)
         u = float(torch.rand(1, generator=g))
         r = float(torch.rand(1, generator=g))
-        if self.fixed_images and u >= self.real_view_probability:
-            j = min(int(r * len(self.fixed_images)), len(self.fixed_images) - 1)
-            image = self.fixed_images[j]
-            mask = self.fixed_masks[j] if self.fixed_masks is not None else torch.ones(1, *image.shape[-2:])
-            return {
-                "image": image,
-                "mask": mask,
-                "weight": self.fixed_weights[j],
-                "camera": self.fixed_cameras[j],
-                "name": self.fixed_cameras.names[j],
-                "is_fixed": True,
-                "index": index,
-                "view_index": -1,
-            }
-        j = min(int(r * len(self.train_images)), len(self.train_images) - 1)
-        image = self.train_images[j]
-        mask = self.train_masks[j] if self.train_masks is not None else torch.ones(1, *image.shape[-2:])
+        fixed = bool(self.fixed_images) and u >= self.real_view_probability
+        images, masks, cameras = ((self.fixed_images, self.fixed_masks, self.fixed_cameras) if fixed
+                                  else (self.train_images, self.train_masks, self.train_cameras))
+        j = min(int(r * len(images)), len(images) - 1)
+        image = images[j]
         return {
             "image": image,
-            "mask": mask,
-            "weight": torch.tensor(float(self.real_view_weight)),
-            "camera": self.train_cameras[j],
-            "name": self.train_cameras.names[j],
-            "is_fixed": False,
-            "index": index,
-            "view_index": j,
+            "mask": masks[j] if masks is not None else torch.ones(1, *image.shape[-2:]),
+            "weight": self.fixed_weights[j] if fixed else torch.tensor(float(self.real_view_weight)),
+            "camera": cameras[j],
+            "name": cameras.names[j],
+            "is_fixed": fixed,
+            "draw": index,
+            "view_index": -1 if fixed else j,
         }
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -215,7 +204,7 @@ class SceneDataModule(FixedViewsMixin, HeldoutViewsMixin, pl.LightningDataModule
         resumed at that step draws exactly the same. ``draws`` (saved in checkpoints) counts
         the draws that reached the model.
         """
-        if not isinstance(batch, dict) or "draw" not in batch:
+        if not isinstance(batch, dict) or "draw" not in batch or "camera" in batch:  # evaluation, or drawn already
             return batch
         indices = [int(i) for i in batch["draw"]]
         self.draws = indices[-1] + 1
@@ -263,15 +252,13 @@ class SceneDataModule(FixedViewsMixin, HeldoutViewsMixin, pl.LightningDataModule
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.draws = int(state_dict["draws"])
-        self.real_view_weight = float(state_dict.get("real_view_weight", self.real_view_weight))
-        # Checkpoints written before the rename call the fixed views "extra".
-        key = "fixed" if "fixed_images" in state_dict else "extra"
-        if state_dict.get(f"{key}_images"):
+        self.real_view_weight = float(state_dict["real_view_weight"])
+        if state_dict["fixed_images"]:
             self.set_fixed_views(
-                list(state_dict[f"{key}_images"]),
-                Cameras.from_state_dict(state_dict[f"{key}_cameras"]),
-                state_dict[f"{key}_weights"],
-                state_dict.get(f"{key}_masks"),
+                list(state_dict["fixed_images"]),
+                Cameras.from_state_dict(state_dict["fixed_cameras"]),
+                state_dict["fixed_weights"],
+                state_dict["fixed_masks"],
             )
         else:
             self.clear_fixed_views()

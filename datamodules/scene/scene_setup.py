@@ -32,7 +32,7 @@ class SceneSetup:
             another tool normalised its world by (gsplat's parser uses every COLMAP image).
         train_images: the training photos, (3, H, W) in [0, 1] each, in ``train_cameras``' order
             (composited on ``background`` where it is set); None: not given. What tells the world
-            of a reconstruction made elsewhere (``init_file``).
+            of a reconstruction made elsewhere (``init.file``).
     """
 
     train_cameras: Cameras

@@ -7,7 +7,6 @@ the collate function of the views (batch layout in `datamodules.scene.datamodule
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 from collections.abc import Iterator
 
@@ -25,18 +24,22 @@ from datamodules.readers.scene_data import SceneData, SceneFormatError
 def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stacks per-view samples into a batch; Cameras are concatenated, names listed.
 
-    All views in one batch must share an image size.
+    All views in one batch must share an image size. Training samples carry "draw" (the draw
+    counter), evaluation samples "index" (the view's position among those evaluated).
     """
-    return {
+    batch = {
         "image": torch.stack([s["image"] for s in samples]),
         "mask": torch.stack([s["mask"] for s in samples]),
         "weight": torch.stack([torch.as_tensor(s["weight"], dtype=torch.float32) for s in samples]),
         "camera": Cameras.cat([s["camera"] for s in samples]),
         "name": [s["name"] for s in samples],
         "is_fixed": torch.tensor([bool(s["is_fixed"]) for s in samples]),
-        "index": torch.tensor([int(s["index"]) for s in samples], dtype=torch.int64),
         "view_index": torch.tensor([int(s.get("view_index", -1)) for s in samples], dtype=torch.int64),
     }
+    for key in ("draw", "index"):
+        if key in samples[0]:
+            batch[key] = torch.tensor([int(s[key]) for s in samples], dtype=torch.int64)
+    return batch
 
 
 class _Views(Dataset):
@@ -131,18 +134,6 @@ class HeldoutViewsMixin:
     def heldout_masks(self) -> list[Tensor] | None:
         """Validity masks (1, H, W) of the held-out images (undistorted captures), or None."""
         return self._load_heldout()[1]
-
-    @property
-    def train_image_paths(self) -> list[Path]:
-        """Source files of the training views (same order as ``train_images``)."""
-        scene = self._require_scene()
-        return [scene.image_paths[i] for i in scene.split["train"]]
-
-    @property
-    def heldout_image_paths(self) -> list[Path]:
-        """Source files of the held-out views (same order as ``heldout_images``)."""
-        scene = self._require_scene()
-        return [scene.image_paths[i] for i in self.heldout_indices]
 
     def _require_scene(self) -> SceneData:
         if self.scene is None:

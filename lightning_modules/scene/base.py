@@ -90,7 +90,14 @@ class SceneModule(pl.LightningModule):
         raise NotImplementedError
 
     def render_views(self, cameras: Cameras) -> tuple[Tensor, Tensor]:
-        """Renders without grad: rgb (N, 3, H, W) in [0, 1], alpha (N, 1, H, W); chunked."""
+        """Renders without grad, in chunks (memory stays flat).
+
+        Args:
+            cameras: N cameras of one size in the normalised world.
+
+        Returns:
+            rgb: (N, 3, H, W) in [0, 1]; alpha: (N, 1, H, W).
+        """
         raise NotImplementedError
 
     representation_name = "scene"
@@ -192,8 +199,7 @@ class SceneModule(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # "gaussian_scene": checkpoints written before the scene layer was shared.
-        extra = checkpoint.get("scene") or checkpoint.get("gaussian_scene")
+        extra = checkpoint.get("scene")
         if extra is None:
             raise KeyError(f"checkpoint has no 'scene' entry: it was not written by a {type(self).__name__}")
         self.scene_scale = float(extra["scene_scale"])

@@ -3,7 +3,8 @@
 Declared once here and checked where they are needed (`isinstance` at `on_fit_start`), so any
 representation (Gaussians, NeRF) and any datamodule offering the members works:
 
-- `RendersViews`: a scene model that renders arbitrary cameras (progressive fix, viewer, curation).
+- `RendersViews`: a scene model that renders arbitrary cameras (progressive fix, viewer, curation),
+  with its extent and device (the viewer places its first camera by the one and renders on the other).
 - `AcceptsPostRenderFix` with `PostRenderFix`: the Difix3D+ fix of test / predict renders.
 - `SeedPoints`: a scene model that can hand out points of its geometry (curation's cycle stage 1
   seeds the second fit with them).
@@ -15,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 from datamodules.cameras.cameras import Cameras
@@ -25,9 +27,15 @@ PostRenderFix = Callable[[Tensor, Cameras], Tensor]
 
 @runtime_checkable
 class RendersViews(Protocol):
-    """A scene model that can render arbitrary cameras."""
+    """A scene model that can render arbitrary cameras.
+
+    Attributes:
+        scene_scale: the scene's extent in its world (what camera steps and orbits are measured in).
+        device: where its renders are made (cameras are moved there).
+    """
 
     scene_scale: float
+    device: torch.device
 
     def render_views(self, cameras: Cameras) -> tuple[Tensor, Tensor]:
         """Render without grad.

@@ -56,10 +56,6 @@ class ImageMetrics(nn.Module):
         self.lpips = LearnedPerceptualImagePatchSimilarity(net_type=lpips_net, normalize=True)
         self.lpips.eval()
 
-    @property
-    def has_lpips(self) -> bool:
-        return self.lpips is not None
-
     @torch.no_grad()
     def forward(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
         """Metrics per image.

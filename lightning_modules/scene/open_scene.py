@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from lightning_modules.safe_load import read_torch_file
+from lightning_modules.scene.contracts import GrowsTrainingSet, RendersViews
 
 __all__ = ["open_scene", "open_scene_data", "scene_device"]
 
@@ -26,14 +27,7 @@ def scene_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-# Class paths that checkpoints written before the Gaussian files moved record.
-MOVED_CLASSES = {"lightning_modules.scene.module.GaussianSceneModule":
-                 "lightning_modules.scene.gaussians.module.GaussianSceneModule",
-                 "datamodules.scene_datamodule.SceneDataModule": "datamodules.scene.datamodule.SceneDataModule"}
-
-
 def _import_class(path: str) -> type:
-    path = MOVED_CLASSES.get(path, path)
     module, _, name = path.rpartition(".")
     if module.split(".")[0] != "lightning_modules":  # a name from a file must not import anything else
         raise ValueError(f"module class {path!r}: not one of this project's (lightning_modules.*)")
@@ -43,8 +37,8 @@ def _import_class(path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-def open_scene(path: str | Path, module_class: str | None = None, device: str | torch.device = "auto") -> Any:
-    """A scene module in eval mode with ``render_views`` and ``scene_scale``.
+def open_scene(path: str | Path, module_class: str | None = None, device: str | torch.device = "auto") -> RendersViews:
+    """A scene module in eval mode (``RendersViews``: ``render_views``, ``scene_scale``, ``device``).
 
     Args:
         path: a ``.ckpt`` written by a scene module's `fit`, or a reconstruction file
@@ -61,8 +55,6 @@ def open_scene(path: str | Path, module_class: str | None = None, device: str | 
     if not path.is_file():
         raise FileNotFoundError(f"scene file {path} does not exist")
     dev = scene_device(device) if isinstance(device, str) else device
-    from lightning_modules.scene.gaussians.module import GaussianSceneModule
-
     if path.suffix in (".ply", ".pt", ".pth"):
         return _gaussians_module(path).to(dev).eval()
     if path.suffix != ".ckpt":
@@ -77,8 +69,6 @@ def open_scene(path: str | Path, module_class: str | None = None, device: str | 
                          "and a scene checkpoint (.ckpt of a scene fit) or .ply as the scene")
     if module_class is None:
         module_class = (state.get("hyper_parameters") or {}).get("_class_path")
-        if module_class is None and "gaussian_scene" in state:
-            module_class = f"{GaussianSceneModule.__module__}.GaussianSceneModule"
         if module_class is None:
             raise ValueError(f"{path}: the checkpoint does not name its scene module class; name it "
                              "(e.g. --module-class lightning_modules.scene.gaussians.module.GaussianSceneModule)")
@@ -97,16 +87,10 @@ def _gaussians_module(path: Path) -> Any:
     from lightning_modules.scene.gaussians.reconstruction import read_gaussians_file
 
     loaded = read_gaussians_file(path)
-    module = GaussianSceneModule(sh_degree=loaded.sh_degree)
-    module.gaussians.set_splats(loaded.splats)
-    # simple_trainer's scale from camera centres is not available: the splats' extent instead.
-    means = loaded.splats["means"]
-    centre = means.median(dim=0).values
-    module.scene_scale = float((means - centre).norm(dim=-1).quantile(0.9).clamp_min(1e-3))
-    return module
+    return GaussianSceneModule.from_splats(loaded.splats, loaded.sh_degree)
 
 
-def open_scene_data(ckpt: str | Path) -> Any | None:
+def open_scene_data(ckpt: str | Path) -> GrowsTrainingSet | None:
     """The datamodule a scene checkpoint was trained with, rebuilt and set up (its scene read).
 
     Rebuilt from the checkpoint's saved hyperparameters (LightningCLI records the class and
@@ -123,7 +107,6 @@ def open_scene_data(ckpt: str | Path) -> Any | None:
     state: dict[str, Any] = read_torch_file(ckpt, "scene checkpoint")  # no code runs from the file
     hparams = dict(state.get("datamodule_hyper_parameters") or {})
     class_path = hparams.pop("_class_path", "datamodules.scene.datamodule.SceneDataModule")
-    class_path = MOVED_CLASSES.get(class_path, class_path)
     hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
     if "path" not in hparams:
         return None
@@ -131,7 +114,7 @@ def open_scene_data(ckpt: str | Path) -> Any | None:
     if module.split(".")[0] != "datamodules":  # a class named by a file: this project's datamodules only
         raise ValueError(f"{ckpt}: its datamodule class {class_path!r} is not one of this project's (datamodules.*)")
     data = getattr(importlib.import_module(module), name)(**hparams)
-    if not hasattr(data, "train_cameras"):
+    if not isinstance(data, GrowsTrainingSet):  # e.g. pairs: no scene views to give
         return None
     try:
         data.setup("fit")

@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from datamodules.cameras.cameras import Cameras, interpolate_path
+from datamodules.cameras.cameras import Cameras
+from datamodules.cameras.poses import interpolate_path
 from datamodules.files.image_io import save_image
 from datamodules.files.temp_files import remove_stale, replace_folder, temp_path
 

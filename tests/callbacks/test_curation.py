@@ -18,17 +18,19 @@ import lightning.pytorch as pl
 
 from datamodules.pairs import store as pair_store
 from callbacks.curation.pair_writer import CYCLE_STAGE1_DIR, PairWriter
-from datamodules.cameras.cameras import pose_distance
+from datamodules.cameras.poses import pose_distance
 from datamodules.readers.colmap import ColmapCamera, ColmapImage, ColmapPoints, colmap_pose_from_c2w, write_colmap_binary
 from datamodules.files.image_io import load_image, read_image_size, save_image
-from datamodules.pairs.datamodule import PairDataModule, read_pairs_json
+from datamodules.pairs.datamodule import JsonPairs, PairDataModule, read_pairs_json
 from datamodules.procedural.scene import make_procedural_scene
 from datamodules.readers.read_scene import read_scene
 from datamodules.readers.scene_data import ReadOptions, SceneFormatError
 
 READ_FIELDS = set(ReadOptions.__dataclass_fields__)
 from datamodules.scene.datamodule import SceneDataModule
+from lightning_modules.scene.gaussians.initial import InitSettings
 from lightning_modules.scene.gaussians.module import GaussianSceneModule
+from lightning_modules.scene.gaussians.settings import SHSchedule
 from lightning_modules.scene.gaussians.strategy import DefaultStrategy
 from helpers.scene_writers import make_rig
 from helpers import REPO
@@ -48,7 +50,8 @@ def _fit(out: Path, scene: Path, steps: int = 6, fit_dir: Path | None = None, **
     writer.setdefault("scene_name", "proc")
     read = ReadOptions(**{"test_every": 4, **{k: v for k, v in data.items() if k in READ_FIELDS}})
     dm = SceneDataModule(str(scene), read=read, steps_per_epoch=1000, **{k: v for k, v in data.items() if k not in READ_FIELDS})
-    model = GaussianSceneModule(sh_degree=0, max_init_points=300, strategy=DefaultStrategy(refine_start_iter=10**6),
+    model = GaussianSceneModule(sh=SHSchedule(degree=0), init=InitSettings(max_points=300),
+                                strategy=DefaultStrategy(refine_start_iter=10**6),
                                 output_dir=str(fit_dir or out.parent / "fit"))
     trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, callbacks=[PairWriter(out_dir=str(out), **writer)],
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -180,7 +183,7 @@ def _cli(config: str, root: Path, *args: str) -> None:
     with contextlib.redirect_stdout(io.StringIO()):
         cli_main(["fit", "--config", str(REPO / config), "--trainer.logger=false", "--trainer.enable_progress_bar=false",
                   f"--trainer.default_root_dir={root}",  # where the CLI saves config.yaml
-                  "--model.init_args.sh_degree=0", "--model.init_args.max_init_points=300", *args])
+                  "--model.init_args.sh.degree=0", "--model.init_args.init.max_points=300", *args])
 
 
 def test_cycle_two_stages_through_the_demo_configs(tmp_path: Path) -> None:
@@ -327,7 +330,7 @@ def test_splits_by_scene_and_pair_datamodule_reads_them(scene: Path, tmp_path: P
     # A scene lives in one split: train pairs of scene b would leak the test scene.
     with pytest.raises(ValueError, match="scene 'b' already has test pairs"):
         pair_store.commit(out, "b", "underfit", "train", {}, [])
-    data = PairDataModule(source="json", json_path=str(out / "pairs.json"), num_refs=1, batch_size=2)
+    data = PairDataModule(JsonPairs(str(out / "pairs.json")), num_refs=1, batch_size=2)
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     assert batch["image"].shape == batch["target"].shape == (2, 3, SIZE, SIZE)

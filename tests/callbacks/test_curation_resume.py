@@ -25,7 +25,9 @@ from callbacks.checkpoints import AtomicCheckpointIO
 from callbacks.curation.pair_writer import PairWriter
 from datamodules.readers.scene_data import ReadOptions
 from datamodules.scene.datamodule import SceneDataModule
+from lightning_modules.scene.gaussians.initial import InitSettings
 from lightning_modules.scene.gaussians.module import GaussianSceneModule
+from lightning_modules.scene.gaussians.settings import SHSchedule
 from lightning_modules.scene.gaussians.strategy import DefaultStrategy
 
 scene, out, ckpts, kill_at, resume = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
@@ -37,7 +39,8 @@ class Kill(Callback):
 
 pl.seed_everything(0)
 dm = SceneDataModule(scene, read=ReadOptions(test_every=4), steps_per_epoch=1000)
-model = GaussianSceneModule(sh_degree=0, max_init_points=300, strategy=DefaultStrategy(refine_start_iter=10**6),
+model = GaussianSceneModule(sh=SHSchedule(degree=0), init=InitSettings(max_points=300),
+                            strategy=DefaultStrategy(refine_start_iter=10**6),
                             output_dir=out + "_fit")
 writer = PairWriter(out_dir=out, scene_name="proc", strategy="underfit", render="train", at_fractions=[0.25, 0.5, 0.75])
 saver = ModelCheckpoint(dirpath=ckpts, save_last=True, save_top_k=0, every_n_train_steps=10)

@@ -58,7 +58,7 @@ def test_every_step_on_the_cpu_by_default_and_bad_cadence_refused() -> None:
 
 def test_diverged_scene_run_with_deferred_checks_still_saves_nothing_non_finite(tmp_path: Path) -> None:
     logs, out = tmp_path / "logs", tmp_path / "out"
-    lrs = [f"--model.init_args.{k}=10" for k in ("means_lr", "scales_lr", "opacities_lr", "sh0_lr", "quats_lr")]
+    lrs = [f"--model.init_args.lr.{k}=10" for k in ("means", "scales", "opacities", "sh0", "quats")]
     with contextlib.redirect_stdout(io.StringIO()):
         cli = cli_main([*scene_args(tmp_path, logs, out, 60, every=3), *lrs], run=False)
     (guard,) = [c for c in cli.trainer.callbacks if isinstance(c, FiniteGuard)]

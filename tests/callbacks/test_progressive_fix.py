@@ -10,13 +10,16 @@ import pytest
 import torch
 
 from callbacks.progressive_fix import ProgressiveFixCallback
-from datamodules.cameras.cameras import Cameras, look_at, pose_distance
+from datamodules.cameras.cameras import Cameras
+from datamodules.cameras.poses import look_at, pose_distance
 from datamodules.procedural.scene import make_procedural_scene
 from datamodules.readers.scene_data import ReadOptions
 from datamodules.scene.datamodule import SceneDataModule
 from lightning_modules.scene.gaussians.losses import photometric_loss
 from lightning_modules.scene.evaluation import EvalSettings
+from lightning_modules.scene.gaussians.initial import InitSettings
 from lightning_modules.scene.gaussians.module import GaussianSceneModule
+from lightning_modules.scene.gaussians.settings import RasterSettings, SHSchedule
 from lightning_modules.scene.path_video import PathSettings
 from lightning_modules.scene.gaussians.strategy import DefaultStrategy
 
@@ -101,10 +104,9 @@ def scene_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def small_module(tmp_path: Path) -> GaussianSceneModule:
     return GaussianSceneModule(
-        sh_degree=0, strategy=DefaultStrategy(refine_start_iter=1000, refine_stop_iter=1000), max_init_points=300,
-        evaluation=EvalSettings(pretrained_metrics=False, num_log_images=1), predict=PathSettings(frames=0),
-        output_dir=str(tmp_path / "out"),
-        backend="torch",
+        sh=SHSchedule(degree=0), strategy=DefaultStrategy(refine_start_iter=1000, refine_stop_iter=1000),
+        init=InitSettings(max_points=300), evaluation=EvalSettings(pretrained_metrics=False, num_log_images=1),
+        predict=PathSettings(frames=0), output_dir=str(tmp_path / "out"), rasterizer=RasterSettings(backend="torch"),
     )
 
 

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from callbacks.post_render_fix import NearestViewFix
-from datamodules.cameras.cameras import Cameras, look_at, rotmat_to_quat
+from datamodules.cameras.cameras import Cameras
+from datamodules.cameras.poses import look_at, rotmat_to_quat
 from helpers import REPO
 from lightning_modules.difix.fixers.ready import ReadyFixer, ReferenceViews
 from lightning_modules.difix.net.sizing import SizePolicy
@@ -29,12 +30,9 @@ def random_scene(n: int = 1500):
     from lightning_modules.scene.gaussians.splats import Gaussians
     from lightning_modules.scene.gaussians.module import GaussianSceneModule
 
-    module = GaussianSceneModule(sh_degree=0)
     g = Gaussians.random(n, 1.0, center=(0.0, 0.0, 0.0), sh_degree=0, init_opacity=0.6, init_scale=1.0,
                          generator=torch.Generator().manual_seed(0))
-    module.gaussians.set_splats(g.raw())
-    module.scene_scale = 1.0
-    return module.eval()
+    return GaussianSceneModule.from_splats(g.raw(), sh_degree=0, scene_scale=1.0).eval()
 
 
 def test_viewer_camera_is_the_browser_pose_in_opencv_axes() -> None:
@@ -141,7 +139,7 @@ def fit_demo(tmp_path: Path, extra: list[str], version: int) -> Path:
             f"--data.init_args.path={tmp_path / 'scene'}", "--data.init_args.procedural.num_views=8",
             "--data.init_args.procedural.size=24", "--data.init_args.read.test_every=4", "--data.init_args.read.train_every=1",
             "--data.init_args.steps_per_epoch=3", "--data.init_args.max_val_views=1",
-            "--model.init_args.max_init_points=200", "--model.init_args.predict.frames=0",
+            "--model.init_args.init.max_points=200", "--model.init_args.predict.frames=0",
             f"--model.init_args.output_dir={tmp_path / f'out{version}'}", *extra]
     with contextlib.redirect_stdout(io.StringIO()):
         cli_main(args)
@@ -244,6 +242,9 @@ def test_fix_runs_at_rest_every_frame_or_when_fast_enough() -> None:
         assert not viewer.wants_fix(moving=True)
         with pytest.raises(ValueError, match="fix_mode"):
             SceneViewer(random_scene(10), port=0, fix_mode="sometimes")  # type: ignore[arg-type]
+        # The scene is taken by its declared contract (RendersViews), not probed attribute by attribute.
+        with pytest.raises(TypeError, match="RendersViews"):
+            SceneViewer(torch.nn.Identity(), port=0)  # type: ignore[arg-type]
     finally:
         viewer.stop()
     no_fix = SceneViewer(random_scene(10), port=0)

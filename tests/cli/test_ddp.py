@@ -42,22 +42,18 @@ model:
   class_path: lightning_modules.difix.training.module.DifixModule
   init_args:
     net: {{pretrained: null}}
-    w_lpips: 0.0
-    w_gram: 0.0
+    loss: {{w_lpips: 0.0, w_gram: 0.0}}
     pretrained_backbone: false
-    lr: 3.0e-3
-    skip_lr_scale: 5.0
+    optimizer: {{lr: 3.0e-3, skip_lr_scale: 5.0}}
 data:
   class_path: datamodules.pairs.datamodule.PairDataModule
   init_args:
-    source: synthetic
+    source:
+      class_path: datamodules.pairs.sources.SyntheticPairs
+      init_args: {{degradations: [noise], degradation_strength: 5.0, num_train: 8, num_val: 4}}
     resolution: 32
     crop_size: 32
     num_refs: 1
-    degradations: [noise]
-    degradation_strength: 5.0
-    num_train: 8
-    num_val: 4
     batch_size: 1
     val_batch_size: 2
     num_workers: 0
@@ -87,9 +83,10 @@ def _column(rows: list[dict[str, str]], key: str) -> list[tuple[int, float]]:
 def _full_val_psnr_input() -> tuple[float, float]:
     """PSNR(input, target) over the whole validation set, and over rank 0's half only."""
     from datamodules.pairs.datamodule import PairDataModule
+    from datamodules.pairs.sources import SyntheticPairs
 
-    data = PairDataModule(source="synthetic", resolution=32, crop_size=32, num_refs=1, degradations=["noise"],
-                          degradation_strength=5.0, num_train=8, num_val=4, batch_size=1, val_batch_size=2,
+    source = SyntheticPairs(degradations=("noise",), degradation_strength=5.0, num_train=8, num_val=4)
+    data = PairDataModule(source, resolution=32, crop_size=32, num_refs=1, batch_size=1, val_batch_size=2,
                           num_workers=0, seed=0)
     data.setup("fit")
     items = [data.val_dataloader().dataset[i] for i in range(4)]

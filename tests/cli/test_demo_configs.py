@@ -1,7 +1,7 @@
 """The CPU demo configs run through main.py (shrunk: a few steps, tiny data, tmp_path).
 
 configs/demo/scene.yaml, difix.yaml (full length, `slow`) and the curate_* configs have their
-own CLI tests; the lego configs need ../shared/data and are exercised by `slow` tests/benchmarks.
+own CLI tests; the lego configs need ../shared/data and are exercised by `slow` tests and the benchmarks.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_difix_demo_config_fits_and_checkpoints(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     run(["fit", "--config", str(REPO / "configs/demo/difix.yaml"), "--trainer.max_steps=3",
          "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={logs}",
-         "--data.init_args.num_train=3", "--data.init_args.num_val=2", "--data.init_args.resolution=32",
+         "--data.init_args.source.init_args.num_train=3", "--data.init_args.source.init_args.num_val=2", "--data.init_args.resolution=32",
          "--data.init_args.crop_size=32"])
     # last.ckpt is the final step's, even when val/psnr did not improve there (best.ckpt).
     (last,) = logs.rglob("last.ckpt")
@@ -45,7 +45,7 @@ def test_difix3d_demo_config_fixes_and_reports_plain_and_fixed(tmp_path: Path) -
               "--data.init_args.procedural.num_views=8", "--data.init_args.procedural.size=24",
               "--data.init_args.read.test_every=4", "--data.init_args.read.train_every=1",
               "--data.init_args.steps_per_epoch=3", "--data.init_args.max_val_views=1",
-              "--model.init_args.max_init_points=300", "--model.init_args.predict.frames=0",
+              "--model.init_args.init.max_points=300", "--model.init_args.predict.frames=0",
               f"--model.init_args.output_dir={out}"]
     run(["fit", *common, "--trainer.max_steps=6"])
     ckpt = logs / "difix3d_demo" / "version_0" / "checkpoints" / "last.ckpt"

@@ -90,7 +90,8 @@ def test_every_training_config_writes_last_ckpt_periodically(path: str) -> None:
     assert max_steps > 0, f"{path}: no trainer.max_steps (every shipped config is step-based)"
     assert trainer.get("enable_checkpointing", True), f"{path}: enable_checkpointing is off"
     data = (config.get("data") or {}).get("init_args") or {}
-    epoch = int(data.get("steps_per_epoch") or (data.get("num_train") or 0) // int(data.get("batch_size") or 1))
+    source = (data.get("source") or {}).get("init_args") or {}  # a SyntheticPairs source: num_train items an epoch
+    epoch = int(data.get("steps_per_epoch") or (source.get("num_train") or 0) // int(data.get("batch_size") or 1))
     val_every = int(trainer.get("val_check_interval") or 0) or epoch * int(trainer.get("check_val_every_n_epoch") or 1)
     periodic = []
     for class_path, args in _model_checkpoints(config):
@@ -120,8 +121,8 @@ def test_a_full_output_dir_fails_before_training_naming_it(tmp_path: Path, room:
         out = fs / "out"
         says = r"free.*needed" if room == "none" else r"1\.\d MiB free, 3\.0 MiB needed for point_cloud\.ply"
         with pytest.raises(OSError, match=rf"output_dir {out}: .*{says}"):
-            run(["fit", *scene_args(tmp_path, logs, out, 10), "--model.init_args.init_type=random",
-                 "--model.init_args.init_num_points=30000"])
+            run(["fit", *scene_args(tmp_path, logs, out, 10), "--model.init_args.init.type=random",
+                 "--model.init_args.init.num_points=30000"])
     assert not list(logs.rglob("*.ckpt"))  # not one step ran
 
 

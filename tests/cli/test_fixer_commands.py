@@ -41,7 +41,7 @@ def test_demo_difix3d_fit_and_test_with_a_fixer_folder(fixer_folder: Path, tmp_p
               f"--data.init_args.path={scene}", "--data.init_args.procedural.num_views=8",
               "--data.init_args.procedural.size=24", "--data.init_args.read.test_every=4",
               "--data.init_args.read.train_every=1", "--data.init_args.steps_per_epoch=3",
-              "--data.init_args.max_val_views=1", "--model.init_args.max_init_points=300",
+              "--data.init_args.max_val_views=1", "--model.init_args.init.max_points=300",
               "--model.init_args.predict.frames=0", f"--model.init_args.output_dir={out}"]
     run(["fit", *common, "--trainer.max_steps=4"])
     ckpt = logs / "difix3d_demo" / "version_0" / "checkpoints" / "last.ckpt"

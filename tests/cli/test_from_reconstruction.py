@@ -33,7 +33,7 @@ def test_test_and_fit_from_a_reconstruction_file(tmp_path: Path) -> None:
     for name, file, units in (("ply", ply, "original"), ("gsplat", gsplat, "auto")):
         o = tmp_path / f"out_{name}"
         run(["test", *scene_args(tmp_path, tmp_path / f"logs_{name}", o, 60),
-             f"--model.init_args.init_file.path={file}", f"--model.init_args.init_file.units={units}"])
+             f"--model.init_args.init.file.path={file}", f"--model.init_args.init.file.units={units}"])
         got = _metrics(o)
         assert got["num_gaussians"] == own["num_gaussians"]
         assert got["mean"]["psnr"] == pytest.approx(own["mean"]["psnr"], abs=0.01), name
@@ -63,9 +63,9 @@ def test_test_and_fit_from_a_reconstruction_file(tmp_path: Path) -> None:
               "--data.init_args.procedural=null", "--data.init_args.read.test_every=4",
               "--data.init_args.read.train_every=1", "--data.init_args.steps_per_epoch=3",
               "--data.init_args.max_val_views=1", "--model.init_args.predict.frames=0",
-              f"--model.init_args.init_file.path={gsplat}", f"--model.init_args.output_dir={fit_out}"]
-    # sh_degree 3 asked of the module: the file's degree (1) is what the Gaussians get.
-    run(["fit", *common, "--trainer.max_steps=4", "--model.init_args.sh_degree=3"])
+              f"--model.init_args.init.file.path={gsplat}", f"--model.init_args.output_dir={fit_out}"]
+    # SH degree 3 asked of the module: the file's degree (1) is what the Gaussians get.
+    run(["fit", *common, "--trainer.max_steps=4", "--model.init_args.sh.degree=3"])
     last = fit_logs / "difix3d_demo" / "version_0" / "checkpoints" / "last.ckpt"
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -78,7 +78,7 @@ def _all_finite(path: Path) -> bool:
 def test_diverged_scene_run_stops_and_saves_nothing_non_finite(tmp_path: Path) -> None:
     logs, out = tmp_path / "logs", tmp_path / "out"
     args = scene_args(tmp_path, logs, out, 60)
-    lrs = [f"--model.init_args.{k}=10" for k in ("means_lr", "scales_lr", "opacities_lr", "sh0_lr", "quats_lr")]
+    lrs = [f"--model.init_args.lr.{k}=10" for k in ("means", "scales", "opacities", "sh0", "quats")]
     with pytest.raises(NonFiniteError, match=r"diverged at step \d+: non-finite"):
         run(["fit", *args, *lrs])
     for ckpt in logs.rglob("*.ckpt"):
@@ -90,8 +90,8 @@ def test_diverged_fixer_run_stops_and_keeps_no_nan_best(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     args = ["fit", "--config", str(REPO / "configs/demo/difix.yaml"), "--trainer.max_steps=30",
             "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={logs}",
-            "--data.init_args.num_train=10", "--data.init_args.num_val=2", "--data.init_args.resolution=32",
-            "--data.init_args.crop_size=32", "--model.init_args.lr=2", "--trainer.gradient_clip_val=null"]
+            "--data.init_args.source.init_args.num_train=10", "--data.init_args.source.init_args.num_val=2", "--data.init_args.resolution=32",
+            "--data.init_args.crop_size=32", "--model.init_args.optimizer.lr=2", "--trainer.gradient_clip_val=null"]
     with pytest.raises(NonFiniteError, match=r"diverged at step \d+"):
         run(args)
     for ckpt in logs.rglob("*.ckpt"):
@@ -135,8 +135,8 @@ def test_ckpt_path_keeps_command_line_output_dir_and_refuses_model_options(tmp_p
     run(["test", *args, f"--ckpt_path={ckpt}"])
     assert json.loads((test_out / "metrics.json").read_text())["stage"] == "test"
     assert not (out / "metrics.json").exists() and (out / "metrics_val.json").read_bytes() == fit_val
-    with pytest.raises(CheckpointOptionError, match="sh_degree"):
-        run(["test", *args, f"--ckpt_path={ckpt}", "--model.init_args.sh_degree=3"])
+    with pytest.raises(CheckpointOptionError, match=r"sh \(given"):
+        run(["test", *args, f"--ckpt_path={ckpt}", "--model.init_args.sh.degree=3"])
 
 
 @pytest.mark.parametrize(("fixer", "targets", "error"), [

@@ -50,7 +50,7 @@ def test_demo_difix3d_run_with_a_torchscript_fixer(tmp_path: Path) -> None:
               f"--data.init_args.path={scene}", "--data.init_args.procedural.num_views=8",
               "--data.init_args.procedural.size=24", "--data.init_args.read.test_every=4",
               "--data.init_args.read.train_every=1", "--data.init_args.steps_per_epoch=3",
-              "--data.init_args.max_val_views=1", "--model.init_args.max_init_points=300",
+              "--data.init_args.max_val_views=1", "--model.init_args.init.max_points=300",
               "--model.init_args.predict.frames=2", f"--model.init_args.output_dir={out}"]
     run(["fit", *common, "--trainer.max_steps=4"])
     ckpt = logs / "difix3d_demo" / "version_0" / "checkpoints" / "last.ckpt"
@@ -115,6 +115,6 @@ def test_a_fit_with_a_broken_torchscript_fixer_stops_before_step_1(tmp_path: Pat
              f"--trainer.logger.init_args.save_dir={logs}", f"--trainer.callbacks.fixer.name={ts}",
              "--trainer.callbacks.fixer.size=[16, 16]", f"--data.init_args.path={scene}",
              "--data.init_args.procedural.num_views=8", "--data.init_args.procedural.size=24",
-             "--model.init_args.max_init_points=300", f"--model.init_args.output_dir={tmp_path / 'out'}"])
+             "--model.init_args.init.max_points=300", f"--model.init_args.output_dir={tmp_path / 'out'}"])
     assert not list(logs.rglob("*.ckpt"))  # nothing trained, nothing saved: the first fix was 200 steps away
 

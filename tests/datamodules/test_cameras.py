@@ -6,16 +6,9 @@ import math
 import pytest
 import torch
 
-from datamodules.cameras.cameras import (
-    Cameras,
-    interpolate_path,
-    look_at,
-    pose_distance,
-    quat_to_rotmat,
-    rotmat_to_quat,
-    slerp,
-    step_pose_toward,
-)
+from datamodules.cameras.cameras import Cameras
+from datamodules.cameras.poses import (interpolate_path, look_at, pose_distance, quat_to_rotmat, rotmat_to_quat, slerp,
+                                       step_pose_toward)
 
 
 def _random_rotations(n: int, gen: torch.Generator) -> torch.Tensor:

@@ -8,11 +8,12 @@ import torch
 
 from datamodules.pairs.mixed import MixedPairDataModule
 from datamodules.pairs.datamodule import PairDataError, PairDataModule
+from datamodules.pairs.sources import JsonPairs, SyntheticPairs
 
 
 def _synthetic(num_train: int, num_val: int, seed: int, num_refs: int = 1) -> PairDataModule:
-    return PairDataModule(source="synthetic", resolution=32, crop_size=32, num_refs=num_refs, num_train=num_train,
-                          num_val=num_val, degradations=("noise",), degradation_strength=3.0, seed=seed)
+    source = SyntheticPairs(num_train=num_train, num_val=num_val, degradations=("noise",), degradation_strength=3.0)
+    return PairDataModule(source, resolution=32, crop_size=32, num_refs=num_refs, seed=seed)
 
 
 def test_trains_on_all_sources_with_clean_share_and_validates_on_primary() -> None:
@@ -48,7 +49,7 @@ def test_an_extra_pairs_json_needs_only_a_train_split(tmp_path) -> None:
                        tmp_path / f"{kind}_{i}.png")
         items.append({"image": f"render_{i}.png", "target_image": f"target_{i}.png", "ref_image": [f"ref_{i}.png"]})
     (tmp_path / "pairs.json").write_text(json.dumps({"train": items}))
-    extra = PairDataModule(json_path=str(tmp_path / "pairs.json"), resolution=32, crop_size=32)
+    extra = PairDataModule(JsonPairs(str(tmp_path / "pairs.json")), resolution=32, crop_size=32)
     dm = MixedPairDataModule(primary=_synthetic(6, 3, 0), extra=[extra], batch_size=3)
     dm.setup("fit")
     assert len(dm.train_dataloader().dataset) == 9

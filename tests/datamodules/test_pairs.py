@@ -10,6 +10,7 @@ import torch
 from datamodules.pairs.degradations import DEGRADATIONS, Degrader, make_generator, procedural_image, shift_image
 from datamodules.files.image_io import load_image, save_image
 from datamodules.pairs.datamodule import PairDataError, PairDataModule
+from datamodules.pairs.sources import JsonPairs, RenderFolder, SyntheticPairs
 
 H, W = 24, 32
 
@@ -51,7 +52,7 @@ def _batch(dm: PairDataModule, split: str = "val") -> dict:
 @pytest.mark.parametrize("layout", ["list", "dict"])
 def test_json_layouts_relative_paths_and_batch_layout(tmp_path, layout):
     path = _write_pairs(tmp_path, layout=layout)
-    batch = _batch(PairDataModule(json_path=str(path), batch_size=2, val_batch_size=3))
+    batch = _batch(PairDataModule(JsonPairs(str(path)), batch_size=2, val_batch_size=3))
     assert set(batch) == {"image", "target", "refs", "prompt", "name"}
     assert batch["image"].shape == (3, 3, H, W) and batch["target"].shape == (3, 3, H, W)
     assert batch["refs"].shape == (3, 1, 3, H, W)
@@ -70,7 +71,7 @@ def test_k_references_pad_by_repeating_and_truncate(tmp_path):
     data = json.loads(path.read_text())
     data["test"][0]["ref_image"] = data["test"][0]["ref_image"][:1]  # fewer than K
     path.write_text(json.dumps(data))
-    refs = _batch(PairDataModule(json_path=str(path), num_refs=2, val_batch_size=2))["refs"]
+    refs = _batch(PairDataModule(JsonPairs(str(path)), num_refs=2, val_batch_size=2))["refs"]
     assert refs.shape == (2, 2, 3, H, W)
     first = load_image(tmp_path / "images" / "ref_0_0.png")
     assert torch.equal(refs[0, 0], first) and torch.equal(refs[0, 1], first)  # repeated
@@ -83,7 +84,7 @@ def test_zero_references_need_no_ref_key(tmp_path):
     for item in data["test"]:
         del item["ref_image"]
     path.write_text(json.dumps(data))
-    assert _batch(PairDataModule(json_path=str(path), num_refs=0, val_batch_size=2))["refs"].shape == (2, 0, 3, H, W)
+    assert _batch(PairDataModule(JsonPairs(str(path)), num_refs=0, val_batch_size=2))["refs"].shape == (2, 0, 3, H, W)
 
 
 def test_resize_and_aligned_random_crops(tmp_path):
@@ -92,7 +93,7 @@ def test_resize_and_aligned_random_crops(tmp_path):
     clean = tmp_path / "images" / "clean_0.png"
     for name in ("render_0.png", "ref_0_0.png"):
         (tmp_path / "images" / name).write_bytes(clean.read_bytes())
-    dm = PairDataModule(json_path=str(path), resolution=(48, 64), crop_size=(16, 20), seed=3)
+    dm = PairDataModule(JsonPairs(str(path)), resolution=(48, 64), crop_size=(16, 20), seed=3)
     dm.setup("fit")
     full = load_image(clean, size=(64, 48))
     corners = set()
@@ -114,7 +115,7 @@ def test_augment_mirrors_and_shuffles_channels_the_same_way_for_every_view(tmp_p
     clean = load_image(images / "clean_0.png")
     save_image(1 - clean, images / "render_0.png")  # render = 1 - target, ref = target mirrored
     save_image(clean.flip(-1), images / "ref_0_0.png")
-    dm = PairDataModule(json_path=str(path), augment=True, seed=3)
+    dm = PairDataModule(JsonPairs(str(path), augment=True), seed=3)
     dm.setup("fit")
     seen = set()
     for _ in range(24):
@@ -141,7 +142,7 @@ def test_train_order_regroups_curations_and_names_bad_lists(tmp_path):
     path.write_text(json.dumps(doc))
 
     def train_images(order):
-        dm = PairDataModule(json_path=str(path), train_order=order)
+        dm = PairDataModule(JsonPairs(str(path), train_order=order))
         dm.setup("fit")
         return [it.image.stem for it in dm.datasets["train"].items], [it.image.stem for it in dm.datasets["val"].items]
 
@@ -163,7 +164,7 @@ def test_train_order_regroups_curations_and_names_bad_lists(tmp_path):
 
 def test_int_resolution_keeps_aspect(tmp_path):
     path = _write_pairs(tmp_path, n=1)
-    assert _batch(PairDataModule(json_path=str(path), resolution=12))["image"].shape == (1, 3, 12, 16)
+    assert _batch(PairDataModule(JsonPairs(str(path)), resolution=12))["image"].shape == (1, 3, 12, 16)
 
 
 def _break(path: Path, how: str) -> tuple[str, str]:
@@ -194,7 +195,7 @@ def _break(path: Path, how: str) -> tuple[str, str]:
 def test_bad_input_names_json_entry_and_file(tmp_path, how):
     path = _write_pairs(tmp_path)
     entry, culprit = _break(path, how)
-    dm = PairDataModule(json_path=str(path))
+    dm = PairDataModule(JsonPairs(str(path)))
     with pytest.raises(PairDataError) as info:
         dm.setup("fit")  # validated up front, not at the first bad batch
     message = str(info.value)
@@ -205,7 +206,7 @@ def test_bad_input_in_dict_layout_names_the_id(tmp_path):
     path = _write_pairs(tmp_path, layout="dict")
     (tmp_path / "images" / "render_2.png").unlink()
     with pytest.raises(PairDataError, match=r"pairs\.json.*train\['frame_2'\].*render_2\.png"):
-        PairDataModule(json_path=str(path)).setup("fit")
+        PairDataModule(JsonPairs(str(path))).setup("fit")
 
 
 def test_missing_split_and_mixed_sizes_in_a_batch(tmp_path):
@@ -213,7 +214,7 @@ def test_missing_split_and_mixed_sizes_in_a_batch(tmp_path):
     data = json.loads(path.read_text())
     path.write_text(json.dumps({"train": data["train"]}))
     with pytest.raises(PairDataError, match=r"pairs\.json.*no 'test' split"):
-        PairDataModule(json_path=str(path)).setup("validate")
+        PairDataModule(JsonPairs(str(path))).setup("validate")
     root = _write_pairs(tmp_path / "mixed", n=1, size=(H, W)).parent
     _write_pairs(root / "other", n=1, size=(H + 8, W))
     data = json.loads((root / "pairs.json").read_text())
@@ -221,15 +222,17 @@ def test_missing_split_and_mixed_sizes_in_a_batch(tmp_path):
     data["train"].append({k: f"other/{v}" if k != "prompt" else v for k, v in extra.items()})
     (root / "pairs.json").write_text(json.dumps(data))
     with pytest.raises(PairDataError, match=r"batch_size 2 needs one image size.*train\[1\]"):
-        PairDataModule(json_path=str(root / "pairs.json"), batch_size=2).setup("fit")
-    PairDataModule(json_path=str(root / "pairs.json"), batch_size=2, crop_size=16).setup("fit")  # a crop fixes it
+        PairDataModule(JsonPairs(str(root / "pairs.json")), batch_size=2).setup("fit")
+    PairDataModule(JsonPairs(str(root / "pairs.json")), batch_size=2, crop_size=16).setup("fit")  # a crop fixes it
 
 
 # -------------------------------------------------------------- synthetic
 def _synthetic(**kwargs) -> PairDataModule:
-    args = dict(source="synthetic", crop_size=32, num_refs=2, num_train=6, num_val=4, batch_size=3, val_batch_size=4, max_ref_shift=3)
+    source = dict(num_train=6, num_val=4, max_ref_shift=3)
+    source.update({k: kwargs.pop(k) for k in list(kwargs) if k in ("degradations", "max_ref_shift", "clean_dir")})
+    args = dict(crop_size=32, num_refs=2, batch_size=3, val_batch_size=4)
     args.update(kwargs)
-    return PairDataModule(**args)
+    return PairDataModule(SyntheticPairs(**source), **args)
 
 
 def test_synthetic_shapes_ranges_and_deterministic_val():
@@ -277,7 +280,7 @@ def test_synthetic_identity_degradation_and_shifted_references():
 def test_synthetic_from_clean_dir(tmp_path):
     for i in range(4):
         save_image(procedural_image(40, 48, make_generator(9, i)), tmp_path / f"clean_{i}.png")
-    dm = PairDataModule(source="synthetic", clean_dir=str(tmp_path), crop_size=(24, 32), num_train=5, num_val=2, val_batch_size=2)
+    dm = PairDataModule(SyntheticPairs(clean_dir=str(tmp_path), num_train=5, num_val=2), crop_size=(24, 32), val_batch_size=2)
     dm.setup("fit")
     assert len(dm.datasets["train"]) == 5 and dm.datasets["train"].clean_files[-1].name == "clean_2.png"
     assert [p.name for p in dm.datasets["val"].clean_files] == ["clean_3.png"]  # held out
@@ -286,7 +289,7 @@ def test_synthetic_from_clean_dir(tmp_path):
     full = load_image(tmp_path / "clean_3.png")
     assert torch.allclose(batch["target"][0], full[:, 8:32, 8:40])  # centred crop of the held-out file
     with pytest.raises(PairDataError, match="nowhere"):
-        PairDataModule(source="synthetic", clean_dir=str(tmp_path / "nowhere"), crop_size=8).setup("fit")
+        PairDataModule(SyntheticPairs(clean_dir=str(tmp_path / "nowhere")), crop_size=8).setup("fit")
 
 
 def test_degrader_validates_and_is_seeded():
@@ -307,35 +310,45 @@ def test_predict_folder_with_refs_matched_by_name(tmp_path):
     for name in ("b", "a"):
         save_image(_rand(ord(name), 20, 30), renders / f"{name}.png")
         save_image(_rand(ord(name) + 1, 20, 30), refs / f"{name}.jpg")
-    batch = _batch(PairDataModule(predict_dir=str(renders), predict_ref_dir=str(refs), resolution=(16, 24), val_batch_size=2), "predict")
+    batch = _batch(PairDataModule(predict=RenderFolder(str(renders), str(refs)), resolution=(16, 24), val_batch_size=2),
+                   "predict")
     assert batch["name"] == ["a", "b"] and "target" not in batch
     assert batch["image"].shape == (2, 3, 16, 24) and batch["refs"].shape == (2, 1, 3, 16, 24)  # resized, not cropped
     assert batch["orig_size"].tolist() == [[20, 30], [20, 30]]
     (refs / "b.jpg").unlink()
     with pytest.raises(PairDataError, match=r"b\.png.*refs"):
-        PairDataModule(predict_dir=str(renders), predict_ref_dir=str(refs)).setup("predict")
-    with pytest.raises(ValueError, match="json_path"):
-        PairDataModule(predict_dir=str(renders)).setup("fit")
+        PairDataModule(predict=RenderFolder(str(renders), str(refs))).setup("predict")
+    with pytest.raises(ValueError, match="'train' split needs a source"):
+        PairDataModule(predict=RenderFolder(str(renders))).setup("fit")
+    with pytest.raises(ValueError, match="needs a source"):
+        PairDataModule()
 
 
 def test_predict_from_json_test_split_keeps_targets_uncropped(tmp_path):
     path = _write_pairs(tmp_path, n=2)
-    batch = _batch(PairDataModule(json_path=str(path), crop_size=8, val_batch_size=2), "predict")
+    batch = _batch(PairDataModule(JsonPairs(str(path)), crop_size=8, val_batch_size=2), "predict")
     assert batch["image"].shape == (2, 3, H, W) and batch["target"].shape == (2, 3, H, W)
     assert batch["name"] == ["render_0", "render_1"]
 
 
 # -------------------------------------------------------------- config
 def test_signature_builds_from_a_cli_config(tmp_path):
+    """A source is chosen by class_path or by its fields (a path: a pairs JSON)."""
     from jsonargparse import ArgumentParser
 
-    parser = ArgumentParser()
+    parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(PairDataModule, "data")
     config = parser.parse_args(
-        ["--data.source=synthetic", "--data.resolution=[48, 64]", "--data.crop_size=32", "--data.degradations=[blur, noise]"]
+        ["--data.source=datamodules.pairs.sources.SyntheticPairs", "--data.source.degradations=[blur, noise]",
+         "--data.resolution=[48, 64]", "--data.crop_size=32"]
     )
     dm = parser.instantiate_classes(config).data
-    assert isinstance(dm, PairDataModule) and dm.resolution == (48, 64) and dm.degrader.names == ["blur", "noise"]
+    assert isinstance(dm, PairDataModule) and dm.layout.resolution == (48, 64)
+    assert isinstance(dm.source, SyntheticPairs) and dm.source.degrader.names == ["blur", "noise"]
+    config = parser.parse_object({"data": {"source": {"path": "pairs.json", "augment": True},
+                                           "predict": {"renders": "renders"}}})
+    dm = parser.instantiate_classes(config).data
+    assert dm.source == JsonPairs("pairs.json", augment=True) and dm.predict == RenderFolder("renders")
 
 
 def test_truncated_image_fails_at_setup_or_is_skipped_with_a_count(tmp_path, caplog):
@@ -343,12 +356,12 @@ def test_truncated_image_fails_at_setup_or_is_skipped_with_a_count(tmp_path, cap
     bad = tmp_path / "images" / "clean_1.png"
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])  # header intact, pixels cut
     with pytest.raises(PairDataError, match=r"do not decode.*clean_1.png"):
-        PairDataModule(json_path=str(path)).setup("fit")
-    dm = PairDataModule(json_path=str(path), bad_images="skip", val_batch_size=3)
+        PairDataModule(JsonPairs(str(path))).setup("fit")
+    dm = PairDataModule(JsonPairs(str(path), bad_images="skip"), val_batch_size=3)
     with caplog.at_level("WARNING"):
         dm.setup("fit")
     assert "clean_1.png" in caplog.text and "skipped 1 of 3 train" in caplog.text
-    assert len(dm.datasets["train"]) == 2 and dm.skipped_items == {"train": 1, "val": 1}
+    assert len(dm.datasets["train"]) == 2 and dm.source.skipped == {"train": 1, "val": 1}
 
 
 def test_a_greyscale_image_among_colour_ones_is_said_once_by_name(tmp_path):
@@ -358,5 +371,5 @@ def test_a_greyscale_image_among_colour_ones_is_said_once_by_name(tmp_path):
 
     Image.open(grey).convert("L").save(grey)
     with pytest.warns(UserWarning, match=r"1 of 9 images are greyscale.*clean_1.png") as caught:
-        PairDataModule(json_path=str(path)).setup("fit")
+        PairDataModule(source=JsonPairs(path=str(path))).setup("fit")
     assert sum("greyscale" in str(w.message) for w in caught) == 1  # train and val share the files: said once

@@ -255,7 +255,7 @@ def test_shared_scenes(shared_data: Path) -> None:
 def test_llff_without_sfm_points_seeds_points_in_the_frustums() -> None:
     import math
 
-    from datamodules.cameras.cameras import look_at
+    from datamodules.cameras.poses import look_at
     from datamodules.readers.llff import frustum_points
 
     c2w = look_at(torch.tensor([[0.0, 0.0, -3.0], [0.5, 0.0, -3.0]]), torch.zeros(3))

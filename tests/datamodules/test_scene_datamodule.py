@@ -93,7 +93,7 @@ def test_train_draws_never_include_test_images(scene_dir: Path) -> None:
             assert b["name"][0].startswith("novel_") and b["weight"].item() == 0.5 and b["mask"].sum() == 0
         else:
             assert b["weight"].item() == 1.0 and b["mask"].min() == 1.0
-    assert [int(b["index"]) for b in seen] == list(range(150))
+    assert [int(b["draw"]) for b in seen] == list(range(150)) and all("index" not in b for b in seen)
     assert len({b["name"][0] for b in seen if not b["is_fixed"].item()}) == 10  # every train view drawn
 
 
@@ -137,7 +137,7 @@ def test_batches_hold_draw_indices_and_take_the_views_current_when_used(scene_di
     assert set(prefetched) == {"draw"} and dm.state_dict()["draws"] == 1
     _extras(dm)
     got = dm.on_before_batch_transfer(prefetched, 0)
-    assert got["is_fixed"].item() and int(got["index"]) == 1 and not first["is_fixed"].item()
+    assert got["is_fixed"].item() and int(got["draw"]) == 1 and not first["is_fixed"].item()
     assert dm.state_dict()["draws"] == 2
     next(it)  # a further prefetch does not move the saved counter
     assert dm.state_dict()["draws"] == 2
@@ -159,6 +159,7 @@ def test_evaluation_loaders_iterate_test_views_in_order(scene_dir: Path) -> None
     assert [b["name"][0] for b in batches] == dm.test_cameras.names
     assert all(torch.equal(b["image"][0], im) for b, im in zip(batches, dm.test_images))
     assert [int(b["index"]) for b in batches] == [0, 1, 2, 3] and not any(b["is_fixed"].item() for b in batches)
+    assert all("draw" not in b for b in batches)
     assert [b["name"][0] for b in dm.val_dataloader()] == [dm.test_cameras.names[0], dm.test_cameras.names[3]]
     assert len(list(dm.predict_dataloader())) == 4
 

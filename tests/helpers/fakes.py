@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datamodules.cameras.cameras import Cameras, look_at
+from datamodules.cameras.cameras import Cameras
+from datamodules.cameras.poses import look_at
 
 
 def decode(path: Path) -> list[np.ndarray]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datamodules.cameras.cameras import look_at
+from datamodules.cameras.poses import look_at
 from datamodules.readers.colmap import ColmapCamera, ColmapImage, ColmapPoints, colmap_pose_from_c2w, write_colmap_binary, write_colmap_text
 from datamodules.files.image_io import save_image
 from datamodules.readers.llff import opencv_to_llff_c2w

@@ -19,7 +19,7 @@ def _curate(tmp_path: Path, seed: int, out: Path, *extra: str) -> list[str]:
     """main.py arguments that curate sparse pairs from a tiny procedural scene `seed` into `out`."""
     return ["fit", "--config", str(REPO / "configs/demo/curate_sparse.yaml"), "--trainer.logger=false",
             "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
-            "--trainer.max_steps=4", "--model.init_args.sh_degree=0", "--model.init_args.max_init_points=200",
+            "--trainer.max_steps=4", "--model.init_args.sh.degree=0", "--model.init_args.init.max_points=200",
             f"--trainer.callbacks.out_dir={out}", f"--trainer.callbacks.scene_name=scene_{seed}",
             f"--model.init_args.output_dir={tmp_path / f'fit_{seed}'}",
             f"--data.init_args.path={tmp_path / f'scene_{seed}'}", f"--data.init_args.procedural.seed={seed}",

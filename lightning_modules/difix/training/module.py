@@ -8,7 +8,7 @@ embedding) plus `difix_net_config`, which is all `net_from_checkpoint` needs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -24,16 +24,16 @@ from datamodules.files.image_io import save_image
 from lightning_modules.difix.fixers.ready import ReadyFixer
 from lightning_modules.difix.net.net import DifixNet
 from lightning_modules.image_grids import log_image, tile_grid
-from lightning_modules.options import check_learning_rates
 from lightning_modules.difix.training.net_spec import DifixNetSpec
 from lightning_modules.difix.training.schedules import cosine_to_tenth
+from lightning_modules.difix.training.settings import AdamWSettings, FixerLoss
 
 
 class DifixModule(pl.LightningModule):
     """Fine-tunes an SD-Turbo-architecture DifixNet on (degraded, target, reference) pairs.
 
     Loss = w_l2 * L2 + w_lpips * LPIPS(VGG) + w_gram * Gram (Gram after a warm-up, on a random
-    crop). Batches are PairDataModule's: {"image": (B,3,H,W) degraded, "target": (B,3,H,W),
+    crop; `FixerLoss`). Batches are PairDataModule's: {"image": (B,3,H,W) degraded, "target": (B,3,H,W),
     "refs": (B,K,3,H,W), "prompt": [str], "name": [str]}, all in [0, 1]. The batch prompt is
     not used: the net's prompt (`net.prompt`) is encoded once and cached.
 
@@ -42,28 +42,12 @@ class DifixModule(pl.LightningModule):
             None: SD-Turbo with the paper's options.
         cache_dir: Hugging Face cache folder (default $HF_HOME/hub).
         gradient_checkpointing: trade compute for memory in the UNet.
-        w_l2: weight of the L2 loss.
-        w_lpips: weight of LPIPS (VGG).
-        w_gram: weight of the Gram loss (0.5 paper, 1.0 reference README).
-        w_ssim: weight of 1 - SSIM (torchmetrics; not in the paper, 0 by default). Offline the
-            LPIPS / Gram backbones are random, so L2 alone is left and it rewards blur; SSIM is
-            a structure term that needs no pretrained network (the CPU demo's stand-in).
-        gram_warmup_steps: Gram loss off before this global step.
-        gram_crop_size: random square crop for the Gram loss (None: whole image).
-        gram_cross_batch: the reference code's Gram over the whole batch at once (cross-image
-            blocks; equal to the default for batch size 1, the paper's per-GPU batch).
-        loss_on_references: also supervise the reference slots (target = the reference),
-            as the reference code does.
+        loss: loss weights, Gram warm-up and crop, reference supervision (`FixerLoss`); None:
+            the paper's.
+        optimizer: AdamW's learning rate, betas, weight decay and schedule (`AdamWSettings`);
+            None: the paper's.
         pretrained_backbone: ImageNet VGG for LPIPS/Gram; False = random backbone (tests and
             offline demo only: LPIPS/Gram values are then not real).
-        lr: AdamW learning rate.
-        skip_lr_scale: learning-rate factor of the VAE skip convs (1 = paper; the random-init
-            demo model needs them to open faster).
-        betas: AdamW betas.
-        weight_decay: AdamW weight decay.
-        lr_schedule: "constant" (the paper) or "cosine": decay to lr / 10 over
-            ``trainer.max_steps`` (the CPU demo: its batch-1 updates otherwise leave the last
-            weights noisy, e.g. a random colour cast).
         num_log_images: samples in the validation image grid.
         predict_output_dir: folder the predict step writes fixed PNGs to.
         predict_resize_to: (height, width) the predict step runs the fixer at (e.g. [576, 1024]
@@ -82,27 +66,17 @@ class DifixModule(pl.LightningModule):
         net: DifixNetSpec | None = None,
         cache_dir: str | None = None,
         gradient_checkpointing: bool = False,
-        w_l2: float = 1.0,
-        w_lpips: float = 1.0,
-        w_gram: float = 0.5,
-        w_ssim: float = 0.0,
-        gram_warmup_steps: int = 2000,
-        gram_crop_size: int | None = 400,
-        gram_cross_batch: bool = False,
-        loss_on_references: bool = True,
+        loss: FixerLoss | None = None,
+        optimizer: AdamWSettings | None = None,
         pretrained_backbone: bool = True,
-        lr: float = 2e-5,
-        skip_lr_scale: float = 1.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        weight_decay: float = 1e-2,
-        lr_schedule: Literal["constant", "cosine"] = "constant",
         num_log_images: int = 4,
         predict_output_dir: str = "outputs/difix_predict",
         predict_resize_to: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        check_learning_rates("DifixModule", lr=lr, skip_lr=lr * skip_lr_scale)
+        self.loss_settings = loss or FixerLoss()
+        self.optimizer_settings = optimizer or AdamWSettings()
         self.net_spec = net if net is not None else DifixNetSpec()
         self.net: DifixNet | None = None
         self.fixer: ReadyFixer | None = None  # the net as a fixer, made with it in configure_model
@@ -127,9 +101,10 @@ class DifixModule(pl.LightningModule):
                 "only), and val/lpips, test/lpips are not computed."
             )
         self.lpips = LPIPSLoss(net="vgg", pretrained_backbone=h.pretrained_backbone)
-        if h.w_gram > 0:
-            self.gram = GramLoss(pretrained_backbone=h.pretrained_backbone, crop_size=h.gram_crop_size,
-                                 cross_batch=h.gram_cross_batch)
+        w = self.loss_settings
+        if w.w_gram > 0:
+            self.gram = GramLoss(pretrained_backbone=h.pretrained_backbone, crop_size=w.gram_crop_size,
+                                 cross_batch=w.gram_cross_batch)
         # The one dispatcher for every fixer name (hub id / folder, reference pkl, prior,
         # DifixModule checkpoint or export, tiny), as everywhere a fixer is named.
         self.net = self.net_spec.build(cache_dir=h.cache_dir, gradient_checkpointing=h.gradient_checkpointing)
@@ -150,11 +125,11 @@ class DifixModule(pl.LightningModule):
             dict with "loss", "loss_l2", "loss_lpips", "loss_gram", "loss_ssim" scalars.
         """
         net = self._require_net()
-        h = self.hparams
+        w = self.loss_settings
         views = net.stack_views(batch["image"], batch.get("refs"))
         target = batch["target"]
         size, policy = tuple(views.shape[-2:]), self.fixer.policy
-        if h.loss_on_references and views.shape[1] > 1:
+        if w.on_references and views.shape[1] > 1:
             pred = policy.to_input(net.forward_views(policy.to_model(views), all_views=True), size).flatten(0, 1)
             target = torch.cat([target[:, None], views[:, 1:]], dim=1).flatten(0, 1)
         else:
@@ -162,12 +137,12 @@ class DifixModule(pl.LightningModule):
         pred, target = pred.float(), target.float()
         zero = pred.new_zeros(())
         loss_l2 = F.mse_loss(pred, target)
-        loss_lpips = self.lpips(pred, target) if h.w_lpips > 0 else zero
-        gram_on = self.gram is not None and self.global_step >= h.gram_warmup_steps
+        loss_lpips = self.lpips(pred, target) if w.w_lpips > 0 else zero
+        gram_on = self.gram is not None and self.global_step >= w.gram_warmup_steps
         loss_gram = self.gram(pred, target) if gram_on else zero
         # 1 - SSIM on predictions clamped to the image range (SSIM's constants assume [0, 1]).
-        loss_ssim = 1 - ssim(pred.clamp(0, 1), target, data_range=1.0) if h.w_ssim > 0 else zero
-        loss = h.w_l2 * loss_l2 + h.w_lpips * loss_lpips + h.w_gram * loss_gram + h.w_ssim * loss_ssim
+        loss_ssim = 1 - ssim(pred.clamp(0, 1), target, data_range=1.0) if w.w_ssim > 0 else zero
+        loss = w.w_l2 * loss_l2 + w.w_lpips * loss_lpips + w.w_gram * loss_gram + w.w_ssim * loss_ssim
         return {"loss": loss, "loss_l2": loss_l2, "loss_lpips": loss_lpips, "loss_gram": loss_gram,
                 "loss_ssim": loss_ssim}
 
@@ -180,21 +155,21 @@ class DifixModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         net = self._require_net()
-        h = self.hparams
+        o = self.optimizer_settings
         skip_ids = {id(p) for p in net.skips.parameters()}
         groups = [
-            {"params": [p for p in net.trainable_parameters() if id(p) not in skip_ids], "lr": h.lr},
-            {"params": [p for p in net.skips.parameters() if p.requires_grad], "lr": h.lr * h.skip_lr_scale},
+            {"params": [p for p in net.trainable_parameters() if id(p) not in skip_ids], "lr": o.lr},
+            {"params": [p for p in net.skips.parameters() if p.requires_grad], "lr": o.lr * o.skip_lr_scale},
         ]
         # foreach: one op per step for all (~400 for the tiny net) tensors instead of a Python loop
         # over them, torch's default on GPU but not on CPU; the same arithmetic, bit for bit.
-        optimizer = torch.optim.AdamW(groups, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay, foreach=True)
-        if h.lr_schedule == "constant":
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, foreach=True)
+        if o.schedule == "constant":
             return optimizer
         total = self.trainer.max_steps
         if total is None or total <= 0:
-            raise ValueError("DifixModule(lr_schedule='cosine') needs trainer.max_steps (the length of the decay)")
-        return cosine_to_tenth(optimizer, total, h.lr)
+            raise ValueError("DifixModule(optimizer.schedule='cosine') needs trainer.max_steps (the length of the decay)")
+        return cosine_to_tenth(optimizer, total, o.lr)
 
     # ------------------------------------------------------------------ validation / test
     def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:

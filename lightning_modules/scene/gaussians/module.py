@@ -2,8 +2,8 @@
 
 Training follows gsplat's ``examples/simple_trainer.py``: one Adam per parameter (gsplat's
 strategies need it, so optimisation is manual), means learning rate scaled by the scene
-scale with an exponential decay to ``means_lr_final_factor`` over training, SH degree
-raised every ``sh_degree_interval`` steps, densification by a strategy object
+scale with an exponential decay to ``lr.means_final_factor`` over training, SH degree
+raised every ``sh.interval`` steps, densification by a strategy object
 (``strategy.DefaultStrategy`` with its opacity reset fixed, or ``strategy.MCMCStrategy``),
 given in YAML by ``class_path`` as simple_trainer's config holds one. The loss is
 Difix3D's / 3DGS's ``0.8 L1 + 0.2 (1 - SSIM)``, with per-view weights and masks from the
@@ -15,7 +15,7 @@ finds matching shapes; the strategy state rides in the checkpoint; every random 
 step (random background, split noise, MCMC noise) comes from a generator seeded by
 ``(seed, step)``, so it does not depend on what ran before.
 
-Starting from a reconstruction made elsewhere (``init_file``: an INRIA / gsplat / nerfstudio
+Starting from a reconstruction made elsewhere (``init.file``: an INRIA / gsplat / nerfstudio
 .ply, a gsplat or splatfacto checkpoint) maps its Gaussians into the datamodule's normalised
 world, renders at the file's full SH degree from step 0 and, unless asked to densify, keeps
 their number: the progressive fix and the post-render fix then run on someone else's 3DGS.
@@ -25,7 +25,7 @@ Evaluation, predict videos and the post-render fix hook come from ``SceneModule`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -33,15 +33,15 @@ from torch import Tensor
 from datamodules.cameras.cameras import Cameras
 from datamodules.scene.scene_setup import SceneSetup
 
-from lightning_modules.options import check_learning_rates, check_number
+from lightning_modules.options import check_number
 from lightning_modules.scene.base import SceneModule
 from lightning_modules.scene.evaluation import EvalSettings
-from lightning_modules.scene.gaussians.initial import initial_gaussians
+from lightning_modules.scene.gaussians.initial import InitSettings, initial_gaussians
 from lightning_modules.scene.gaussians.splats import SPLAT_NAMES, Gaussians, sh_to_rgb
 from lightning_modules.scene.gaussians.losses import photometric_loss
 from lightning_modules.scene.path_video import PathSettings
 from lightning_modules.scene.gaussians.ply import ply_bytes, write_ply
-from lightning_modules.scene.gaussians.reconstruction import GaussiansFile
+from lightning_modules.scene.gaussians.settings import LearningRates, LossSettings, RasterSettings, SHSchedule
 from lightning_modules.scene.gaussians.world_units import splats_in_scene
 from lightning_modules.scene.gaussians.rasterize import render
 from lightning_modules.scene.gaussians.strategy import DefaultStrategy, MCMCStrategy
@@ -57,41 +57,16 @@ class GaussianSceneModule(SceneModule):
             (3DGS; gsplat's fields: refine_start_iter, refine_stop_iter, refine_every,
             reset_every, grow_grad2d, prune_opa, ...) or ``MCMCStrategy`` (cap_max, noise_lr,
             min_opacity, ...). None: ``DefaultStrategy()`` (gsplat's defaults).
-        sh_degree: maximum spherical-harmonic degree (gsplat: 3); with ``init_file``, the file's.
-        sh_degree_interval: the SH degree in use grows by one every this many steps.
-        init_type: "points" (the scene's sparse points, e.g. COLMAP) or "random" (uniform in a
-            cube of half-size ``init_extent * scene_scale``); "points" falls back to "random"
-            with a warning when the scene has no points (Blender scenes). Ignored with ``init_file``.
-        init_file: start from a trained 3DGS instead (`GaussiansFile`: path, units of its world,
-            SH degree, whether to densify; a plain path string means the dataset's original
-            units). In YAML ``init_file: {path: .../point_cloud.ply}``; on the command line
-            ``--model.init_args.init_file.path=...``.
-        init_num_points: number of Gaussians for random init.
-        init_extent: random-init cube half-size in units of the scene scale.
-        init_center: random-init cube centre (normalised world); None: the point the training
-            cameras look at when they converge (object captures), else the origin.
-        init_opacity: initial opacity (gsplat: 0.1; 0.5 for MCMC).
-        init_scale: multiplier on the initial (nearest-neighbour) scales (gsplat: 1.0; 0.1 MCMC).
-        max_init_points: randomly keep at most this many init points (None: all).
+        init: where the Gaussians start (`InitSettings`: the scene's points, random, or a
+            trained 3DGS file); None: the scene's points with gsplat's defaults.
+        sh: SH degree and its schedule (`SHSchedule`); None: degree 3, one more every 1000 steps.
+        lr: learning rates (`LearningRates`); None: gsplat's.
+        loss: loss weights (`LossSettings`); None: 3DGS's 0.8 L1 + 0.2 (1 - SSIM).
+        rasterizer: backend, clipping planes, 2D low-pass (`RasterSettings`); None: gsplat's.
         global_scale: extra factor on the scene scale (gsplat's ``global_scale``).
-        means_lr: means learning rate per unit scene scale (gsplat: 1.6e-4).
-        means_lr_final_factor: the means lr decays exponentially to this fraction.
-        scales_lr: log-scale learning rate.
-        quats_lr: quaternion learning rate.
-        opacities_lr: opacity-logit learning rate.
-        sh0_lr: degree-0 SH learning rate.
-        shN_lr: higher SH learning rate (gsplat: sh0_lr / 20).
-        lr_decay_steps: steps of the means lr decay (None: the trainer's max_steps).
-        opacity_reg: weight of mean opacity (gsplat MCMC preset: 0.01).
-        scale_reg: weight of mean scale (gsplat MCMC preset: 0.01).
-        ssim_lambda: weight of (1 - SSIM) in the photometric loss.
         render_background: see ``SceneModule``.
         random_background: composite training renders on a random colour each step
             (simple_trainer's ``random_bkgd``); evaluation uses the fixed background.
-        backend: rasterizer backend: "auto" (gsplat on CUDA, torch on CPU), "gsplat", "torch".
-        near_plane: near clipping distance.
-        far_plane: far clipping distance.
-        eps2d: 2D low-pass added to projected covariances.
         evaluation: see ``SceneModule``.
         predict: see ``SceneModule``.
         output_dir: see ``SceneModule`` (point_cloud.ply is written there after fit).
@@ -99,39 +74,19 @@ class GaussianSceneModule(SceneModule):
     """
 
     representation_name = "3DGS"
-    RUNTIME_OPTIONS: ClassVar[frozenset[str]] = SceneModule.RUNTIME_OPTIONS | {"backend", "near_plane", "far_plane"}
+    RUNTIME_OPTIONS: ClassVar[frozenset[str]] = SceneModule.RUNTIME_OPTIONS | {"rasterizer"}
 
     def __init__(
         self,
         strategy: DefaultStrategy | MCMCStrategy | None = None,
-        sh_degree: int = 3,
-        sh_degree_interval: int = 1000,
-        init_type: Literal["points", "random"] = "points",
-        init_file: GaussiansFile | None = None,
-        init_num_points: int = 100_000,
-        init_extent: float = 3.0,
-        init_center: tuple[float, float, float] | None = None,
-        init_opacity: float = 0.1,
-        init_scale: float = 1.0,
-        max_init_points: int | None = None,
+        init: InitSettings | None = None,
+        sh: SHSchedule | None = None,
+        lr: LearningRates | None = None,
+        loss: LossSettings | None = None,
+        rasterizer: RasterSettings | None = None,
         global_scale: float = 1.0,
-        means_lr: float = 1.6e-4,
-        means_lr_final_factor: float = 0.01,
-        scales_lr: float = 5e-3,
-        quats_lr: float = 1e-3,
-        opacities_lr: float = 5e-2,
-        sh0_lr: float = 2.5e-3,
-        shN_lr: float = 2.5e-3 / 20,
-        lr_decay_steps: int | None = None,
-        opacity_reg: float = 0.0,
-        scale_reg: float = 0.0,
-        ssim_lambda: float = 0.2,
         render_background: tuple[float, float, float] | None = None,
         random_background: bool = False,
-        backend: Literal["auto", "gsplat", "torch"] = "auto",
-        near_plane: float = 0.01,
-        far_plane: float = 1e10,
-        eps2d: float = 0.3,
         evaluation: EvalSettings | None = None,
         predict: PathSettings | None = None,
         output_dir: str | None = None,
@@ -139,11 +94,7 @@ class GaussianSceneModule(SceneModule):
     ) -> None:
         super().__init__(render_background, evaluation, predict, output_dir, rng_seed)
         self.save_hyperparameters()
-        owner = "GaussianSceneModule"
-        check_learning_rates(owner, means_lr=means_lr, scales_lr=scales_lr, quats_lr=quats_lr,
-                             opacities_lr=opacities_lr, sh0_lr=sh0_lr, shN_lr=shN_lr)
-        check_number(owner, "means_lr_final_factor", means_lr_final_factor, above=0.0, high=1.0)
-        check_number(owner, "lr_decay_steps", lr_decay_steps, low=1, integer=True, optional=True)
+        check_number("GaussianSceneModule", "global_scale", global_scale, above=0.0)
         self.automatic_optimization = False
         if strategy is not None and not isinstance(strategy, (DefaultStrategy, MCMCStrategy)):
             raise TypeError(
@@ -151,13 +102,37 @@ class GaussianSceneModule(SceneModule):
                 f"(gsplat's own classes lack this project's fixes), got {type(strategy).__name__}"
             )
         self.strategy = strategy if strategy is not None else DefaultStrategy()
-        if isinstance(init_file, str):
-            init_file = GaussiansFile(path=init_file)
-        self.init_file = GaussiansFile(**init_file) if isinstance(init_file, dict) else init_file
+        self.init_settings = init or InitSettings()
+        self.sh_schedule = sh or SHSchedule()
+        self.learning_rates = lr or LearningRates()
+        self.loss_settings = loss or LossSettings()
+        self.raster_settings = rasterizer or RasterSettings()
+        self.global_scale = global_scale
+        self.random_background = random_background
         # Empty until init_representation() (or a checkpoint) gives the Gaussians their size.
-        self.gaussians = Gaussians(0, sh_degree)
+        self.gaussians = Gaussians(0, self.sh_schedule.degree)
         self.strategy_state: dict[str, Any] | None = None
         self._missing_file: FileNotFoundError | None = None
+
+    @classmethod
+    def from_splats(cls, splats: dict[str, Tensor], sh_degree: int, scene_scale: float | None = None
+                    ) -> GaussianSceneModule:
+        """A module holding given Gaussians, ready to render (a file opened for viewing).
+
+        Args:
+            splats: raw parameters (``Gaussians.raw()`` layout), in their own world.
+            sh_degree: their SH degree.
+            scene_scale: the extent of that world; None: from the Gaussians themselves (the
+                90th percentile of the centres' distance from their median, as the cameras that
+                gsplat measures the scale by are not known).
+        """
+        module = cls(sh=SHSchedule(degree=sh_degree))
+        module.gaussians.set_splats(splats)
+        if scene_scale is None:
+            means = splats["means"]
+            scene_scale = float((means - means.median(dim=0).values).norm(dim=-1).quantile(0.9).clamp_min(1e-3))
+        module.scene_scale = float(scene_scale)
+        return module
 
     # ------------------------------------------------------------------ construction
     @property
@@ -166,33 +141,29 @@ class GaussianSceneModule(SceneModule):
 
     def setup_scene(self, setup: SceneSetup) -> None:
         super().setup_scene(setup)
-        self.scene_scale = float(setup.scene_scale) * self.hparams.global_scale
+        self.scene_scale = float(setup.scene_scale) * self.global_scale
         if self.strategy_state is None:
             self.strategy_state = self._init_strategy_state()
 
     def init_representation(self, setup: SceneSetup) -> None:
-        if self.init_file is not None:
+        if self.init_settings.file is not None:
             try:
-                self.gaussians.set_splats(splats_in_scene(self.init_file, setup))
+                self.gaussians.set_splats(splats_in_scene(self.init_settings.file, setup))
             except FileNotFoundError as err:
                 # A checkpoint restored next (resume, test --ckpt_path) holds the Gaussians; the
                 # error is raised only if none does (require_ready, before any step).
                 self._missing_file = err
             self.gaussians.to(self.device)
             return
-        h = self.hparams
-        g = initial_gaussians(
-            setup, float(setup.scene_scale) * h.global_scale, h.sh_degree, h.init_type, h.init_num_points,
-            h.init_extent, h.init_center, h.init_opacity, h.init_scale, h.max_init_points,
-            torch.Generator().manual_seed(self.rng_seed),
-        )
+        g = initial_gaussians(setup, float(setup.scene_scale) * self.global_scale, self.sh_schedule.degree,
+                              self.init_settings, torch.Generator().manual_seed(self.rng_seed))
         self.gaussians.set_splats(g.raw())
         self.gaussians.to(self.device)
 
     @property
     def densifies(self) -> bool:
         """Whether the strategy runs (always, unless started from a file without ``densify``)."""
-        return self.init_file is None or self.init_file.densify
+        return self.init_settings.file is None or self.init_settings.file.densify
 
     def require_ready(self) -> None:
         if not self.is_initialised and self._missing_file is not None:
@@ -206,17 +177,15 @@ class GaussianSceneModule(SceneModule):
 
     def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[dict[str, Any]]]:
         """One Adam per parameter (order: ``SPLAT_NAMES``) and the means lr decay."""
-        h = self.hparams
-        lrs = {"means": h.means_lr * self.scene_scale, "scales": h.scales_lr, "quats": h.quats_lr,
-               "opacities": h.opacities_lr, "sh0": h.sh0_lr, "shN": h.shN_lr}
+        lrs = self.learning_rates.per_parameter(self.scene_scale)
         optimizers = [
             torch.optim.Adam([{"params": self.gaussians.splats[name], "lr": lrs[name], "name": name}], eps=1e-15)
             for name in SPLAT_NAMES
         ]
-        steps = h.lr_decay_steps
+        steps = self.learning_rates.decay_steps
         if steps is None:
             steps = self.trainer.max_steps if self._trainer is not None and self.trainer.max_steps > 0 else 30_000
-        gamma = h.means_lr_final_factor ** (1.0 / max(int(steps), 1))
+        gamma = self.learning_rates.means_final_factor ** (1.0 / max(int(steps), 1))
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizers[0], gamma=gamma)
         return optimizers, [{"scheduler": scheduler, "interval": "step"}]
 
@@ -233,7 +202,7 @@ class GaussianSceneModule(SceneModule):
 
     # ------------------------------------------------------------------ rendering
     def _background(self, n: int, step: int | None) -> Tensor:
-        if step is not None and self.hparams.random_background:
+        if step is not None and self.random_background:
             gen = torch.Generator().manual_seed(self.step_seed(step) + 1)
             return torch.rand(n, 3, generator=gen).to(self.device)
         return self.background_tensor(n)
@@ -243,24 +212,18 @@ class GaussianSceneModule(SceneModule):
         (C, 1, H, W) alphas and gsplat's info (what the densification strategy reads)."""
         w, h = cameras.common_size("render")
         a = self.gaussians.activated()
+        r = self.raster_settings
         colors, alphas, info = render(
             a["means"], a["quats"], a["scales"], a["opacities"], a["colors"],
             cameras.world_to_camera.to(self.device), cameras.K.to(self.device), w, h,
-            sh_degree=sh_degree, near_plane=self.hparams.near_plane, far_plane=self.hparams.far_plane,
-            backgrounds=backgrounds, render_mode="RGB", backend=self.hparams.backend, eps2d=self.hparams.eps2d,
+            sh_degree=sh_degree, near_plane=r.near_plane, far_plane=r.far_plane,
+            backgrounds=backgrounds, render_mode="RGB", backend=r.backend, eps2d=r.eps2d,
         )
         return colors.permute(0, 3, 1, 2), alphas.permute(0, 3, 1, 2), info
 
     @torch.no_grad()
     def render_views(self, cameras: Cameras) -> tuple[Tensor, Tensor]:
-        """Renders cameras one by one (memory stays flat) with the full SH degree.
-
-        Args:
-            cameras: N cameras of one size in the normalised world.
-
-        Returns:
-            rgb: (N, 3, H, W) in [0, 1]; alpha: (N, 1, H, W).
-        """
+        """``SceneModule.render_views``: camera by camera (memory stays flat), at the full SH degree."""
         rgbs, alphas = [], []
         for i in range(len(cameras)):
             rgb, alpha, _ = self.render_batch(cameras[i], self.gaussians.sh_degree, self._background(1, None))
@@ -270,9 +233,9 @@ class GaussianSceneModule(SceneModule):
 
     # ------------------------------------------------------------------ training
     def current_sh_degree(self, step: int) -> int:
-        if self.init_file is not None:  # trained Gaussians: their colours need every degree from step 0
+        if self.init_settings.file is not None:  # trained Gaussians: their colours need every degree from step 0
             return self.gaussians.sh_degree
-        return min(step // max(self.hparams.sh_degree_interval, 1), self.gaussians.sh_degree)
+        return min(step // self.sh_schedule.interval, self.gaussians.sh_degree)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         step = self.global_step
@@ -287,12 +250,13 @@ class GaussianSceneModule(SceneModule):
         rgb, alpha, info = self.render_batch(cameras, self.current_sh_degree(step), self._background(n, step))
         if self.densifies and isinstance(self.strategy, DefaultStrategy):
             self.strategy.step_pre_backward(self.gaussians.splats, self.optimizer_dict, self.strategy_state, step, info)
-        losses = photometric_loss(rgb, image, mask, weight, self.hparams.ssim_lambda)
+        weights = self.loss_settings
+        losses = photometric_loss(rgb, image, mask, weight, weights.ssim_lambda)
         loss = losses["loss"]
-        if self.hparams.opacity_reg > 0:
-            loss = loss + self.hparams.opacity_reg * self.gaussians.opacities.mean()
-        if self.hparams.scale_reg > 0:
-            loss = loss + self.hparams.scale_reg * self.gaussians.scales.mean()
+        if weights.opacity_reg > 0:
+            loss = loss + weights.opacity_reg * self.gaussians.opacities.mean()
+        if weights.scale_reg > 0:
+            loss = loss + weights.scale_reg * self.gaussians.scales.mean()
         self.manual_backward(loss)
 
         # Only the first optimizer steps through Lightning: each LightningOptimizer.step
@@ -349,15 +313,15 @@ class GaussianSceneModule(SceneModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        extra = checkpoint.get("scene") or checkpoint["gaussian_scene"]
-        saved = {"default": "DefaultStrategy", "mcmc": "MCMCStrategy"}.get(extra.get("strategy"), extra.get("strategy"))
+        scene = checkpoint["scene"]
+        saved = scene.get("strategy")
         if saved != type(self.strategy).__name__:
             raise ValueError(
                 f"checkpoint was trained with strategy {saved}, this module uses {type(self.strategy).__name__}")
-        self.strategy_state = dict(extra["strategy_state"])
+        self.strategy_state = dict(scene["strategy_state"])
         # The Gaussians resize themselves in load_state_dict (Gaussians._load_from_state_dict);
         # their SH degree is the checkpoint's (a scene started from a file has the file's).
-        degree = extra.get("sh_degree", self.gaussians.sh_degree)
+        degree = scene.get("sh_degree", self.gaussians.sh_degree)
         if degree != self.gaussians.sh_degree:
             self.gaussians = Gaussians(0, degree)
 

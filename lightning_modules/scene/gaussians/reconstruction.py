@@ -78,9 +78,9 @@ class GaussiansFile:
 
     def __post_init__(self) -> None:
         if self.units not in (*WORLDS, "auto"):
-            raise ValueError(f"init_file.units must be {', '.join(WORLDS)} or auto, got {self.units!r}")
+            raise ValueError(f"init.file.units must be {', '.join(WORLDS)} or auto, got {self.units!r}")
         if self.sh_degree is not None and not 0 <= self.sh_degree <= 4:
-            raise ValueError(f"init_file.sh_degree must be 0..4 (gsplat) or null, got {self.sh_degree}")
+            raise ValueError(f"init.file.sh_degree must be 0..4 (gsplat) or null, got {self.sh_degree}")
 
 
 @dataclass
@@ -121,7 +121,7 @@ def read_gaussians_file(path: str | Path, sh_degree: int | None = None) -> Loade
     """
     path = env_path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Gaussians file {path} does not exist (init_file.path)")
+        raise FileNotFoundError(f"Gaussians file {path} does not exist (init.file.path)")
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic == b"ply\n" or magic[:3] == b"ply":
@@ -135,15 +135,15 @@ def read_gaussians_file(path: str | Path, sh_degree: int | None = None) -> Loade
             layout = "INRIA-layout .ply"
         loaded = LoadedGaussians(read_ply(path), layout, path)
     elif zipfile.is_zipfile(path) or path.suffix in (".pt", ".pth", ".ckpt"):
-        loaded = _from_torch_file(path, read_torch_file(path, "Gaussians file (init_file.path)"))
+        loaded = _from_torch_file(path, read_torch_file(path, "Gaussians file (init.file.path)"))
     else:
-        raise ValueError(f"{path}: neither a .ply nor a torch checkpoint; init_file.path takes a Gaussian .ply, "
+        raise ValueError(f"{path}: neither a .ply nor a torch checkpoint; init.file.path takes a Gaussian .ply, "
                          "a gsplat ckpt_*.pt or a nerfstudio splatfacto step-*.ckpt")
     _check(loaded)
     if sh_degree is not None and loaded.sh_degree != sh_degree:
         raise ValueError(f"{path}: its Gaussians have SH degree {loaded.sh_degree} "
-                         f"({loaded.splats['shN'].shape[1]} higher coefficients per channel), init_file.sh_degree asks "
-                         f"for {sh_degree}; drop init_file.sh_degree to take the file's")
+                         f"({loaded.splats['shN'].shape[1]} higher coefficients per channel), init.file.sh_degree asks "
+                         f"for {sh_degree}; drop init.file.sh_degree to take the file's")
     return loaded
 
 

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from datamodules.cameras.cameras import rotmat_to_quat
+from datamodules.cameras.poses import rotmat_to_quat
 
 __all__ = ["transform_splats", "decompose_similarity", "rotate_sh"]
 

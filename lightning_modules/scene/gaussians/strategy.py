@@ -176,6 +176,3 @@ class MCMCStrategy(_GsplatMCMC):
 # Strategy objects are hyperparameters of the scene modules, so checkpoints hold them; allow
 # them in weights-only loading (Lightning's default when resuming).
 torch.serialization.add_safe_globals([DefaultStrategy, MCMCStrategy])
-# ... also under the module path checkpoints written before the Gaussian files moved name them by.
-torch.serialization.add_safe_globals([(DefaultStrategy, "lightning_modules.scene.strategy.DefaultStrategy"),
-                                      (MCMCStrategy, "lightning_modules.scene.strategy.MCMCStrategy")])

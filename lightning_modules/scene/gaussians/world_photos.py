@@ -125,7 +125,7 @@ def judge_world(declared: str, psnrs: dict[str, float], where: str, views: Photo
     every PSNR when another world explains the photos by more than ``FAR_BETTER_DB``).
 
     Args:
-        declared: ``init_file.units``.
+        declared: ``init.file.units``.
         psnrs: ``world_psnrs``'s result (ties go to the first).
         where: the file, for the messages.
         views: the views judged on (their number and size go into the messages).
@@ -133,13 +133,13 @@ def judge_world(declared: str, psnrs: dict[str, float], where: str, views: Photo
     best = max(psnrs, key=lambda u: psnrs[u])
     table = ", ".join(f"{u} {p:.2f} dB" for u, p in psnrs.items())
     if declared == "auto":
-        log.info("%s: init_file.units=auto: %s (%s rendered from the file in each world: %s)",
+        log.info("%s: init.file.units=auto: %s (%s rendered from the file in each world: %s)",
                  where, best, views.describe(), table)
         return best
     if psnrs[best] - psnrs[declared] > FAR_BETTER_DB:
         warnings.warn(
-            f"{where}: init_file.units={declared}, but the training photos say {best}: {views.describe()} rendered "
-            f"from the file in each world match them at {table}. Set init_file.units: {best} (or auto); with "
+            f"{where}: init.file.units={declared}, but the training photos say {best}: {views.describe()} rendered "
+            f"from the file in each world match them at {table}. Set init.file.units: {best} (or auto); with "
             f"{declared} the Gaussians start scrambled against the cameras.",
             stacklevel=3,
         )

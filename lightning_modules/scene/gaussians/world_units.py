@@ -66,7 +66,7 @@ def splats_in_scene(spec: GaussiansFile, setup: SceneSetup,
             units = judge_world(spec.units, world_psnrs(loaded.splats, worlds, views, render_on), str(loaded.path),
                                 views)
         elif units == "auto":
-            raise ValueError(f"{loaded.path}: init_file.units=auto needs the scene's training photos (a SceneSetup "
+            raise ValueError(f"{loaded.path}: init.file.units=auto needs the scene's training photos (a SceneSetup "
                              f"with train_images) to tell the world; name it ({', '.join(WORLDS)})")
         to_world = worlds[units]
         splats = loaded.splats
@@ -107,7 +107,7 @@ def file_to_normalised(spec: GaussiansFile, setup: SceneSetup) -> Tensor:
             ``dataparser_transforms.json``.
     """
     if spec.units == "auto":
-        raise ValueError("init_file.units=auto is decided by the training photos (splats_in_scene)")
+        raise ValueError("init.file.units=auto is decided by the training photos (splats_in_scene)")
     return _to_normalised(spec.units, spec, setup)
 
 
@@ -123,7 +123,7 @@ def _to_normalised(units: str, spec: GaussiansFile, setup: SceneSetup) -> Tensor
         return to_ours @ torch.linalg.inv(nerfstudio_transform(_dataparser_file(spec)))
     cameras = setup.all_cameras if setup.all_cameras is not None else setup.train_cameras
     if setup.points is None or len(setup.points) < 4:
-        raise ValueError(f"init_file.units={units}: gsplat normalises by the COLMAP points too, and this scene "
+        raise ValueError(f"init.file.units={units}: gsplat normalises by the COLMAP points too, and this scene "
                          "has none; use a scene read from the COLMAP folder gsplat trained on")
     back = torch.linalg.inv(to_ours)
     s, R, _ = decompose_similarity(back)
@@ -214,8 +214,8 @@ def _dataparser_file(spec: GaussiansFile) -> Path:
     for folder in (here, here.parent, here.parent.parent):
         if (folder / "dataparser_transforms.json").is_file():
             return folder / "dataparser_transforms.json"
-    raise ValueError(f"init_file.units=nerfstudio: no dataparser_transforms.json beside {spec.path} or above it; "
-                     "name it (init_file.dataparser_transforms: the run's outputs/<exp>/splatfacto/<time>/...)")
+    raise ValueError(f"init.file.units=nerfstudio: no dataparser_transforms.json beside {spec.path} or above it; "
+                     "name it (init.file.dataparser_transforms: the run's outputs/<exp>/splatfacto/<time>/...)")
 
 
 def check_against_cameras(means: Tensor, cameras: Cameras, scene_scale: float, where: str,
@@ -255,7 +255,7 @@ def check_against_cameras(means: Tensor, cameras: Cameras, scene_scale: float, w
             f"{where}: the Gaussians and the cameras disagree: {share:.0%} of the Gaussians are in view of a camera, "
             f"their extent is {extent:.3g} x the cameras' (Gaussians' 5-95 % box {lo.tolist()} .. {hi.tolist()}, "
             f"camera centres {centres.min(0).values.tolist()} .. {centres.max(0).values.tolist()}, normalised world). "
-            "Wrong init_file.units, or a reconstruction of another scene?",
+            "Wrong init.file.units, or a reconstruction of another scene?",
             stacklevel=2,
         )
     return share

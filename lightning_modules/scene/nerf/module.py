@@ -155,14 +155,7 @@ class NerfSceneModule(SceneModule):
 
     @torch.no_grad()
     def render_views(self, cameras: Cameras) -> tuple[Tensor, Tensor]:
-        """Renders whole views in chunks of ``eval_chunk`` rays (memory flat at any size).
-
-        Args:
-            cameras: N cameras of one size in the normalised world.
-
-        Returns:
-            rgb: (N, 3, H, W) in [0, 1]; alpha: (N, 1, H, W).
-        """
+        """``SceneModule.render_views``: in chunks of ``eval_chunk`` rays (memory flat at any size)."""
         cameras = cameras.to(self.device)
         w, h = cameras.common_size("render_views")
         bg = self.background_tensor(1)[0]

@@ -4,7 +4,7 @@ Weights follow the usual quadrature ``w_i = T_i (1 - exp(-sigma_i delta_i))``;
 the interlevel ("proposal") loss and the distortion loss are mip-NeRF 360's (Barron et al.
 2022, Eqs. 13 and 15) as nerfstudio uses them (``model_components/losses.py``). On CUDA,
 when the optional ``[cuda]`` extra (nerfacc) is installed, the weights come from nerfacc's
-``render_weight_from_density`` instead (``tests/test_nerf_cuda.py`` compares the two; it passed
+``render_weight_from_density`` instead (``tests/lightning_modules/scene/test_nerf_cuda.py`` compares the two; it passed
 on an H200). On the dense (R, S) samples used here nerfacc itself computes them with
 ``torch.cumsum`` (its CUDA scan kernels run only for packed samples), so the extra gives the
 same numbers as the torch path, not a CUDA kernel: the NeRF on CUDA is pure torch either way.

@@ -14,8 +14,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from datamodules.pairs.datamodule import PairDataModule
+from datamodules.pairs.sources import RenderFolder, SyntheticPairs
 from lightning_modules.difix.training.module import DifixModule
 from lightning_modules.difix.training.net_spec import DifixNetSpec
+from lightning_modules.difix.training.settings import AdamWSettings, FixerLoss
 from lightning_modules.difix.net.net import DifixNet
 from helpers.tolerances import CROSS_PATH
 from lightning_modules.difix.loading.builders import net_from_checkpoint
@@ -23,7 +25,8 @@ from helpers import REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-TINY = {"net": DifixNetSpec(pretrained=None), "pretrained_backbone": False, "lr": 1e-3}
+TINY = {"net": DifixNetSpec(pretrained=None), "pretrained_backbone": False, "optimizer": AdamWSettings(lr=1e-3)}
+COSINE = AdamWSettings(lr=1e-3, schedule="cosine")
 
 
 def _trainer(tmp_path: Path, **kwargs: Any) -> Trainer:
@@ -37,10 +40,10 @@ def _trainer(tmp_path: Path, **kwargs: Any) -> Trainer:
 
 
 def _synthetic(**kwargs: Any) -> PairDataModule:
-    args: dict[str, Any] = {"source": "synthetic", "resolution": 32, "crop_size": 32, "num_refs": 1,
-                            "num_train": 2, "num_val": 2, "val_batch_size": 2}  # fmt: skip
+    source = SyntheticPairs(num_train=kwargs.pop("num_train", 2), num_val=2)
+    args: dict[str, Any] = {"resolution": 32, "crop_size": 32, "num_refs": 1, "val_batch_size": 2}
     args.update(kwargs)
-    return PairDataModule(**args)
+    return PairDataModule(source, **args)
 
 
 def test_construction_loads_nothing() -> None:
@@ -49,7 +52,7 @@ def test_construction_loads_nothing() -> None:
 
 
 def test_cosine_lr_decays_to_a_tenth_over_max_steps(tmp_path: Path) -> None:
-    module = DifixModule(**TINY, w_lpips=0.0, w_gram=0.0, lr_schedule="cosine")
+    module = DifixModule(**{**TINY, "optimizer": COSINE}, loss=FixerLoss(w_lpips=0.0, w_gram=0.0))
     trainer = _trainer(tmp_path, max_steps=4, limit_val_batches=0)
     trainer.fit(module, datamodule=_synthetic(num_train=4, batch_size=1))
     (scheduler,) = trainer.lr_scheduler_configs
@@ -57,13 +60,13 @@ def test_cosine_lr_decays_to_a_tenth_over_max_steps(tmp_path: Path) -> None:
     torch.testing.assert_close(trainer.optimizers[0].param_groups[0]["lr"], 1e-4)  # lr / 10 at max_steps
     with pytest.raises(ValueError, match="max_steps"):
         _trainer(tmp_path, max_epochs=1, limit_val_batches=0).fit(
-            DifixModule(**TINY, w_lpips=0.0, w_gram=0.0, lr_schedule="cosine"), datamodule=_synthetic())
-    assert DifixModule(**TINY).hparams.lr_schedule == "constant"  # the paper's
+            DifixModule(**{**TINY, "optimizer": COSINE}, loss=FixerLoss(w_lpips=0.0, w_gram=0.0)), datamodule=_synthetic())
+    assert DifixModule().optimizer_settings.schedule == "constant"  # the paper's
 
 
 def test_fit_logs_metrics_grid_and_saves_lean_checkpoint(tmp_path: Path) -> None:
     seed_everything(0)
-    module = DifixModule(**TINY, gram_warmup_steps=1, gram_crop_size=16)
+    module = DifixModule(**TINY, loss=FixerLoss(gram_warmup_steps=1, gram_crop_size=16))
     logger = TensorBoardLogger(str(tmp_path), name="tb")
     ckpt_cb = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
     trainer = _trainer(tmp_path, max_steps=2, logger=logger, enable_checkpointing=True, callbacks=[ckpt_cb],
@@ -134,7 +137,7 @@ def test_val_lpips_is_logged_with_a_real_backbone(tmp_path: Path, monkeypatch: p
             return (a - b).abs().mean()
 
     monkeypatch.setattr(losses, "LPIPSLoss", StandIn)
-    module = DifixModule(**{**TINY, "pretrained_backbone": True}, w_gram=0.0)
+    module = DifixModule(**{**TINY, "pretrained_backbone": True}, loss=FixerLoss(w_gram=0.0))
     trainer = _trainer(tmp_path, max_steps=2)  # one epoch: validation runs
     trainer.fit(module, datamodule=_synthetic())
     logged = trainer.callback_metrics
@@ -145,7 +148,7 @@ def test_val_lpips_is_logged_with_a_real_backbone(tmp_path: Path, monkeypatch: p
 def _fit(tmp_path: Path, max_steps: int, ckpt_path: str | None = None) -> tuple[DifixModule, Trainer]:
     seed_everything(0)
     # gram_crop_size None: no random crop, so the run does not depend on the global RNG.
-    module = DifixModule(**TINY, gram_warmup_steps=0, gram_crop_size=None)
+    module = DifixModule(**TINY, loss=FixerLoss(gram_warmup_steps=0, gram_crop_size=None))
     trainer = _trainer(tmp_path, max_steps=max_steps, limit_val_batches=0, gradient_clip_val=1.0)
     trainer.fit(module, train_dataloaders=DataLoader(_FixedPairs(), batch_size=1, shuffle=False), ckpt_path=ckpt_path)
     return module, trainer
@@ -173,7 +176,8 @@ def test_pretrained_difix_module_checkpoint_fine_tunes_from_its_weights(tmp_path
     trainer.save_checkpoint(ckpt)
     export = trained.export_weights(tmp_path / "first.safetensors")
     for source in (ckpt, export):
-        module = DifixModule(**{**TINY, "net": DifixNetSpec(pretrained=str(source))}, gram_warmup_steps=0, gram_crop_size=None)
+        module = DifixModule(**{**TINY, "net": DifixNetSpec(pretrained=str(source))},
+                             loss=FixerLoss(gram_warmup_steps=0, gram_crop_size=None))
         module.configure_model()
         got, want = module.net.trainable_state_dict(), trained.net.trainable_state_dict()
         assert set(got) == set(want)
@@ -181,7 +185,8 @@ def test_pretrained_difix_module_checkpoint_fine_tunes_from_its_weights(tmp_path
             torch.testing.assert_close(got[key], value, rtol=0, atol=0, msg=key)  # the same tensors, loaded
         assert f"DifixModule checkpoint {source}" in module.net.describe()
     # ... and training continues from them (a second fit moves the weights on).
-    module = DifixModule(**{**TINY, "net": DifixNetSpec(pretrained=str(ckpt))}, gram_warmup_steps=0, gram_crop_size=None)
+    module = DifixModule(**{**TINY, "net": DifixNetSpec(pretrained=str(ckpt))},
+                         loss=FixerLoss(gram_warmup_steps=0, gram_crop_size=None))
     _trainer(tmp_path / "second", max_steps=2, limit_val_batches=0).fit(
         module, train_dataloaders=DataLoader(_FixedPairs(), batch_size=1, shuffle=False))
     moved = module.net.trainable_state_dict()
@@ -216,32 +221,32 @@ def test_predict_writes_pngs_and_csv_logger_needs_no_images(tmp_path: Path) -> N
         Image.fromarray((torch.rand(37, 50, 3) * 255).to(torch.uint8).numpy()).save(renders / f"{name}.png")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.predict(module, datamodule=PairDataModule(source="synthetic", resolution=32, predict_dir=str(renders),
-                                                          num_refs=0))
+        trainer.predict(module, datamodule=PairDataModule(SyntheticPairs(), resolution=32,
+                                                          predict=RenderFolder(str(renders)), num_refs=0))
     assert Image.open(out_dir / "a.png").size == (50, 37) and (out_dir / "b.png").is_file()
 
 
 def test_gram_warmup_and_reference_slot_losses() -> None:
-    module = DifixModule(**TINY, gram_warmup_steps=5, gram_crop_size=None)
+    module = DifixModule(**TINY, loss=FixerLoss(gram_warmup_steps=5, gram_crop_size=None))
     module.configure_model()
     g = torch.Generator().manual_seed(0)
     target = torch.rand(1, 3, 32, 32, generator=g)
     batch = {"image": target.clone(), "target": target, "refs": torch.rand(1, 1, 3, 32, 32, generator=g)}
     losses = module.compute_losses(batch)  # global_step 0 < warm-up
     assert losses["loss_gram"] == 0
-    module.hparams.gram_warmup_steps = 0
+    module.loss_settings.gram_warmup_steps = 0
     assert module.compute_losses(batch)["loss_gram"] > 0
-    module.hparams.loss_on_references = False
+    module.loss_settings.on_references = False
     fixed_only = module.compute_losses(batch)["loss_l2"]
     with torch.no_grad():
         pred = module.net(batch["image"], batch["refs"]).clamp(0, 1)  # the training loss sees the clamped output
     torch.testing.assert_close(fixed_only, torch.nn.functional.mse_loss(pred, target), rtol=1e-5, atol=1e-7)
-    module.hparams.loss_on_references = True
+    module.loss_settings.on_references = True
     assert not torch.allclose(module.compute_losses(batch)["loss_l2"], fixed_only)
 
 
 def test_ssim_term_matches_torchmetrics_and_has_gradients() -> None:
-    module = DifixModule(**TINY, w_l2=0.0, w_lpips=0.0, w_gram=0.0, w_ssim=1.0, loss_on_references=False)
+    module = DifixModule(**TINY, loss=FixerLoss(w_l2=0.0, w_lpips=0.0, w_gram=0.0, w_ssim=1.0, on_references=False))
     module.configure_model()
     g = torch.Generator().manual_seed(0)
     target = torch.rand(1, 3, 32, 32, generator=g)
@@ -255,7 +260,7 @@ def test_ssim_term_matches_torchmetrics_and_has_gradients() -> None:
     losses["loss"].backward()
     grads = [p.grad for p in module.net.parameters() if p.requires_grad and p.grad is not None]
     assert grads and any(bool(g.abs().sum() > 0) for g in grads)
-    assert DifixModule(**TINY).hparams.w_ssim == 0.0  # the paper's loss unless asked
+    assert DifixModule().loss_settings == FixerLoss(w_l2=1.0, w_lpips=1.0, w_gram=0.5, w_ssim=0.0)  # the paper's
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from lightning_modules.difix.fixers.ready import ReadyFixer
 from lightning_modules.difix.fixers.spec import FixerSpec, as_fixer_spec
 from lightning_modules.difix.training.module import DifixModule
 from lightning_modules.difix.training.net_spec import DifixNetSpec
+from lightning_modules.difix.training.settings import FixerLoss
 from lightning_modules.difix.net.net import DifixNet
 from lightning_modules.difix.loading.base_models import tiny_net
 from lightning_modules.difix.loading.builders import net_from_pretrained
@@ -54,7 +55,8 @@ def test_every_spelling_loads_the_same_weights_for_difix_module_and_a_ready_fixe
     x, refs = _inputs()
     with torch.no_grad():
         expected = weights.eval()(x, refs)
-        module = DifixModule(net=DifixNetSpec(pretrained=name), pretrained_backbone=False, w_lpips=0.0, w_gram=0.0)
+        module = DifixModule(net=DifixNetSpec(pretrained=name), pretrained_backbone=False,
+                             loss=FixerLoss(w_lpips=0.0, w_gram=0.0))
         module.configure_model()
         torch.testing.assert_close(module.net.eval()(x, refs), expected, **TOL)
     torch.testing.assert_close(ReadyFixer(FixerSpec(name=name, dtype="float32"))(x, refs), expected.clamp(0, 1), **TOL)

@@ -11,6 +11,7 @@ from datamodules.files.image_io import save_image
 from datamodules.pairs.prior_corpus import PriorCorpusDataModule
 from lightning_modules.difix.training.module import DifixModule
 from lightning_modules.difix.training.net_spec import DifixNetSpec
+from lightning_modules.difix.training.settings import FixerLoss
 from lightning_modules.difix.net.net import DifixNet
 from lightning_modules.difix.loading.from_prior import is_prior_checkpoint, read_prior
 from helpers.tolerances import CROSS_PATH
@@ -71,7 +72,8 @@ def test_prior_trains_through_main_and_starts_difix(tmp_path: Path, monkeypatch:
     assert info["config"]["vae"]["latent_channels"] == 4 and info["timestep"] == 199
 
     # DifixModule starts from it the way it starts from SD-Turbo: VAE, UNet, skips, prompt loaded.
-    module = DifixModule(net=DifixNetSpec(pretrained=str(ckpt)), pretrained_backbone=False, w_lpips=0.0, w_gram=0.0)
+    module = DifixModule(net=DifixNetSpec(pretrained=str(ckpt)), pretrained_backbone=False,
+                         loss=FixerLoss(w_lpips=0.0, w_gram=0.0))
     module.configure_model()
     net = module.net
     assert net.build_config["base"]["kind"] == "prior"
@@ -96,8 +98,8 @@ def test_prior_trains_through_main_and_starts_difix(tmp_path: Path, monkeypatch:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    relative = DifixModule(net=DifixNetSpec(pretrained="../prior/last.ckpt"), pretrained_backbone=False, w_lpips=0.0,
-                           w_gram=0.0)
+    relative = DifixModule(net=DifixNetSpec(pretrained="../prior/last.ckpt"), pretrained_backbone=False,
+                           loss=FixerLoss(w_lpips=0.0, w_gram=0.0))
     relative.configure_model()
     assert relative.net.build_config["base"]["path"] == str(ckpt.resolve())
     moved = tmp_path / "moved.ckpt"

@@ -244,9 +244,10 @@ def test_check_fixer_is_cheap_and_says_what_to_do(folder: Path, tmp_path: Path,
 def test_difix_module_fine_tunes_from_a_published_folder(folder: Path, ref: DifixNet, inputs) -> None:
     from lightning_modules.difix.training.module import DifixModule
     from lightning_modules.difix.training.net_spec import DifixNetSpec
+    from lightning_modules.difix.training.settings import FixerLoss
 
-    module = DifixModule(net=DifixNetSpec(pretrained=str(folder)), pretrained_backbone=False, w_lpips=0.0, w_gram=0.5,
-                         gram_cross_batch=True, gram_crop_size=None)
+    module = DifixModule(net=DifixNetSpec(pretrained=str(folder)), pretrained_backbone=False,
+                         loss=FixerLoss(w_lpips=0.0, w_gram=0.5, gram_cross_batch=True, gram_crop_size=None))
     module.configure_model()
     assert module.gram.cross_batch
     torch.testing.assert_close(_out(module.net, inputs), _out(ref, inputs), **TOL)

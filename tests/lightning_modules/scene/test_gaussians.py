@@ -139,7 +139,7 @@ def test_rotate_sh_keeps_view_dependent_colour() -> None:
     T = torch.eye(4, dtype=torch.float64)
     T[:3, :3] = R
     moved = transform_splats(splats, T)
-    from datamodules.cameras.cameras import quat_to_rotmat
+    from datamodules.cameras.poses import quat_to_rotmat
 
     assert torch.allclose(quat_to_rotmat(moved["quats"].double())[0], R, atol=1e-5)
 

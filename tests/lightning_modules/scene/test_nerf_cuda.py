@@ -25,7 +25,8 @@ def test_nerfacc_weights_match_torch_on_cuda() -> None:
 def test_nerf_module_renders_the_same_on_cuda_as_on_cpu(tmp_path) -> None:
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    from datamodules.cameras.cameras import Cameras, look_at
+    from datamodules.cameras.cameras import Cameras
+    from datamodules.cameras.poses import look_at
     from datamodules.scene.scene_setup import SceneSetup
     from lightning_modules.scene.nerf.field import FieldSettings
     from lightning_modules.scene.nerf.model import SamplingSettings

@@ -78,7 +78,7 @@ def test_predict_on_the_difix3d_demo_writes_plain_fixed_and_compare_videos(tmp_p
               f"--data.init_args.path={tmp_path / 'scene'}", "--data.init_args.procedural.num_views=8",
               "--data.init_args.procedural.size=24", "--data.init_args.read.test_every=4",
               "--data.init_args.read.train_every=1", "--data.init_args.steps_per_epoch=2",
-              "--data.init_args.max_val_views=1", "--model.init_args.max_init_points=200",
+              "--data.init_args.max_val_views=1", "--model.init_args.init.max_points=200",
               "--model.init_args.predict.frames=4", f"--model.init_args.output_dir={out}"]
     with contextlib.redirect_stdout(io.StringIO()):
         cli_main(["fit", *common, "--trainer.max_steps=2"])

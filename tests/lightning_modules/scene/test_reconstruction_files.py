@@ -194,7 +194,7 @@ def test_a_file_in_the_wrong_units_warns(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         splats = splats_in_scene(GaussiansFile(str(file)), setup)  # the right units: silent
     assert torch.allclose(splats["means"], ours["means"], atol=1e-4)
-    with pytest.warns(UserWarning, match=r"o.ply: the Gaussians and the cameras disagree.*Wrong init_file.units"):
+    with pytest.warns(UserWarning, match=r"o.ply: the Gaussians and the cameras disagree.*Wrong init.file.units"):
         splats_in_scene(GaussiansFile(str(file), units="normalised"), setup)
     assert check_against_cameras(ours["means"], setup.train_cameras, 1.1, "x") > 0.5
 

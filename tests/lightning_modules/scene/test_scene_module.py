@@ -11,11 +11,14 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 import lightning.pytorch as pl
 
-from datamodules.cameras.cameras import Cameras, fov_to_focal, look_at
+from datamodules.cameras.cameras import Cameras
+from datamodules.cameras.poses import fov_to_focal, look_at
 from lightning_modules.scene.gaussians.splats import Gaussians
 from datamodules.scene.scene_setup import SceneSetup
 from lightning_modules.scene.evaluation import EvalSettings
+from lightning_modules.scene.gaussians.initial import InitSettings
 from lightning_modules.scene.gaussians.module import GaussianSceneModule
+from lightning_modules.scene.gaussians.settings import LearningRates, SHSchedule
 from lightning_modules.scene.gaussians.strategy import DefaultStrategy, MCMCStrategy
 from lightning_modules.scene.gaussians.rasterize import render
 from helpers import REPO
@@ -107,7 +110,7 @@ def _module(strategy: str = "default", pretrained_metrics: bool = False, **kw) -
         strategy_kw.pop("reset_every", None)
         strategy_kw.pop("grow_grad2d", None)
     cls = MCMCStrategy if strategy == "mcmc" else DefaultStrategy
-    defaults = dict(sh_degree=1, sh_degree_interval=10, init_type="points", strategy=cls(**strategy_kw),
+    defaults = dict(sh=SHSchedule(degree=1, interval=10), init=InitSettings(type="points"), strategy=cls(**strategy_kw),
                     evaluation=EvalSettings(pretrained_metrics=pretrained_metrics, num_log_images=1))
     defaults.update(kw)
     return GaussianSceneModule(**defaults)
@@ -204,7 +207,8 @@ def test_metrics_json_and_render_views(tmp_path: Path, seed: int, monkeypatch: p
 
 def _fit_ckpt(tmp_path: Path, max_steps: int, ckpt_path: str | None = None, **kw) -> tuple[GaussianSceneModule, pl.Trainer]:
     torch.manual_seed(0)
-    module = _module(refine_start_iter=2, refine_every=3, reset_every=7, grow_grad2d=2e-5, lr_decay_steps=14, **kw)
+    module = _module(refine_start_iter=2, refine_every=3, reset_every=7, grow_grad2d=2e-5,
+                     lr=LearningRates(decay_steps=14), **kw)
     trainer = _trainer(tmp_path, max_steps, enable_checkpointing=True)
     trainer.fit(module, TinyScene(), ckpt_path=ckpt_path)
     return module, trainer
@@ -214,7 +218,7 @@ def _fit_ckpt(tmp_path: Path, max_steps: int, ckpt_path: str | None = None, **kw
 def test_resume_matches_uninterrupted_run(tmp_path: Path, strategy: str) -> None:
     kw = {"strategy": strategy, "random_background": True}
     if strategy == "mcmc":
-        kw.update(init_opacity=0.5, min_opacity=0.2)  # relocation actually fires
+        kw.update(init=InitSettings(type="points", opacity=0.5), min_opacity=0.2)  # relocation actually fires
     full, _ = _fit_ckpt(tmp_path / "full", 14, **kw)
     half, trainer = _fit_ckpt(tmp_path / "half", 7, **kw)
     ckpt = tmp_path / "half.ckpt"
@@ -321,3 +325,34 @@ def test_lego_demo_config_reaches_24db(shared_data: Path, tmp_path: Path, monkey
     doc = json.loads((run / "metrics.json").read_text())
     assert doc["stage"] == "test" and len(doc["per_view"]) == 200
     assert doc["mean"]["psnr"] >= 24.0
+
+
+def test_a_module_made_from_splats_renders_with_their_extent_as_its_scale() -> None:
+    from lightning_modules.scene.contracts import RendersViews
+
+    g = Gaussians.random(200, 2.0, center=(1.0, 0.0, 0.0), sh_degree=1, generator=torch.Generator().manual_seed(0))
+    module = GaussianSceneModule.from_splats(g.raw(), sh_degree=1)
+    means = g.means.detach()
+    expected = float((means - means.median(dim=0).values).norm(dim=-1).quantile(0.9))
+    assert isinstance(module, RendersViews) and module.scene_scale == pytest.approx(expected)
+    assert 1.0 < module.scene_scale < 4.0  # a cube of half-size 2
+    assert GaussianSceneModule.from_splats(g.raw(), sh_degree=1, scene_scale=0.5).scene_scale == 0.5
+    cams = Cameras.from_c2w(look_at(torch.tensor([[1.0, -6.0, 0.0]]), torch.tensor([1.0, 0.0, 0.0])),
+                            torch.tensor([[20.0, 0, 8], [0, 20.0, 8], [0, 0, 1]]), 16, 16)
+    rgb, alpha = module.render_views(cams)
+    assert rgb.shape == (1, 3, 16, 16) and float(alpha.max()) > 0.5
+
+
+def test_option_groups_ride_in_checkpoints_loaded_weights_only(tmp_path: Path) -> None:
+    """Groups built in Python (not through the CLI) are hyperparameters as objects: a weights-only
+    load (Lightning's resume, the viewer) must accept them."""
+    from datamodules.pairs.sources import JsonPairs, RenderFolder, SyntheticPairs
+    from lightning_modules.difix.training.settings import AdamWSettings, FixerLoss
+    from lightning_modules.scene.gaussians.settings import RasterSettings
+
+    groups = {"init": InitSettings(type="random", center=(0.0, 1.0, 2.0)), "sh": SHSchedule(degree=2),
+              "lr": LearningRates(decay_steps=5), "raster": RasterSettings(backend="torch"),
+              "sources": [JsonPairs("p.json", train_order=["a/b"]), SyntheticPairs(degradations=("noise",)),
+                          RenderFolder("r")], "difix": [FixerLoss(w_gram=0.0), AdamWSettings(lr=1e-3)]}
+    torch.save({"hyper_parameters": groups}, tmp_path / "h.ckpt")
+    assert torch.load(tmp_path / "h.ckpt", weights_only=True)["hyper_parameters"] == groups

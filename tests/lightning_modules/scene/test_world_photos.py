@@ -14,6 +14,7 @@ from datamodules.readers.scene_data import ReadOptions
 from datamodules.scene.datamodule import SceneDataModule
 from datamodules.scene.scene_setup import SceneSetup
 from helpers.gaussian_files import fit_splats, write_dataparser_transforms, write_splatfacto_checkpoint
+from lightning_modules.scene.gaussians.initial import InitSettings
 from lightning_modules.scene.gaussians.module import GaussianSceneModule
 from lightning_modules.scene.gaussians.ply import write_ply
 from lightning_modules.scene.gaussians.reconstruction import GaussiansFile
@@ -51,7 +52,7 @@ def test_the_right_world_passes_silently(scene: tuple) -> None:
 @pytest.mark.parametrize("declared", ["gsplat", "normalised"])
 def test_a_file_declared_in_the_wrong_world_warns_with_the_psnrs(scene: tuple, declared: str) -> None:
     setup, _, ply = scene
-    with pytest.warns(UserWarning, match=rf"point_cloud.ply: init_file.units={declared}, but the training photos "
+    with pytest.warns(UserWarning, match=rf"point_cloud.ply: init.file.units={declared}, but the training photos "
                                          r"say original") as caught:
         splats_in_scene(GaussiansFile(str(ply), units=declared), setup)
     message = next(str(w.message) for w in caught if "training photos" in str(w.message))
@@ -64,7 +65,7 @@ def test_a_file_declared_in_the_wrong_world_warns_with_the_psnrs(scene: tuple, d
 
 def test_units_auto_chooses_the_world_the_photos_explain(scene: tuple, tmp_path: Path) -> None:
     setup, ours, ply = scene
-    module = GaussianSceneModule(init_file=GaussiansFile(str(ply), units="auto"))
+    module = GaussianSceneModule(init=InitSettings(file=GaussiansFile(str(ply), units="auto")))
     module.setup_scene(setup)  # what configure_model does, before step 1
     assert torch.allclose(module.gaussians.means.detach(), ours["means"], atol=1e-4)
 
@@ -82,7 +83,7 @@ def test_units_auto_chooses_the_world_the_photos_explain(scene: tuple, tmp_path:
 def test_units_auto_needs_the_photos(scene: tuple) -> None:
     setup, _, ply = scene
     bare = SceneSetup(setup.train_cameras, setup.scene_scale, points=setup.points, transform=setup.transform)
-    with pytest.raises(ValueError, match=r"point_cloud.ply: init_file.units=auto needs the scene's training photos"):
+    with pytest.raises(ValueError, match=r"point_cloud.ply: init.file.units=auto needs the scene's training photos"):
         splats_in_scene(GaussiansFile(str(ply), units="auto"), bare)
 
 

@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from datamodules.pairs.datamodule import PairDataModule
+from datamodules.pairs.sources import JsonPairs
 from helpers.fixer_files import tiny_config, write_fixer_folder
 from helpers.pairs_files import write_fixer_pairs_json
 from helpers.tolerances import CROSS_PATH
@@ -23,7 +24,7 @@ def _fit(module: FixerModule, json_path: Path, tmp_path: Path, steps: int) -> Tr
     trainer = Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                       limit_val_batches=1, default_root_dir=str(tmp_path), gradient_clip_val=1.0)
-    data = PairDataModule(source="json", json_path=str(json_path), num_refs=0, resolution=(48, 48), batch_size=1,
+    data = PairDataModule(source=JsonPairs(str(json_path)), num_refs=0, resolution=(48, 48), batch_size=1,
                           val_batch_size=1)
     trainer.fit(module, datamodule=data)
     return trainer
