@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from callbacks.post_render_fix import NearestViewFix, training_views
 from datamodules.cameras.camera_json import read_cameras_json
-from datamodules.cameras.cameras import Cameras, interpolate_path, pose_distance, step_pose_toward
+from datamodules.cameras.cameras import Cameras
+from datamodules.cameras.poses import interpolate_path, pose_distance, step_pose_toward
 from lightning_modules.difix.fixers.errors import FixerError
 from lightning_modules.difix.fixers.ready import ReadyFixer
 from lightning_modules.difix.fixers.spec import FixerSpec

@@ -131,14 +131,11 @@ PROJECT_PATH = re.compile(r"(?<![\w/.$}{-])((?:datamodules|lightning_modules|cal
 
 def test_named_project_files_exist() -> None:
     """A moved or deleted file takes its mentions along: every path into the repository named in
-    its text files exists (placeholders such as ``curate_STRATEGY.yaml``, ``stage{1,2}`` aside).
-    lightning_modules/difix/ is left out until the fixer's files settle their names."""
+    its text files exists (placeholders such as ``curate_STRATEGY.yaml``, ``stage{1,2}`` aside)."""
     tracked = set(_tracked())
     folders = {str(parent) for p in tracked for parent in Path(p).parents}
     missing = []
     for path in _tracked("*.py", "*.yaml", "*.sh", "*.md", "*.toml", "Makefile"):
-        if path.startswith("lightning_modules/difix/"):
-            continue
         for number, line in enumerate((REPO / path).read_text().splitlines(), 1):
             for match in PROJECT_PATH.finditer(line):
                 name, after = match.group(1), line[match.end():match.end() + 1]

@@ -21,9 +21,6 @@ from torch import Tensor
 
 from datamodules.cameras.poses import rigid_inverse, to_4x4
 
-# Still imported from here by callbacks/progressive_fix.py (whose rework imports them from poses).
-from datamodules.cameras.poses import interpolate_path, nearest_views, pose_distance, step_pose_toward  # noqa: F401
-
 __all__ = ["Cameras", "look_at_center"]
 
 

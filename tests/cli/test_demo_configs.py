@@ -70,7 +70,8 @@ def test_fixer_demo_config_fine_tunes_and_exports_nvidias_layout(tmp_path: Path)
     logs, out = tmp_path / "logs", tmp_path / "fixer"
     run(["fit", "--config", str(REPO / "configs/demo/fixer.yaml"), "--trainer.max_steps=2",
          "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={logs}",
-         "--data.init_args.num_train=2", "--data.init_args.num_val=1", "--data.init_args.resolution=32",
+         "--data.init_args.source.init_args.num_train=2", "--data.init_args.source.init_args.num_val=1",
+         "--data.init_args.resolution=32",
          "--data.init_args.crop_size=32", f"--model.init_args.export_dir={out}"])
     files = find_fixer_files(str(out))
     assert files is not None and files.pretrained is not None and files.tokenizer is not None

@@ -2,7 +2,7 @@
 
 Where each default comes from (read in nvidia-cosmos/cosmos-predict2 and nv-tlabs/Fixer):
 - `DiTConfig`: the 0.6B text-to-image DiT of cosmos-predict2's
-  `configs/base/config_text2image.py` (`MiniTrainDIT` with model_channels 1280, 20 blocks, 20
+  `cosmos_predict2/configs/base/config_text2image.py` (`MiniTrainDIT` with model_channels 1280, 20 blocks, 20
   heads, mlp_ratio 4, patch 2 x 2 x 1, adaLN-LoRA dim 256, 1024-wide T5 cross-attention, 3D RoPE
   with h/w extrapolation 4 and t 1, no extra learnable position embedding, max 240 x 240 latent
   and 128 frames, a padding-mask channel concatenated to the input).

@@ -1,6 +1,6 @@
 """The Fixer denoiser: diffusers' `CosmosTransformer3DModel` as cosmos-predict2's `MiniTrainDIT`.
 
-diffusers ships the Cosmos-Predict2 DiT (its `scripts/convert_cosmos_to_diffusers.py` converts
+diffusers ships the Cosmos-Predict2 DiT (its `diffusers/scripts/convert_cosmos_to_diffusers.py` converts
 the "Cosmos-2.0" checkpoints into it). Read side by side with cosmos-predict2's
 `models/text2image_dit.py` it computes the same function: patchify order (c, t, h, w), 3D RoPE
 (t / h / w split of head_dim // 6 * 2, NTK scaling, rotate-half, self-attention only), the

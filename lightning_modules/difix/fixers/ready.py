@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from datamodules.cameras.cameras import Cameras, nearest_views
+from datamodules.cameras.cameras import Cameras
+from datamodules.cameras.poses import nearest_views
 from lightning_modules.difix.fixers.errors import FixerError, FixerOutputError, check_finite
 from lightning_modules.difix.fixers.sources import FixerSource, resolve_source
 from lightning_modules.difix.fixers.spec import FixerSpec, as_fixer_spec

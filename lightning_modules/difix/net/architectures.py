@@ -1,4 +1,4 @@
-"""Constructor configs for DifixNet components: a tiny model for tests/demo and SD-Turbo's shape.
+"""Constructor configs for DifixNet components: a tiny model for the tests and the demo, and SD-Turbo's shape.
 
 Nothing here downloads anything. `build_components` turns these plain dicts into diffusers /
 transformers modules under a fixed seed, so the same seed always gives the same weights.

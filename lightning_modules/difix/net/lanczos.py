@@ -8,7 +8,8 @@ going through PIL would mean a host copy and 8-bit images per call, so the weigh
 here the way Pillow computes them (`src/libImaging/Resample.c`, `precompute_coeffs`: support 3
 scaled by the downscale factor, centres at (i + 0.5) * scale, taps normalised to sum 1) and
 applied as two matrix products, which run on any device, batch, and carry gradients.
-`tests/test_lanczos.py` compares the result with Pillow's own float ("F" mode) resize.
+`tests/lightning_modules/difix/test_published_layout.py` compares the result with Pillow's own
+float ("F" mode) resize.
 """
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """DifixNet: the single-step image fixer (SD-Turbo architecture, diffusers components).
 
-Pipeline per call (METHOD.md, "Difix"): encode every view with the frozen VAE encoder (latent
-mean x scaling factor, no noise added), treat the latents as noisy latents at timestep
-`timestep` (199), run the UNet once with the cached prompt embedding and joint self-attention
-over the views, take x0 from the DDPM scheduler step, decode with the skip-connected decoder,
-clamp.
+Pipeline per call (the paper's Difix; nv-tlabs/Difix3D `src/model.py`): encode every view with
+the frozen VAE encoder (latent mean x scaling factor, no noise added), treat the latents as noisy
+latents at timestep `timestep` (199), run the UNet once with the cached prompt embedding and
+joint self-attention over the views, take x0 from the DDPM scheduler step, decode with the
+skip-connected decoder, clamp.
 
 Image convention at the boundary: float in [0, 1], (B, 3, H, W) or (B, V, 3, H, W); the [-1, 1]
 range the VAE wants stays inside this file.

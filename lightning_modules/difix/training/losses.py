@@ -140,7 +140,7 @@ class GramLoss(FrozenLoss):
         loss   = sum_l w_l * loss_l.
 
     This is "per layer the mean squared difference of Gram matrices divided by d*h*w"
-    (METHOD.md) and the reference code's `gram_loss` for batch size 1. The reference code
+    (the paper) and the reference code's `gram_loss` for batch size 1. The reference code
     reshapes the batch into the channel axis ((B*d, N) features, a (B*d, B*d) Gram with
     cross-image blocks); `cross_batch=True` reproduces that, the default keeps images
     independent so the value does not depend on what else is in the batch.

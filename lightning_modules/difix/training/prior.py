@@ -4,7 +4,7 @@ Difix fine-tunes SD-Turbo, a model that already (a) encodes and decodes images w
 (b) denoises latents in one step. Offline there is no SD-Turbo, and a random tiny model asked to
 learn both plus the fix in a few hundred steps damages clean content. This module learns (a) and
 (b) on a clean image corpus (`datamodules.pairs.prior_corpus`), with the very components DifixNet uses
-(diffusers AutoencoderKL + UNet2DConditionModel + DDPM scheduler from `tiny.py`):
+(diffusers AutoencoderKL + UNet2DConditionModel + DDPM scheduler from `net/architectures.py`):
 
 - VAE: an autoencoder with L2 + a small KL term (SD's VAE objective without its GAN/LPIPS parts,
   which need pretrained networks we do not have; the posterior mean is decoded by default). Half of each batch is decoded through the
@@ -17,7 +17,7 @@ learn both plus the fix in a few hundred steps damages clean content. This modul
 
 The checkpoint is a normal Lightning checkpoint whose `state_dict` holds DifixNet-named tensors
 (`vae.*`, `unet.*`, `skips.*`, `prompt_embeds`) and whose `difix_prior` entry says how to rebuild
-the architecture; `DifixModule(pretrained=<that .ckpt>)` starts from it (`prior_loading.py`).
+the architecture; `DifixModule(pretrained=<that .ckpt>)` starts from it (`loading/from_prior.py`).
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class DifixPriorModule(pl.LightningModule):
     VAE factor.
 
     Args:
-        config: architecture name in `tiny.CONFIGS` ("tiny", "small", ...).
+        config: architecture name in `architectures.CONFIGS` ("tiny", "small", ...).
         seed: initial-weight seed (also seeds the random text encoder's prompt embedding).
         prompt: prompt whose embedding conditions the UNet (the fixer keeps this embedding).
         timestep: the fixer's timestep; `fixed_timestep_fraction` of each batch is noised there.
