@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from datamodules.files.json_io import write_json_atomic
-from difix3d.dataset.engine import EngineOptions, JobOutcome, run_jobs
-from difix3d.dataset.jobs import CurationJob, Protocol, SceneTask, TableJob, protocol_overrides, read_result, run_scene
+from difix3d.dataset.engine import EngineOptions, JobOutcome, queued_on_slurm, run_jobs
+from difix3d.dataset.jobs import (CurationJob, Protocol, SceneTask, TableJob, protocol_overrides, read_result, run_scene,
+                                  running_elsewhere)
 from difix3d.dataset.scenes import list_scenes
 
-__all__ = ["run_dataset", "resolve_config", "main"]
+__all__ = ["run_dataset", "resolve_config", "run_folder", "main"]
 
 # Per-scene values are the same placeholders in every resolution, so the hash does not depend on them.
 _PLACEHOLDERS = ["--data.init_args.path=<scene>", "--trainer.logger.init_args.save_dir=<work>/logs",
@@ -77,6 +78,13 @@ def _spec(table: TableJob | None, curation: CurationJob | None, protocol: Protoc
     return "curation", {"curation": asdict(curation)}, "\n---\n".join(texts)
 
 
+def run_folder(out: str | Path, kind: str, spec: dict[str, Any], resolved: str) -> tuple[Path, str]:
+    """(``<out>/<kind>-<hash>``, hash): the hash covers the job spec and the resolved config text,
+    so any change of either gives another folder and results never mix."""
+    digest = hashlib.sha256(json.dumps({"spec": spec, "resolved": resolved}, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(out).expanduser().resolve() / f"{kind}-{digest}", digest
+
+
 def run_dataset(
     scenes: str,
     table: TableJob | None = None,
@@ -112,22 +120,29 @@ def run_dataset(
     engine = engine or EngineOptions()
     scene_list = list_scenes(scenes, scene_subdir, only)
     kind, spec, resolved = _spec(table, curation, protocol)
-    digest = hashlib.sha256(json.dumps({"spec": spec, "resolved": resolved}, sort_keys=True).encode()).hexdigest()[:12]
-    run_dir = Path(out).expanduser().resolve() / f"{kind}-{digest}"
+    run_dir, digest = run_folder(out, kind, spec, resolved)
     if not (run_dir / "job.json").is_file():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(resolved)  # for people; job.json (atomic, last) marks the folder
         write_json_atomic(run_dir / "job.json", {"kind": kind, "config_hash": digest, **spec})
     pairs_dir = run_dir / "pairs" if kind == "curation" else None
-    todo, skipped = [], []
+    todo, skipped, busy = [], [], {}
+    queued = queued_on_slurm(run_dir / "submitit", [s.id for s in scene_list]) if engine.cluster == "slurm" else {}
     for scene in scene_list:
         work = run_dir / "scenes" / scene.id
         if read_result(work, digest) is not None:
             skipped.append(scene.id)
             continue
+        why = running_elsewhere(work) or (f"its SLURM job is {queued[scene.id]}" if scene.id in queued else None)
+        if why:
+            busy[scene.id] = why
+            continue
         todo.append((scene.id, SceneTask(scene, table or curation, protocol, work, pairs_dir, digest)))  # type: ignore[arg-type]
     print(f"{kind} {digest}: {len(scene_list)} scene(s), {len(skipped)} already complete (skipped), "
-          f"{len(todo)} to run on {engine.cluster} ({engine.max_parallel} at once) -> {run_dir}", flush=True)
+          f"{len(busy)} still running from an earlier command, {len(todo)} to run on {engine.cluster} "
+          f"({engine.max_parallel} at once) -> {run_dir}", flush=True)
+    for scene_id, why in busy.items():
+        print(f"  {scene_id}: not started again: {why}", flush=True)
 
     def report(outcome: JobOutcome) -> None:
         state = "done" if outcome.result is not None else f"FAILED ({outcome.error}; log: {outcome.stderr})"
@@ -138,7 +153,8 @@ def run_dataset(
               for o in outcomes if o.result is None]
     results = [r for s in scene_list if (r := read_result(run_dir / "scenes" / s.id, digest)) is not None]
     doc: dict[str, Any] = {"title": title or f"{kind}: {scenes}", "config_hash": digest, "job_kind": kind,
-                           "scenes_listed": [s.id for s in scene_list], "skipped": skipped, "failed": failed}
+                           "scenes_listed": [s.id for s in scene_list], "skipped": skipped, "failed": failed,
+                           "still_running": busy}
     if kind == "table":
         from difix3d.dataset.table import build_table, markdown_table
 
@@ -169,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     from jsonargparse import CLI
 
     doc = CLI(run_dataset, args=argv, as_positional=False)
-    return 1 if doc["failed"] else 0
+    return 1 if doc["failed"] or doc["still_running"] else 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["EngineOptions", "JobOutcome", "run_jobs"]
+__all__ = ["EngineOptions", "JobOutcome", "run_jobs", "queued_on_slurm"]
 
 
 @dataclass
@@ -81,6 +81,41 @@ def _outcome(key: str, job: Any) -> JobOutcome:
                           job.paths.stdout, job.paths.stderr)
 
 
+def _record(folder: Path, ids: dict[str, str]) -> None:
+    """Adds {key: SLURM job id} to ``folder/submitted.json`` (read by `queued_on_slurm`)."""
+    import json
+
+    from datamodules.files.json_io import write_json_atomic
+
+    path = folder / "submitted.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    write_json_atomic(path, {**doc, **ids})
+
+
+def queued_on_slurm(folder: Path, keys: Sequence[str]) -> dict[str, str]:
+    """{key: state} of the keys whose SLURM job from an earlier command is still queued or running
+    (a re-run must not submit them twice). Empty off a SLURM cluster."""
+    import json
+
+    path = folder / "submitted.json"
+    if not path.is_file():
+        return {}
+    ids = json.loads(path.read_text())
+    import submitit
+
+    active = {}
+    for key in keys:
+        if key not in ids:
+            continue
+        try:
+            state = submitit.SlurmJob(folder=folder, job_id=ids[key]).state
+        except Exception:  # no sacct here: nothing known to be queued
+            continue
+        if state in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING"):
+            active[key] = state
+    return active
+
+
 def run_jobs(fn: Callable[[Any], dict[str, Any]], tasks: Sequence[tuple[str, Any]], options: EngineOptions, folder: Path,
              name: str = "difix3d", on_done: Callable[[JobOutcome], None] | None = None) -> list[JobOutcome]:
     """Runs ``fn(task)`` for every task as a submitit job and waits for all of them.
@@ -100,6 +135,7 @@ def run_jobs(fn: Callable[[Any], dict[str, Any]], tasks: Sequence[tuple[str, Any
     report = on_done or (lambda outcome: None)
     if options.cluster == "slurm":
         jobs = executor.map_array(fn, [task for _, task in tasks])
+        _record(folder, {key: job.job_id for (key, _), job in zip(tasks, jobs)})
         outcomes = []
         for (key, _), job in zip(tasks, jobs):
             outcomes.append(_outcome(key, job))

@@ -21,7 +21,7 @@ from datamodules.files.json_io import write_json_atomic
 from difix3d.dataset.scenes import Scene
 
 __all__ = ["Protocol", "TableJob", "CurationStage", "CurationJob", "SceneTask", "run_scene", "read_result",
-           "RESULT_FILE", "protocol_overrides"]
+           "RESULT_FILE", "protocol_overrides", "running_elsewhere"]
 
 RESULT_FILE = "result.json"
 
@@ -131,6 +131,25 @@ def read_result(work_dir: Path, config_hash: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) and doc.get("config_hash") == config_hash else None
+
+
+def running_elsewhere(work_dir: Path) -> str | None:
+    """Why the scene must not be started again: a job of an earlier command still runs it on this
+    machine (its process is alive: the local executor's jobs outlive a killed command). None
+    when it is free to run."""
+    import json
+
+    from datamodules.files.temp_files import pid_alive
+
+    path = work_dir / "running.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int) and pid_alive(info["pid"]) \
+            and info["pid"] != os.getpid():
+        return f"process {info['pid']} on this machine is still running it ({path})"
+    return None
 
 
 def _fresh(work_dir: Path) -> None:

@@ -72,7 +72,7 @@ def test_killed_scene_is_redone_and_the_others_skipped(tmp_path: Path) -> None:
     second = _start(config, tmp_path, "second.log")
     assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
     log = (tmp_path / "second.log").read_text()
-    assert "2 already complete (skipped), 1 to run" in log
+    assert "2 already complete (skipped), 0 still running from an earlier command, 1 to run" in log
     for s in ("p1", "p3"):  # untouched: the same result files, not rerun
         assert json.loads((run / "scenes" / s / "result.json").read_text()) == done[s]
     doc = json.loads((run / "table.json").read_text())
