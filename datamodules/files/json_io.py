@@ -1,4 +1,4 @@
-"""The project's one atomic JSON writer (metrics.json, pairs.json, journals).
+"""The project's one atomic JSON writer (metrics.json, pairs.json, journals), on its atomic text writer.
 
 Readers never see half a file: the text goes to a temp file in the same folder, is flushed
 to disk, then moved into place with ``os.replace``.
@@ -12,7 +12,7 @@ from typing import Any
 
 from datamodules.files.temp_files import temp_path
 
-__all__ = ["write_json_atomic", "umask_mode"]
+__all__ = ["write_json_atomic", "write_text_atomic", "umask_mode"]
 
 
 def umask_mode() -> int:
@@ -33,8 +33,17 @@ def write_json_atomic(path: str | os.PathLike, doc: Any, indent: int = 1) -> Pat
     Returns:
         The destination path.
     """
+    return write_text_atomic(path, json.dumps(doc, indent=indent))
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Writes ``text`` through a temp file + ``os.replace`` (parents created): readers see the
+    old file or the new one, never half of one.
+
+    Returns:
+        The destination path.
+    """
     path = Path(path)
-    text = json.dumps(doc, indent=indent)
     path.parent.mkdir(parents=True, exist_ok=True)
     # open(..., "x") rather than mkstemp: mkstemp files are 0600, this respects the umask.
     tmp = temp_path(path)

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from datamodules.files.json_io import write_json_atomic
+from datamodules.files.json_io import write_json_atomic, write_text_atomic
 from difix3d.dataset.engine import EngineOptions, JobOutcome, queued_on_slurm, run_jobs
 from difix3d.dataset.jobs import (CurationJob, Protocol, SceneTask, TableJob, protocol_overrides, read_result, run_scene,
                                   running_elsewhere)
@@ -123,7 +123,7 @@ def run_dataset(
     run_dir, digest = run_folder(out, kind, spec, resolved)
     if not (run_dir / "job.json").is_file():
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(resolved)  # for people; job.json (atomic, last) marks the folder
+        write_text_atomic(run_dir / "config.yaml", resolved)  # for people; job.json (last) marks the folder
         write_json_atomic(run_dir / "job.json", {"kind": kind, "config_hash": digest, **spec})
     pairs_dir = run_dir / "pairs" if kind == "curation" else None
     todo, skipped, busy = [], [], {}
@@ -165,7 +165,7 @@ def run_dataset(
                                                                  for r in results}}
         text = _curation_markdown(doc)
     write_json_atomic(run_dir / "table.json", doc)
-    (run_dir / "table.md").write_text(text)
+    write_text_atomic(run_dir / "table.md", text)
     print(text, flush=True)
     print(f"written {run_dir / 'table.json'} and table.md", flush=True)
     return doc

@@ -84,7 +84,7 @@ def build_table(results: list[dict[str, Any]], fid_feature: int | nn.Module = 20
             if not real:
                 real = [p for f in files for p in f[0]]  # type: ignore[index]
             fakes[name] = [p for f in files for p in f[1]]  # type: ignore[index]
-    for name, fid in fid_over_files(real, fakes, fid_feature, device).items():
+    for name, fid in (fid_over_files(real, fakes, fid_feature, device) if fakes else {}).items():
         table["rows"][name]["all_views"]["fid"] = fid
     return table
 
