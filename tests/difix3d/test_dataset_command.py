@@ -50,9 +50,12 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> No
 def test_killed_scene_is_redone_and_the_others_skipped(tmp_path: Path) -> None:
     config = _config(tmp_path)
     first = _start(config, tmp_path, "first.log")
-    # The run folder appears once the config is resolved; scene p2 runs in the second slot.
-    _wait_for(tmp_path / "out", first)
-    run = next((tmp_path / "out").glob("table-*"))
+    # The run folder (job.json last) appears once the config is resolved; p2 runs in the second slot.
+    end = time.monotonic() + 300
+    while not list((tmp_path / "out").glob("table-*/job.json")):
+        assert first.poll() is None and time.monotonic() < end, (tmp_path / "first.log").read_text()[-3000:]
+        time.sleep(0.05)
+    run = next((tmp_path / "out").glob("table-*/job.json")).parent
     p2 = run / "scenes" / "p2"
     # Midway: its 3DGS row is tested, its Difix3D fit is under way. Kill the job's process.
     _wait_for(p2 / "rows" / "table_3dgs" / "metrics.json", first)
