@@ -12,7 +12,8 @@ import torch
 from datamodules.readers.read_scene import read_scene
 from datamodules.readers.scene_data import ReadOptions, SceneFormatError
 from helpers.dataset_layouts import (DL3DV_DISTORTION, DL3DV_H, DL3DV_W, write_dl3dv_960p_scene,
-                                     write_dl3dv_benchmark_scene, write_nerfbusters_capture)
+                                     write_dl3dv_benchmark_gaussian_splat, write_dl3dv_benchmark_scene,
+                                     write_nerfbusters_capture)
 
 HASH = "0a1b7c20a92c43c6b8954b1ac909fb2f0fa8b2997b80604bc8bbec80a1cb2da3"  # a DL3DV scene name (64 hex digits)
 
@@ -41,6 +42,17 @@ def test_dl3dv_refusals_say_which_folder_or_level_to_use(tmp_path: Path) -> None
     (scene / "nerfstudio" / "transforms.json").write_text(json.dumps(doc))
     with pytest.raises(SceneFormatError, match=r"'w' and 'h' \(the original size\) must be given"):
         read_scene(scene / "nerfstudio", downscale=4)
+
+
+def test_dl3dv_benchmark_gaussian_splat_copy_reads_as_colmap_at_downscale_4(tmp_path: Path) -> None:
+    scene = write_dl3dv_benchmark_gaussian_splat(tmp_path, HASH)
+    s = read_scene(scene / "gaussian_splat", downscale=4)
+    assert s.format == "colmap" and s.image_paths[0].parent.name == "images_4" and s.points is not None
+    assert s.cameras.width[0] == DL3DV_W // 4 and s.cameras.height[0] == DL3DV_H // 4
+    with pytest.raises(SceneFormatError, match=r"no image folder for downscale 1.*images_4"):
+        read_scene(scene / "gaussian_splat")
+    with pytest.raises(SceneFormatError, match=r"subfolders hold a scene: \['gaussian_splat'\]"):
+        read_scene(scene)
 
 
 def test_dl3dv_full_download_and_960p_release(tmp_path: Path) -> None:

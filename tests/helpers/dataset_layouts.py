@@ -31,7 +31,8 @@ Sources:
   number after the last ``_`` of the file name, ``nerfstudio/images_8`` 270x480 and
   ``images_4`` 540x960, i.e. w x h = 3840 x 2160 / 4 and / 8); a DL3DV intrinsics check script
   (``<hash>/gaussian_splat/transforms.json`` OPENCV with ``k1 k2 p1 p2``; COLMAP PINHOLE model
-  in ``gaussian_splat/sparse/0``).
+  in ``gaussian_splat/sparse/0``) and a DL3DV converter for feature-3dgs (reads
+  ``gaussian_splat/sparse/`` and the images of ``gaussian_splat/images_4/``).
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ import torch
 
 from datamodules.files.image_io import save_image
 from datamodules.readers.point_ply import write_point_ply
-from helpers.scene_writers import Rig, make_rig
+from helpers.scene_writers import Rig, make_rig, write_colmap
 
 # DL3DV's 4K frames (3840 x 2160) shrunk by 10: images_4 and images_8 keep exact sizes (96x54, 48x27).
 DL3DV_W, DL3DV_H = 384, 216
@@ -92,6 +93,21 @@ def write_dl3dv_benchmark_scene(root: Path, scene_hash: str, n: int = 6, only_le
     if not only_level4:
         _images(rig, ns / "images", names, 1)
         _images(rig, ns / "images_8", names, 8)
+    return root / scene_hash
+
+
+def write_dl3dv_benchmark_gaussian_splat(root: Path, scene_hash: str, n: int = 6, seed: int = 0) -> Path:
+    """The benchmark's 3DGS-format copy of a scene after ``--only_level4``: ``<root>/<hash>/
+    gaussian_splat/{sparse/0/*.bin, images_4/}`` ([dl-scripts]: a COLMAP PINHOLE model at full
+    size, images in ``images_4`` only). Returns the scene root ``<root>/<hash>``."""
+    rig = _rig(n, DL3DV_W, DL3DV_H, seed)
+    names = [f"frame_{i + 1:05d}.png" for i in range(n)]
+    gs = root / scene_hash / "gaussian_splat"
+    write_colmap(rig, gs, names=names, per_image_camera=False)
+    _images(rig, gs / "images_4", names, 4)
+    for name in names:  # [dl-card] --only_level4: no full-size images
+        (gs / "images" / name).unlink()
+    (gs / "images").rmdir()
     return root / scene_hash
 
 
