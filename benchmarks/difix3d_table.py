@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datamodules.files.json_io import write_json_atomic  # noqa: E402
-from difix3d.table_rows import CONTROL, ROW_ORDER, table_rows  # noqa: E402
+from difix3d.table_rows import CONTROL, ROW_ORDER, table_rows  # noqa: E402, F401 (CONTROL: the row name, for callers)
 
 METRICS = ("psnr", "ssim", "lpips", "fid")
 

@@ -13,7 +13,7 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -215,9 +215,3 @@ def run_scene(task: SceneTask) -> dict[str, Any]:
     write_json_atomic(task.work_dir / RESULT_FILE, result)  # last: only now does the scene count as done
     return result
 
-
-def task_summary(task: SceneTask) -> dict[str, Any]:
-    """A JSON-able description of a task (for the run's job.json)."""
-    doc = asdict(task)
-    doc["work_dir"] = str(task.work_dir)
-    return doc
