@@ -19,53 +19,15 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from callbacks.progressive_fix import ProgressiveFixCallback  # noqa: E402
 from datamodules.files.json_io import write_json_atomic  # noqa: E402
-from lightning_modules.scene.nerf.module import NerfSceneModule  # noqa: E402
-from difix3d.cli import cli_main  # noqa: E402
+from difix3d.table_rows import CONTROL, ROW_ORDER, table_rows  # noqa: E402, F401 (CONTROL: the row name, for callers)
 
 METRICS = ("psnr", "ssim", "lpips", "fid")
-
-
-CONTROL = "No-op fix"
-
-
-def fit_and_test(config: str, overrides: list[str], name: str, progressive: bool, post_fix: bool = True) -> dict:
-    """Fits one row's scene and tests it (twice for the progressive row with `post_fix`: plain and fixed)."""
-    cli = cli_main(["--config", config, f"--trainer.logger.init_args.name={name}", *overrides], run=False)
-    trainer, model, data = cli.trainer, cli.model, cli.datamodule
-    fixers = [c for c in trainer.callbacks if isinstance(c, ProgressiveFixCallback)]
-    if not fixers:
-        raise SystemExit(f"{config}: no ProgressiveFixCallback in trainer.callbacks")
-    if not progressive:
-        trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ProgressiveFixCallback)]
-    t0 = time.perf_counter()
-    trainer.fit(model, datamodule=data)
-    fit_s = time.perf_counter() - t0
-    saver = trainer.checkpoint_callback  # the row's last.ckpt, for benchmarks/difix3d_picture.py
-    checkpoint = str(Path(saver.last_model_path).resolve()) if saver is not None and saver.last_model_path else None
-    rows = {}
-    post = [False, True] if progressive and post_fix else [False]
-    for fix in post:
-        for cb in fixers:
-            cb.post_render_fix = fix
-        t0 = time.perf_counter()
-        trainer.test(model, datamodule=data, verbose=False)
-        test_s = time.perf_counter() - t0
-        metrics = json.loads((model.output_path / "metrics.json").read_text())
-        key = "mean_fixed" if fix else "mean"
-        rows[fix] = {"metrics": metrics[key], "fit_s": fit_s, "test_s": test_s,
-                     "base": "Nerfacto" if isinstance(model, NerfSceneModule) else "3DGS",
-                     "fixes": sum(c.num_fixes for c in fixers), "checkpoint": checkpoint}
-        if "num_gaussians" in metrics:
-            rows[fix]["num_gaussians"] = metrics["num_gaussians"]
-    return rows
 
 
 def print_table(table: dict[str, dict]) -> None:
@@ -87,8 +49,7 @@ def merge_rows(out: Path, config: str, rows: dict[str, dict]) -> dict[str, dict]
                              "pass another --out or delete it")
         table = old["rows"]
     table.update(rows)
-    order = ["3DGS", "Nerfacto", CONTROL, "Difix3D", "Difix3D+"]
-    return {name: table[name] for name in sorted(table, key=lambda n: order.index(n) if n in order else len(order))}
+    return {name: table[name] for name in sorted(table, key=lambda n: ROW_ORDER.index(n) if n in ROW_ORDER else len(ROW_ORDER))}
 
 
 def main() -> None:
@@ -103,19 +64,10 @@ def main() -> None:
     overrides = [a for a in rest if a != "--"]
     out = Path(args.out)
 
-    rows: dict[str, dict] = {}
-    if args.rows in ("all", "plain"):
-        plain = fit_and_test(args.config, overrides, "table_3dgs", progressive=False)
-        rows[plain[False]["base"]] = plain[False]
-    if args.rows in ("all", "progressive"):
-        prog = fit_and_test(args.config, overrides, "table_difix3d", progressive=True)
-        rows.update({"Difix3D": prog[False], "Difix3D+": prog[True]})
-    if args.rows == "control":  # last override wins: the fixer becomes the identity
-        control = fit_and_test(args.config, [*overrides, "--trainer.callbacks.fixer=identity"], "table_noop_fix",
-                               progressive=True, post_fix=False)
-        rows[CONTROL] = control[False]
+    chosen = {"all": ["plain", "progressive"]}.get(args.rows, [args.rows])
+    rows = table_rows(args.config, overrides, chosen)
     for row in rows.values():
-        row["overrides"] = overrides
+        row.pop("per_view")  # metrics.json beside each row's checkpoint keeps them
     table = rows if args.rows == "all" else merge_rows(out, args.config, rows)
     print_table(table)
     write_json_atomic(out, {"config": args.config, "rows": table})  # a killed run keeps the old table

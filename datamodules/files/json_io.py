@@ -1,4 +1,4 @@
-"""The project's one atomic JSON writer (metrics.json, pairs.json, journals).
+"""The project's one atomic JSON writer (metrics.json, pairs.json, journals), on its atomic text writer.
 
 Readers never see half a file: written through ``temp_files.write_atomic`` (a temp file in
 the same folder, flushed to disk, moved into place; a failure names the file).
@@ -12,7 +12,7 @@ from typing import Any
 
 from datamodules.files.temp_files import write_atomic
 
-__all__ = ["write_json_atomic", "umask_mode"]
+__all__ = ["write_json_atomic", "write_text_atomic", "umask_mode"]
 
 
 def umask_mode() -> int:
@@ -36,5 +36,13 @@ def write_json_atomic(path: str | os.PathLike, doc: Any, indent: int = 1) -> Pat
     Raises:
         OSError: naming the file (a full disk: ENOSPC); an older file stays whole.
     """
-    text = json.dumps(doc, indent=indent)
+    return write_text_atomic(path, json.dumps(doc, indent=indent))
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Writes ``text`` (UTF-8) through `write_atomic`: readers see the old file or the new one.
+
+    Returns:
+        The destination path.
+    """
     return write_atomic(path, lambda stream: stream.write(text.encode("utf-8")))

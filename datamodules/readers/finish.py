@@ -107,6 +107,30 @@ def _read_split_file(path: Path, names: Sequence[str], image_paths: Sequence[Pat
     return split
 
 
+def _split_by_name(image_paths: Sequence[Path], patterns: tuple[str, str]) -> dict[str, list[int]]:
+    """Train/test indices by a pattern in each image file name (ReadOptions.name_split)."""
+    train_pattern, test_pattern = patterns
+    split: dict[str, list[int]] = {"train": [], "test": []}
+    neither, both = [], []
+    for i, path in enumerate(image_paths):
+        is_train, is_test = train_pattern in path.name, test_pattern in path.name
+        if is_train and is_test:
+            both.append(path.name)
+        elif is_train or is_test:
+            split["train" if is_train else "test"].append(i)
+        else:
+            neither.append(path.name)
+    if neither or both:
+        bad = f"{len(neither)} image(s) with neither pattern ({neither[:3]})" if neither else ""
+        bad += ("; " if neither and both else "") + (f"{len(both)} with both ({both[:3]})" if both else "")
+        raise SceneFormatError(f"name_split {list(patterns)}: every image name must contain exactly one of the "
+                               f"two patterns: {bad}")
+    if not split["test"]:
+        raise SceneFormatError(f"name_split {list(patterns)}: no image name contains {test_pattern!r}, so there are "
+                               f"no test views ({len(image_paths)} images, e.g. {image_paths[0].name!r})")
+    return split
+
+
 def make_split(
     names: Sequence[str],
     image_paths: Sequence[Path],
@@ -122,6 +146,8 @@ def make_split(
     n = len(names)
     if spec.split_file is not None:
         split = _read_split_file(Path(spec.split_file), names, image_paths)
+    elif spec.name_split is not None:
+        split = _split_by_name(image_paths, spec.name_split)
     elif format_split is not None:
         split = {k: list(v) for k, v in format_split.items()}
     elif spec.test_every > 0:

@@ -5,7 +5,11 @@ Keys read (global, overridable per frame): ``fl_x``, ``fl_y``, ``cx``, ``cy``, `
 equirectangular are refused), distortion ``k1 k2 k3 k4 p1 p2`` (removed when images are
 loaded), ``camera_angle_x`` / ``camera_angle_y`` when focal lengths are absent (instant-ngp).
 Frames: ``file_path`` relative to the folder, ``transform_matrix`` camera-to-world in OpenGL
-camera axes (flipped to OpenCV here). ``applied_transform`` (3x4, set by ns-process-data)
+camera axes (flipped to OpenCV here). Pre-shrunk copies sit in ``<folder>_<k>/`` beside the folder ``file_path`` names (nerfstudio's
+``images_2``, ``images_4``, ``images_8``); with ``downscale`` k they are read even when the
+originals are absent, as in downloads that keep one level only (DL3DV's 960P release and its
+benchmark's ``--only_level4``): ``w`` and ``h`` (the original size) are then required.
+``applied_transform`` (3x4, set by ns-process-data)
 maps the original capture world to the file's world; it is folded into
 ``SceneData.transform`` so exports can go back to the capture's units. ``ply_file_path``
 names a point cloud (in the file's world) used to initialise Gaussians.
@@ -48,16 +52,39 @@ def _number(frame: dict, doc: dict, key: str, source: Path, index: int) -> float
     return out
 
 
-def _downscaled_path(root: Path, rel: str, downscale: int) -> tuple[Path | None, int]:
-    """Pre-shrunk copy of ``rel`` in a sibling ``<folder>_<k>`` (nerfstudio layout), if any."""
+def _existing(path: Path, source: Path) -> Path | None:
+    """``path`` (trying image extensions when it has none), or None when no such file exists."""
+    try:
+        return resolve_image_path(path.parent, path.name, source)
+    except SceneFormatError:
+        return None
+
+
+def _downscaled_path(root: Path, rel: str, downscale: int, source: Path) -> tuple[Path | None, int]:
+    """Pre-shrunk copy of ``rel`` in a sibling ``<folder>_<k>`` (nerfstudio layout), if any:
+    the largest k <= downscale that divides it."""
     rel_path = Path(rel)
     for k in range(downscale, 1, -1):
         if downscale % k or len(rel_path.parts) < 2:
             continue
-        candidate = root / rel_path.parent.parent / f"{rel_path.parent.name}_{k}" / rel_path.name
-        if candidate.is_file():
-            return candidate, k
+        found = _existing(root / rel_path.parent.parent / f"{rel_path.parent.name}_{k}" / rel_path.name, source)
+        if found is not None:
+            return found, k
     return None, 1
+
+
+def _missing_original(root: Path, rel: str, downscale: int, source: Path, index: int) -> SceneFormatError:
+    """The error for a frame whose image is absent, naming the pre-shrunk folders that do hold it."""
+    rel_path = Path(rel)
+    levels = sorted(int(p.name.rsplit("_", 1)[1]) for p in (root / rel_path.parent.parent).glob(f"{rel_path.parent.name}_*")
+                    if p.is_dir() and p.name.rsplit("_", 1)[1].isdigit() and _existing(p / rel_path.name, source))
+    if not levels:
+        return SceneFormatError(f"{source}: image {rel!r} is missing (looked for {root / rel})")
+    return SceneFormatError(
+        f"{source}: frame {index}: image {rel!r} is missing and only pre-shrunk copies exist "
+        f"({', '.join(f'{rel_path.parent.name}_{k}/' for k in levels)}); read with a downscale one of them divides "
+        f"(data.init_args.read.downscale: {levels[0]}), got downscale {downscale}"
+    )
 
 
 def read_nerfstudio(
@@ -95,11 +122,16 @@ def read_nerfstudio(
                 f"(supported: {', '.join(PINHOLE_MODELS + DISTORTED_MODELS)})"
             )
         rel = str(frame["file_path"]).removeprefix("./")
-        original = resolve_image_path(root, rel, file)
-        small, k = _downscaled_path(root, str(original.relative_to(root)), downscale) if downscale > 1 else (None, 1)
+        original = _existing(root / rel, file)
+        small, k = _downscaled_path(root, rel, downscale, file) if downscale > 1 else (None, 1)
+        if original is None and small is None:
+            raise _missing_original(root, rel, downscale, file, i)
         w = _number(frame, doc, "w", file, i)
         h = _number(frame, doc, "h", file, i)
         if w is None or h is None:
+            if original is None:
+                raise SceneFormatError(f"{file}: frame {i}: only a pre-shrunk copy of {rel!r} exists ({small}), so "
+                                       f"'w' and 'h' (the original size) must be given")
             w, h = (float(v) for v in read_image_size(original))
         fx = _number(frame, doc, "fl_x", file, i)
         fy = _number(frame, doc, "fl_y", file, i)
@@ -118,7 +150,7 @@ def read_nerfstudio(
         d = [(_number(frame, doc, key, file, i) or 0.0) for key in DISTORTION_KEYS]
         if model in PINHOLE_MODELS and any(d):
             raise SceneFormatError(f"{file}: frame {i}: camera_model {model} but distortion parameters are non-zero: {d}")
-        paths.append(small if small is not None else original)
+        paths.append(small if small is not None else original)  # type: ignore[arg-type]
         factors.append(k)
         c2w.append(parse_transform_matrix(frame["transform_matrix"], file, i) @ OPENGL_TO_OPENCV)
         Ks.append([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])

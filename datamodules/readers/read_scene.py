@@ -38,9 +38,14 @@ def detect_format(path: str | Path) -> str:
     for folder in (root / "sparse" / "0", root / "sparse", root):
         if any((folder / f"cameras{ext}").is_file() for ext in (".bin", ".txt")):
             return "colmap"
+    # Downloads that nest the scene one level down (DL3DV-Benchmark: <hash>/nerfstudio/ and
+    # <hash>/gaussian_splat/; DL3DV-10K-Sample: <hash>/colmap/): name the folders to pass.
+    nested = sorted(p.parent.name for p in root.glob("*/transforms*.json")) + sorted(
+        p.parents[2].name if p.parent.name == "0" else p.parents[1].name for p in root.glob("*/sparse/**/cameras.*"))
+    hint = f"; these subfolders hold a scene: {sorted(set(nested))} (pass {root}/<subfolder>)" if nested else ""
     raise SceneFormatError(
         f"{root}: cannot tell the scene format: expected transforms_train.json (blender), transforms.json "
-        f"(nerfstudio), poses_bounds.npy (llff) or sparse/0/cameras.bin|txt (colmap)"
+        f"(nerfstudio), poses_bounds.npy (llff) or sparse/0/cameras.bin|txt (colmap){hint}"
     )
 
 

@@ -117,7 +117,8 @@ class RawScene:
 class ReadOptions:
     """How to read a scene: format, image size, world normalisation, and which views train.
 
-    Split precedence: ``split_file`` > the format's own split (Blender) > ``test_every``. Then
+    Split precedence: ``split_file`` > ``name_split`` > the format's own split (Blender) >
+    ``test_every``. Then
     the training set is thinned: ``train_group`` (one camera group, before the others), then
     ``train_indices`` (image indices, all training images) or else ``train_every`` followed by
     ``max_train_views``.
@@ -129,6 +130,13 @@ class ReadOptions:
             0 means no test views. Ignored when the format has its own split.
         split_file: JSON ``{"train": [names], "test": [names]}`` (names with or without
             extension, or image indices); optional "val".
+        name_split: ``[train_pattern, test_pattern]``: a view trains when its image file name
+            contains the first, is a test view when it contains the second (``["_train_",
+            "_eval_"]``: the reference's ``test_every: 1`` in its gsplat ``colmap.py``, and the
+            ``frame_train_`` / ``frame_eval_`` frames that nerfstudio's ``ns-process-data``
+            writes from a training and an evaluation video, as in the Nerfbusters data). A file
+            name with neither or both is an error naming it (the reference drops the first
+            kind silently; nerfstudio's filename split refuses it too).
         train_every: keep every n-th training view (sparse-view setting).
         max_train_views: keep at most the first N training views (after ``train_every``).
         train_indices: explicit image indices to train on.
@@ -144,6 +152,7 @@ class ReadOptions:
     downscale: int = 1
     test_every: int = 8
     split_file: str | None = None
+    name_split: tuple[str, str] | None = None
     train_every: int = 1
     max_train_views: int | None = None
     train_indices: tuple[int, ...] | None = None
@@ -156,6 +165,11 @@ class ReadOptions:
     def __post_init__(self) -> None:
         if self.train_indices is not None:
             self.train_indices = tuple(int(i) for i in self.train_indices)
+        if self.name_split is not None:
+            pair = tuple(str(p) for p in self.name_split)
+            if len(pair) != 2 or not all(pair) or pair[0] == pair[1]:
+                raise ValueError(f"name_split must be two different non-empty patterns [train, test], got {self.name_split!r}")
+            self.name_split = pair  # type: ignore[assignment]
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -232,7 +232,8 @@ class SceneModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.require_ready()
-        self.evaluator.start("test", self.device, with_fix=self._post_render_fix is not None)
+        views = self.output_path / "test_views" if self.eval_settings.save_views and self.trainer.is_global_zero else None
+        self.evaluator.start("test", self.device, with_fix=self._post_render_fix is not None, views_dir=views)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "val")

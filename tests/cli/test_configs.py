@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from difix3d.cli import cli_main
-from helpers import REPO
+from helpers import REPO, main_py_configs
 
-CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml"))
+CONFIGS = main_py_configs()  # configs/dataset/: tests/difix3d/test_dataset_configs.py
 
 
 @pytest.mark.parametrize("config", CONFIGS)

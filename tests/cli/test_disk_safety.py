@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import main_py_configs
 from helpers.runs import REPO, run, scene_args
 
 import callbacks.checkpoints as checkpoints
@@ -79,7 +80,7 @@ def _model_checkpoints(config: dict) -> list[tuple[str, dict]]:
             if str(c.get("class_path", "")).endswith(("ModelCheckpoint", "BestAndLastCheckpoint"))]
 
 
-@pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")))
+@pytest.mark.parametrize("path", main_py_configs())
 def test_every_training_config_writes_last_ckpt_periodically(path: str) -> None:
     """Checked on the configs themselves (their smoke tests run the demo ones; paper-scale ones
     need a GPU): a ModelCheckpoint with save_last that saves before the run ends, every N steps,
