@@ -14,7 +14,7 @@ import torch
 
 from datamodules.files.image_io import load_image, save_image
 from helpers.fixer_files import write_fixer_folder
-from helpers.runs import REPO, run
+from helpers.runs import REPO, difix3d_args, run
 from lightning_modules.difix.fixers.ready import ReadyFixer
 from lightning_modules.difix.fixers.sources import resolve_source
 
@@ -33,16 +33,8 @@ def test_every_spelling_of_a_fixer_download_is_the_current_fixer(fixer_folder: P
 
 
 def test_demo_difix3d_fit_and_test_with_a_fixer_folder(fixer_folder: Path, tmp_path: Path) -> None:
-    logs, scene, out = tmp_path / "logs", tmp_path / "scene", tmp_path / "out"
-    common = ["--config", str(REPO / "configs/demo/difix3d.yaml"), "--trainer.enable_progress_bar=false",
-              f"--trainer.logger.init_args.save_dir={logs}", "--trainer.logger.init_args.version=0",
-              f"--trainer.callbacks.fixer.name={fixer_folder}", "--trainer.callbacks.fixer.size=[32, 32]",
-              "--trainer.callbacks.start_step=2", "--trainer.callbacks.fix_every_n_steps=2",
-              f"--data.init_args.path={scene}", "--data.init_args.procedural.num_views=8",
-              "--data.init_args.procedural.size=24", "--data.init_args.read.test_every=4",
-              "--data.init_args.read.train_every=1", "--data.init_args.steps_per_epoch=3",
-              "--data.init_args.max_val_views=1", "--model.init_args.init.max_points=300",
-              "--model.init_args.predict.frames=0", f"--model.init_args.output_dir={out}"]
+    logs, out = tmp_path / "logs", tmp_path / "out"
+    common = difix3d_args(tmp_path, str(fixer_folder), (32, 32))
     run(["fit", *common, "--trainer.max_steps=4"])
     ckpt = logs / "difix3d_demo" / "version_0" / "checkpoints" / "last.ckpt"
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

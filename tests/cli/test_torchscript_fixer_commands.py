@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from datamodules.files.image_io import load_image, save_image
-from helpers.runs import REPO, run
+from helpers.runs import REPO, difix3d_args, run
 from helpers.torchscript_fixers import script_module, write_tiny_torchscript
 from lightning_modules.difix.fixers.errors import FixerError
 from lightning_modules.difix.fixers.ready import ReadyFixer
@@ -42,16 +42,8 @@ def test_fix_images_command_with_a_torchscript_file(tmp_path: Path) -> None:
 
 def test_demo_difix3d_run_with_a_torchscript_fixer(tmp_path: Path) -> None:
     ts = write_tiny_torchscript(tmp_path / "fixer.pt")
-    logs, scene, out = tmp_path / "logs", tmp_path / "scene", tmp_path / "out"
-    common = ["--config", str(REPO / "configs/demo/difix3d.yaml"), "--trainer.enable_progress_bar=false",
-              f"--trainer.logger.init_args.save_dir={logs}", "--trainer.logger.init_args.version=0",
-              f"--trainer.callbacks.fixer.name={ts}", "--trainer.callbacks.fixer.size=[64, 64]",
-              "--trainer.callbacks.start_step=2", "--trainer.callbacks.fix_every_n_steps=2",
-              f"--data.init_args.path={scene}", "--data.init_args.procedural.num_views=8",
-              "--data.init_args.procedural.size=24", "--data.init_args.read.test_every=4",
-              "--data.init_args.read.train_every=1", "--data.init_args.steps_per_epoch=3",
-              "--data.init_args.max_val_views=1", "--model.init_args.init.max_points=300",
-              "--model.init_args.predict.frames=2", f"--model.init_args.output_dir={out}"]
+    logs, out = tmp_path / "logs", tmp_path / "out"
+    common = difix3d_args(tmp_path, str(ts), (64, 64), frames=2)
     run(["fit", *common, "--trainer.max_steps=4"])
     ckpt = logs / "difix3d_demo" / "version_0" / "checkpoints" / "last.ckpt"
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -29,6 +29,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from lightning_modules.difix.training.fixer_spec import FixerNetSpec
 from lightning_modules.image_grids import log_image, tile_grid
 from lightning_modules.options import check_learning_rates
+from lightning_modules.difix.training.step_logging import log_losses
 
 
 class FixerModule(pl.LightningModule):
@@ -122,11 +123,7 @@ class FixerModule(pl.LightningModule):
         return x[..., top:top + side, left:left + side]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        losses = self.compute_losses(batch)
-        bs = batch["image"].shape[0]
-        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
-        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items() if k != "loss"}, batch_size=bs)
-        return losses["loss"]
+        return log_losses(self, self.compute_losses(batch), batch["image"].shape[0])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         net = self._require_net()

@@ -218,15 +218,8 @@ class GramLoss(FrozenLoss):
         return top, left, crop_h, crop_w
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Weighted Gram loss between `pred` and `target` on one shared random crop.
-
-        Args:
-            pred: (B, 3, H, W) in [0, 1]; gradients flow to it.
-            target: (B, 3, H, W) in [0, 1].
-
-        Returns:
-            Scalar tensor (float32).
-        """
+        """The weighted Gram loss (a float32 scalar) of `pred` against `target`, both (B, 3, H, W) in
+        [0, 1], on one random crop they share; gradients flow to `pred`."""
         _check_pair(pred, target, "GramLoss")
         top, left, crop_h, crop_w = self.random_crop_box(*pred.shape[-2:])
         window = (..., slice(top, top + crop_h), slice(left, left + crop_w))

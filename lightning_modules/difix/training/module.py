@@ -27,6 +27,7 @@ from lightning_modules.image_grids import log_image, tile_grid
 from lightning_modules.difix.training.net_spec import DifixNetSpec
 from lightning_modules.difix.training.schedules import cosine_to_tenth
 from lightning_modules.difix.training.settings import AdamWSettings, FixerLoss
+from lightning_modules.difix.training.step_logging import log_losses
 
 
 class DifixModule(pl.LightningModule):
@@ -147,11 +148,7 @@ class DifixModule(pl.LightningModule):
                 "loss_ssim": loss_ssim}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        losses = self.compute_losses(batch)
-        bs = batch["image"].shape[0]
-        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
-        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items() if k != "loss"}, batch_size=bs)
-        return losses["loss"]
+        return log_losses(self, self.compute_losses(batch), batch["image"].shape[0])
 
     def configure_optimizers(self) -> Any:
         net = self._require_net()

@@ -27,16 +27,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWa
 TOL = {"atol": 1e-5, "rtol": 0}
 
 
-@pytest.fixture(scope="module")
-def weights() -> DifixNet:
-    return trained_tiny(seed=0)
-
-
-@pytest.fixture(scope="module")
-def difix_ref(weights: DifixNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_published_folder(weights, tmp_path_factory.mktemp("hub") / "difix_ref", multiview=True)
-
-
 def _pair(seed: int = 0, size: tuple[int, int] = (32, 32)) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(1, 3, *size, generator=gen), torch.rand(1, 1, 3, *size, generator=gen)
