@@ -119,3 +119,27 @@ def test_ddp_two_processes_train_reduce_checkpoint_and_resume(tmp_path: Path) ->
     steps = [s for s, _ in _column(rows, "train/loss")]
     assert steps == [9, 10]  # logged after each optimizer step, counting on from 8
     assert torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 10
+
+
+def test_ddp_fine_tunes_nvidias_fixer_and_rank_zero_exports_it(tmp_path: Path) -> None:
+    """configs/demo/fixer.yaml (FixerModule, a tiny random Fixer) on two gloo processes: both ranks
+    train, rank 0 alone writes the checkpoint and the export in NVIDIA's layout, which loads."""
+    from lightning_modules.difix.fixers.ready import ReadyFixer
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "RANK")}
+    env.update(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1",
+               PYTHONWARNINGS="ignore")
+    out, logs = tmp_path / "fixer", tmp_path / "logs"
+    cmd = [sys.executable, str(REPO / "main.py"), "fit", "--config", str(REPO / "configs/demo/fixer.yaml"),
+           "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_steps=4", "--trainer.enable_progress_bar=false",
+           "--trainer.enable_model_summary=false", f"--trainer.logger.init_args.save_dir={logs}",
+           "--data.init_args.source.init_args.num_train=8", "--data.init_args.source.init_args.num_val=2",
+           "--data.init_args.resolution=32", "--data.init_args.crop_size=32", "--data.init_args.val_batch_size=1",
+           f"--model.init_args.export_dir={out}"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    ckpts = list(logs.rglob("last.ckpt"))
+    assert len(ckpts) == 1 and torch.load(ckpts[0], map_location="cpu", weights_only=False)["global_step"] == 4
+    fixer = ReadyFixer(str(out))
+    assert fixer.check().kind == "Fixer (Cosmos-Predict2)"
+    assert ReadyFixer.around(fixer.net, "ddp fixer", size=(32, 32))(torch.rand(1, 3, 24, 24)).shape == (1, 3, 24, 24)
