@@ -10,14 +10,13 @@ want `base/model_fast_tokenizer.pt` to build the pipeline first: copy NVIDIA's).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from datamodules.files.temp_files import temp_path
+from datamodules.files.temp_files import write_atomic
 from lightning_modules.difix.cosmos.config import DiTConfig, FixerNetConfig, TinyTokenizerConfig
 from lightning_modules.difix.cosmos.dit import infer_dit_config
 from lightning_modules.difix.cosmos.files import PRETRAINED, TOKENIZER, FixerFiles, complete_files
@@ -85,8 +84,9 @@ def save_fixer_folder(net: FixerNet, folder: str | Path) -> Path:
     folder = Path(folder)
     unet, vae = nvidia_state_dicts(net.dit, net.tokenizer)
     pkl = {"state_dict_unet": unet, "state_dict_vae": vae, CONFIG_ENTRY: asdict(net.config)}
-    _save_whole(net.tokenizer.file_payload(), folder / TOKENIZER)
-    return _save_whole(pkl, folder / PRETRAINED)
+    payload = net.tokenizer.file_payload()
+    write_atomic(folder / TOKENIZER, lambda stream: torch.save(payload, stream), "Fixer tokenizer")
+    return write_atomic(folder / PRETRAINED, lambda stream: torch.save(pkl, stream), "Fixer checkpoint")
 
 
 def config_from_dict(doc: Any, source: Any) -> FixerNetConfig:
@@ -114,14 +114,3 @@ def _read_base(path: Path, source: str) -> dict[str, torch.Tensor]:
         raise ValueError(f"{source}: not a state dict ({type(base).__name__})")
     prefix = "net." if any(str(k).startswith("net.") for k in base) else ""
     return dit_state(base, prefix, source)[0]
-
-
-def _save_whole(obj: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
